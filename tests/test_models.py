@@ -210,6 +210,32 @@ def test_timm_state_dict_loads_unchanged_and_outputs_match():
         torch.testing.assert_close(model(x), ref(x), rtol=0, atol=0)
 
 
+def test_bf16_on_cpu_runs_attention_in_fp32_and_matches_timm(monkeypatch):
+    torch.manual_seed(0)
+    ref = timm.create_model(
+        "vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, num_classes=10
+    )
+    model = build_model(tiny(), 10)
+    model.load_state_dict(ref.state_dict(), strict=True)
+    x = images()
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, *args, **kwargs):
+        seen.append((q.dtype, torch.is_autocast_enabled("cpu")))
+        return sdpa(q, k, v, *args, **kwargs)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = ref(x)
+        monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+        out = model(x)
+    assert seen == [(torch.float32, False)] * 2  # both blocks, fp32 inputs, autocast off inside
+    assert out.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected.float(), rtol=0.05, atol=0.05)
+    out.float().sum().backward()  # gradients flow through the upcast
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
 def test_describe_is_json_and_rebuilds_in_timm():
     cfg = tiny(res=(32, 48), pool="gap")
     desc = json.loads(json.dumps(describe(cfg, 10)))

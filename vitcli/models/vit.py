@@ -19,6 +19,7 @@ from torch import nn
 
 from vitcli.config import ModelCfg
 from vitcli.errors import RecipeError
+from vitcli.models.attention import Attention
 from vitcli.models.variants import R50_LAYERS, Variant, grid, resolve_variant, timm_family
 
 
@@ -137,6 +138,7 @@ def build_model(cfg: ModelCfg, num_classes: int) -> ViT:
         proj_drop_rate=cfg.dropout,
         attn_drop_rate=cfg.attn_dropout,
         drop_path_rate=cfg.drop_path,
+        attn_layer=Attention,  # timm's, with fp32 attention for bf16 on CPU (models/attention.py)
         **kwargs,
     )
     if cfg.head_init == "zero" and num_classes > 0:
