@@ -210,7 +210,7 @@ def test_timm_state_dict_loads_unchanged_and_outputs_match():
         torch.testing.assert_close(model(x), ref(x), rtol=0, atol=0)
 
 
-def test_bf16_on_cpu_runs_attention_in_fp32_and_matches_timm(monkeypatch):
+def test_bf16_training_on_cpu_runs_attention_in_fp32_and_matches_timm(monkeypatch):
     torch.manual_seed(0)
     ref = timm.create_model(
         "vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, num_classes=10
@@ -234,6 +234,10 @@ def test_bf16_on_cpu_runs_attention_in_fp32_and_matches_timm(monkeypatch):
     torch.testing.assert_close(out.float(), expected.float(), rtol=0.05, atol=0.05)
     out.float().sum().backward()  # gradients flow through the upcast
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    seen.clear()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)  # inference: the bf16 forward kernel is the fast one
+    assert seen == [(torch.bfloat16, True)] * 2
 
 
 def test_describe_is_json_and_rebuilds_in_timm():
