@@ -20,7 +20,7 @@ from pathlib import Path
 from vitcli import recipe
 from vitcli.data import load_split, train_loader
 from vitcli.data import loader as loader_module
-from vitcli.engine.bench import bench
+from vitcli.engine.train.bench import bench
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"

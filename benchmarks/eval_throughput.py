@@ -26,9 +26,9 @@ import torch
 
 from vitcli.config import DataCfg
 from vitcli.data import load_split
-from vitcli.engine.evaluators import ClassificationEvaluator
-from vitcli.engine.fewshot import extract_features
-from vitcli.engine.runtime import Runtime
+from vitcli.engine.evaluate.evaluators import ClassificationEvaluator
+from vitcli.engine.evaluate.fewshot import extract_features
+from vitcli.engine.runtime.process import Runtime
 
 TIMM = {"Ti/16": "vit_tiny_patch16_224", "S/16": "vit_small_patch16_224", "B/16": "vit_base_patch16_224"}
 

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from vitcli.engine.fewshot import ridge_fewshot, sample_shots
+from vitcli.engine.evaluate.fewshot import ridge_fewshot, sample_shots
 
 
 def _time_solves(train_x, train_y, test_x, test_y, classes, shots, seeds, l2_regs) -> list[float]:

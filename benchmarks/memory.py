@@ -11,7 +11,6 @@ is read after the steps, so it includes the interpreter, torch and the model bui
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ CHILD = """
 import json, sys
 from pathlib import Path
 from vitcli import recipe
-from vitcli.engine import bench as b
+from vitcli.engine.train import bench as b
 name, res, batch, precision, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 cfg = recipe.from_data({"model": {"name": name, "res": res}, "optim": {"name": "adamw"},
                         "train": {"precision": precision, "device": "cpu"}}, "memory")

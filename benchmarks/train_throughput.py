@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 
 from vitcli import recipe
-from vitcli.engine.bench import _stand_in_source, matmul_peak
-from vitcli.engine.progress import Reporter
-from vitcli.engine.runtime import Runtime
-from vitcli.engine.trainer import Trainer
 from vitcli.config import ModelCfg
+from vitcli.engine.runtime.process import Runtime
+from vitcli.engine.runtime.progress import Reporter
+from vitcli.engine.train.bench import _stand_in_source, matmul_peak
+from vitcli.engine.train.trainer import Trainer
 from vitcli.models import build_model, macs, resolve_variant
 
 TIMM = {"Ti/16": "vit_tiny_patch16_224", "S/16": "vit_small_patch16_224", "B/16": "vit_base_patch16_224"}

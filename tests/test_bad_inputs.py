@@ -15,6 +15,7 @@ import pickle
 import re
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +24,15 @@ from typing import Callable
 import pytest
 import torch
 import yaml
+from conftest import tiny_recipe
 from typer.testing import CliRunner
 
-from conftest import tiny_recipe
 from vitcli import recipe
 from vitcli.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-VIT = ROOT / ".venv" / "bin" / "vit"
+# The CLI as the running interpreter runs it: any environment (venv, conda, system) works.
+VIT = [sys.executable, "-m", "vitcli"]
 MARKER = "pwned.txt"  # what the malicious pickle would create if it were ever unpickled
 HUB_DEADLINE_S = 20.0  # an unreachable hub must fail within this, not after minutes of retries
 
@@ -332,7 +334,7 @@ CASE_IDS = [case.values[0] if hasattr(case, "values") else case[0] for case in C
 def finished_run(tiny_data, tmp_path_factory) -> Path:
     """A 2-step tiny run with checkpoints at steps 1 and 2, model.safetensors and config.json."""
     from vitcli.engine import jobs
-    from vitcli.engine.progress import Reporter
+    from vitcli.engine.runtime.progress import Reporter
 
     cfg = recipe.from_data(tiny_recipe(tiny_data), "tiny", ["train.steps=2", "train.checkpoint_every=1"])
     out = tmp_path_factory.mktemp("finished") / "run"
@@ -444,7 +446,7 @@ def test_a_real_terminal_sees_one_line_and_no_traceback(args, expected, tmp_path
     (tmp_path / "r.yaml").write_text("train:\n  batch_sise: 8\n")
     _evil_pickle(tmp_path / "evil.pt", tmp_path / MARKER)
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    proc = subprocess.run([str(VIT), *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    proc = subprocess.run([*VIT, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.startswith(expected.replace("{tmp}", str(tmp_path))), proc.stderr

@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
-
 from conftest import tiny_recipe
+
 from vitcli import recipe
-from vitcli.engine.bench import bench, matmul_peak
+from vitcli.engine.train.bench import bench, matmul_peak
 from vitcli.models import macs, resolve_variant
 
 
@@ -21,7 +21,7 @@ def tiny_cfg():
 
 def test_bench_reports_throughput_mfu_and_memory(tiny_cfg, monkeypatch):
     small = lambda device, precision: matmul_peak(device, precision, n=128, seconds=0.05)  # noqa: E731
-    monkeypatch.setattr("vitcli.engine.bench.matmul_peak", small)  # the full-size peak takes a second
+    monkeypatch.setattr("vitcli.engine.train.bench.matmul_peak", small)  # the full-size peak takes a second
     result = bench(tiny_cfg, steps=2, warmup=1, batch=4)
     assert result["batch"] == 4 and result["res"] == [16, 16] and result["precision"] == "fp32"
     assert result["device"] == "cpu" and result["steps"] == 2 and result["threads"] >= 1

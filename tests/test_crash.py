@@ -23,14 +23,16 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import tiny_recipe
 from safetensors.torch import load_file
 
-from conftest import tiny_recipe
 from vitcli import recipe
-from vitcli.engine import checkpoint, jobs
-from vitcli.engine.progress import Reporter
-from vitcli.engine.trainer import Trainer
+from vitcli.engine import jobs
+from vitcli.engine.persistence.metrics_log import MetricsLog
+from vitcli.engine.runtime.progress import Reporter
+from vitcli.engine.train.trainer import Trainer
 from vitcli.errors import RunError
+from vitcli.weights import reader
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 30  # five epochs of 6 steps: kills land mid-epoch and resumes cross epoch boundaries
@@ -125,7 +127,7 @@ def assert_loadable_latest(out: Path) -> int:
     """`latest` names a complete checkpoint that loads with weights_only=True; returns its step."""
     pointer = (out / "checkpoints" / "latest").read_text().strip()
     path = out / "checkpoints" / pointer
-    assert path == checkpoint.latest(out)
+    assert path == reader.latest(out)
     state = torch.load(path, map_location="cpu", weights_only=True)
     assert f"step-{state['step']:08d}.pt" == pointer
     assert all(torch.isfinite(t).all() for t in state["model"].values())
@@ -256,7 +258,7 @@ def test_nan_loss_stops_naming_the_step_last_good_checkpoint_and_causes(tiny_dat
         f"non-finite loss or gradient at step 4 (loss nan, grad norm nan); last good checkpoint: {last}; likely "
         "causes: a learning rate too high for this batch size, or bf16 overflow (try train.precision: fp32); "
         "train.skip_nonfinite: N skips up to N such steps")
-    assert checkpoint.latest(out) == last
+    assert reader.latest(out) == last
     assert finite(last)["step"] == 3
     assert not (out / "checkpoints" / "step-00000004.pt").exists()
 
@@ -278,7 +280,7 @@ def test_one_more_nonfinite_step_than_allowed_stops_at_the_last_good_checkpoint(
     cfg, out = nan_cfg(tiny_data, "train.skip_nonfinite=1"), tmp_path / "run"
     with pytest.raises(RunError, match=r"at step 5 .*last good checkpoint: .*step-00000004\.pt"):
         jobs.train(cfg, out, recipe.to_yaml(cfg), log=Recorder())
-    assert finite(checkpoint.latest(out))["step"] == 4
+    assert finite(reader.latest(out))["step"] == 4
 
 
 def test_weights_that_turn_nonfinite_are_never_checkpointed(tiny_data, tmp_path, monkeypatch):
@@ -297,7 +299,7 @@ def test_weights_that_turn_nonfinite_are_never_checkpointed(tiny_data, tmp_path,
     last = out / "checkpoints" / "step-00000002.pt"
     assert str(info.value).startswith(f"step 3: weight pos_embed is NaN or infinite, so no checkpoint was "
                                       f"written; last good checkpoint: {last}; likely causes:")
-    assert checkpoint.latest(out) == last and finite(last)["step"] == 2
+    assert reader.latest(out) == last and finite(last)["step"] == 2
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step-00000001.pt",
                                                                       "step-00000002.pt"]
 
@@ -309,16 +311,16 @@ def test_latest_falls_back_to_the_newest_complete_checkpoint(tmp_path):
     folder.mkdir()
     for step in (3, 4):
         torch.save({"step": step}, folder / f"step-{step:08d}.pt")
-    assert checkpoint.latest(tmp_path) == folder / "step-00000004.pt"  # no pointer yet
+    assert reader.latest(tmp_path) == folder / "step-00000004.pt"  # no pointer yet
     (folder / "latest").write_text("step-00000003.pt")
-    assert checkpoint.latest(tmp_path) == folder / "step-00000003.pt"  # the pointer wins
+    assert reader.latest(tmp_path) == folder / "step-00000003.pt"  # the pointer wins
     (folder / "latest").write_text("step-00000009.pt")
-    assert checkpoint.latest(tmp_path) == folder / "step-00000004.pt"  # a dangling pointer does not
+    assert reader.latest(tmp_path) == folder / "step-00000004.pt"  # a dangling pointer does not
 
 
 def test_resume_removes_temp_files_and_torn_metrics_lines(tiny_data, tmp_path):
     from vitcli import schema
-    from vitcli.engine import rundir
+    from vitcli.engine.persistence import rundir
 
     cfg, out = nan_cfg(tiny_data, "train.steps=2"), tmp_path / "run"
     jobs.train(cfg, out, recipe.to_yaml(cfg), log=Recorder())
@@ -329,6 +331,6 @@ def test_resume_removes_temp_files_and_torn_metrics_lines(tiny_data, tmp_path):
         handle.write('{"step": 3, "lo')  # the line a kill cut short
     rundir.prepare(out, recipe.to_yaml(cfg), schema.to_dict(cfg), resume=True, allowed=set())
     assert not any(path.exists() for path in stale)
-    rundir.MetricsLog(out / "metrics.jsonl").truncate_after(2)
+    MetricsLog(out / "metrics.jsonl").truncate_after(2)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows if "loss" in row] == [1, 2]

@@ -13,10 +13,10 @@ import sys
 
 import pytest
 import torch
+from conftest import tiny_recipe
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from conftest import tiny_recipe
 from vitcli import recipe
 from vitcli.cli import app
 

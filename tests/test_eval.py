@@ -14,13 +14,13 @@ import re
 import pytest
 import torch
 import yaml
+from conftest import CLASSES, tiny_recipe, write_parquet_dataset
 from typer.testing import CliRunner
 
-from conftest import CLASSES, tiny_recipe, write_parquet_dataset
 from vitcli import recipe
 from vitcli.cli import app
 from vitcli.engine import jobs
-from vitcli.engine.progress import Reporter
+from vitcli.engine.runtime.progress import Reporter
 from vitcli.models import build_model
 
 runner = CliRunner()
@@ -140,7 +140,7 @@ def test_eval_table_on_a_terminal(run):
 
 
 def test_fewshot_json_schema_and_pre_logits_features(run, monkeypatch):
-    import vitcli.engine.evaluators as evaluators
+    import vitcli.engine.evaluate.evaluators as evaluators
 
     seen = []
     real = evaluators.extract_features

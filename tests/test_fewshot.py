@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from vitcli.engine.fewshot import (
+from vitcli.engine.evaluate.fewshot import (
     BIAS_FEATURE,
     design_matrix,
     extract_features,

@@ -14,17 +14,20 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import tiny_recipe
 from rich.console import Console
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from conftest import tiny_recipe
-from vitcli import launch, recipe
+from vitcli import assembly, recipe
 from vitcli.cli import app
-from vitcli.engine import jobs, optim, pretrained
-from vitcli.engine.progress import Reporter
+from vitcli.engine import jobs
+from vitcli.engine.runtime.progress import Reporter
+from vitcli.engine.train import optim
+from vitcli.engine.train.model_setup import init_model
 from vitcli.errors import RunError
 from vitcli.models import build_model, resample_posemb
+from vitcli.weights import reader
 
 TINY = {"width": 32, "depth": 2, "heads": 2, "mlp_dim": 64, "patch": 4}
 # Small enough for the 96 generated images; a fine-tune recipe overrides only these.
@@ -76,11 +79,11 @@ def tiny_yaml(tiny_data, tmp_path_factory) -> Path:
 
 def finetune_model(source_path: Path, recipe_path: Path | None, *extra: str):
     """Assemble the fine-tune recipe as `vit finetune` does, then build and initialise its model."""
-    source = pretrained.read(source_path)
-    cfg = launch.from_checkpoint(source, recipe_path, [], [*FAST, *extra], finetune=True)
+    source = reader.read(source_path)
+    cfg = assembly.from_checkpoint(source, recipe_path, [], [*FAST, *extra], finetune=True)
     model = build_model(cfg.model, 4)
     log, buffer = capture()
-    pretrained.init_model(model, cfg, 4, log)
+    init_model(model, cfg, 4, log)
     return model, cfg, buffer.getvalue()
 
 
@@ -89,7 +92,7 @@ def test_every_vit_format_reads_the_same_weights(pre):
     final = load_file(str(pre / "model.safetensors"))
     checkpoint_pt = next((pre / "checkpoints").glob("step-*.pt"))
     for path in (pre, pre / "model.safetensors", checkpoint_pt):
-        source = pretrained.read(path)
+        source = reader.read(path)
         assert source.model["representation_size"] == 16 and source.model["res"] == [16, 16], path
         assert source.recipe["data"]["source"]
         assert source.state_dict.keys() == final.keys()
@@ -163,21 +166,21 @@ def test_cli_finetune_at_non_square_res_on_the_checkpoints_data(pre, tmp_path):
     assert weights["head.weight"].shape == (4, 32) and "pre_logits.fc.weight" not in weights
     saved = yaml.safe_load((out / "recipe.yaml").read_text())
     assert saved["model"]["res"] == [24, 16] and saved["train"]["init_from"] == str(pre / "model.safetensors")
-    assert saved["data"]["source"] == str(pretrained.read(pre).recipe["data"]["source"])
+    assert saved["data"]["source"] == str(reader.read(pre).recipe["data"]["source"])
 
 
 def test_new_data_keeps_the_checkpoints_pixel_normalisation(pre, tiny_yaml):
-    source = pretrained.read(pre)
+    source = reader.read(pre)
     source.recipe["data"]["norm"] = "imagenet"
-    cfg = launch.from_checkpoint(source, tiny_yaml, [], FAST, finetune=True)
+    cfg = assembly.from_checkpoint(source, tiny_yaml, [], FAST, finetune=True)
     assert cfg.data.source == yaml.safe_load(tiny_yaml.read_text())["data"]["source"]
     assert cfg.data.norm == "imagenet"
 
 
 # -- the engine: new resolution, freezing, layer-wise lr decay ------------------------------------------
 def test_engine_finetune_with_freeze_and_layer_decay(pre, tmp_path):
-    source = pretrained.read(pre)
-    cfg = launch.from_checkpoint(source, None, ["model.res=24"], [
+    source = reader.read(pre)
+    cfg = assembly.from_checkpoint(source, None, ["model.res=24"], [
         *FAST, "optim.lr=0.1", "optim.layer_decay=0.5", "train.freeze=[patch_embed, blocks.0-0]"], finetune=True)
     log, buffer = capture()
     result = jobs.train(cfg, tmp_path / "ft", recipe.to_yaml(cfg), log=log)
@@ -226,7 +229,7 @@ def test_sweep_picks_the_best_minival_lr_and_keeps_its_weights(sweep):
     assert rows[0.1]["minival_top1"] > rows[1e-5]["minival_top1"]
     assert summary["best_lr"] == 0.1
     assert (out / "model.safetensors").read_bytes() == (out / "lr-0.1" / "model.safetensors").read_bytes()
-    assert pretrained.read(out).model["res"] == [16, 16]  # the sweep directory reads as a run directory
+    assert reader.read(out).model["res"] == [16, 16]  # the sweep directory reads as a run directory
 
 
 def test_resumed_sweep_does_not_train_finished_values_again(sweep, pre, monkeypatch):
@@ -245,10 +248,10 @@ def test_resumed_sweep_does_not_train_finished_values_again(sweep, pre, monkeypa
 
 
 def test_sweep_winner_is_reported_on_the_recipes_test_split(sweep, pre):
-    from vitcli.sweep import _evaluate_winner, sweep_table
+    from vitcli.engine.train.sweep import _evaluate_winner, sweep_table
 
     _, out = sweep
-    cfg = launch.from_checkpoint(pretrained.read(pre), None, [], FAST, finetune=True)
+    cfg = assembly.from_checkpoint(reader.read(pre), None, [], FAST, finetune=True)
     result = _evaluate_winner(cfg, 0.1, out, "train[75%:]")
     assert result["eval_split"] == "test" and 0.0 <= result["eval_top1"] <= 1.0
     summary = {**json.loads((out / "sweep.json").read_text()), **result}
@@ -258,11 +261,11 @@ def test_sweep_winner_is_reported_on_the_recipes_test_split(sweep, pre):
 
 
 def test_minival_is_carved_from_train_never_the_test_split(pre):
-    from vitcli.sweep import minival_splits
+    from vitcli.engine.train.sweep import minival_splits
 
-    cfg = launch.from_checkpoint(pretrained.read(pre), None, [], FAST, finetune=True)
+    cfg = assembly.from_checkpoint(reader.read(pre), None, [], FAST, finetune=True)
     assert minival_splits(cfg) == ("train[:98%]", "train[98%:]")
-    imagenet = launch.from_checkpoint(pretrained.read(pre), None, [], [
+    imagenet = assembly.from_checkpoint(reader.read(pre), None, [], [
         *FAST, "data.train_split=train[:99%]", "data.eval_split=validation"], finetune=True)
     assert minival_splits(imagenet) == ("train[:98%]", "train[98%:]")
 
@@ -332,8 +335,8 @@ def test_res_not_divisible_by_the_patch_names_the_nearest_sizes(pre):
 
 
 def test_sweep_refuses_a_single_run_directory(pre, tmp_path):
-    from vitcli.sweep import run_sweep
+    from vitcli.engine.train.sweep import run_sweep
 
-    cfg = launch.from_checkpoint(pretrained.read(pre), None, [], [*FAST, "optim.lr=[0.1,0.2]"], finetune=True)
+    cfg = assembly.from_checkpoint(reader.read(pre), None, [], [*FAST, "optim.lr=[0.1,0.2]"], finetune=True)
     with pytest.raises(RunError, match="holds a single run"):
         run_sweep(cfg, pre, resume=False, allowed=frozenset(), hint="")

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitcli.engine.metrics import ClassificationMeter
+from vitcli.engine.evaluate.metrics import ClassificationMeter
 from vitcli.errors import DataError
 
 # 4 images, 6 classes. Rank of the true class: row0 1st, row1 2nd, row2 6th (last), row3 5th.

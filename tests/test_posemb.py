@@ -10,7 +10,8 @@ from timm.layers import resample_abs_pos_embed
 
 from vitcli.config import ModelCfg
 from vitcli.errors import CheckpointError
-from vitcli.models import build_model, load_weights, resample_posemb
+from vitcli.models import build_model, resample_posemb
+from vitcli.weights.fit import load_weights
 
 
 def posemb(grid: tuple[int, int], dim: int = 4, prefix: int = 1) -> torch.Tensor:

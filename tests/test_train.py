@@ -7,15 +7,15 @@ import signal
 
 import pytest
 import torch
+from conftest import tiny_recipe
 from safetensors.torch import load_file
 
-from conftest import tiny_recipe
 from vitcli import recipe
 from vitcli.engine import jobs
-from vitcli.engine.progress import Reporter
-from vitcli.engine.runtime import Runtime
-from vitcli.engine.signals import Interrupted, StopRequest
-from vitcli.engine.trainer import Trainer
+from vitcli.engine.runtime.process import Runtime
+from vitcli.engine.runtime.progress import Reporter
+from vitcli.engine.runtime.signals import Interrupted, StopRequest
+from vitcli.engine.train.trainer import Trainer
 from vitcli.errors import RunError
 from vitcli.models import build_model
 
@@ -96,8 +96,8 @@ class StopAt(StopRequest):
 
 
 def run_trainer(cfg, out, resume=False, stop_at=None):
-    from vitcli.engine import rundir
     from vitcli import schema
+    from vitcli.engine.persistence import rundir
 
     rt = Runtime.create("cpu", cfg.train.precision, cfg.train.seed)
     rundir.prepare(out, recipe.to_yaml(cfg), schema.to_dict(cfg), resume=resume, allowed=set())

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from vitcli import launch, recipe, tables
+from vitcli import assembly, recipe, tables
 from vitcli.errors import VitError
 
 app = typer.Typer(
@@ -83,7 +83,9 @@ def handle_errors(func):
 
 def is_main_process() -> bool:
     """Under torchrun every rank has the results; only rank 0 prints them."""
-    from vitcli.engine.runtime import launch_rank  # torch is loaded by now: results exist
+    from vitcli.engine.runtime.process import (
+        launch_rank,  # torch is loaded by now: results exist
+    )
 
     return launch_rank() == 0
 
@@ -164,7 +166,7 @@ def pretrain_cmd(path: RecipeArg, sets: SetOpt = None, out: OutOpt = None, resum
       [cyan]vit pretrain recipes/demo.yaml --out runs/demo --resume[/]
       [cyan]torchrun --nproc-per-node 8 -m vitcli pretrain recipes/imagenet1k/b16.yaml[/]
     """
-    cfg = launch.pretrain(path, sets or [])
+    cfg = assembly.pretrain(path, sets or [])
     _train(cfg, out, resume, sets or [], f"vit pretrain {path}", as_json)
 
 
@@ -181,18 +183,18 @@ def finetune_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., res: ResOpt = 
       [cyan]vit finetune recipes/finetune/cifar10_48.yaml --from runs/cifar10-scratch[/]
       [cyan]vit finetune recipes/finetune/cifar10_384.yaml --from vit_b16.pth --set optim.lr=[0.003,0.01][/]
     """
-    from vitcli.engine import pretrained
+    from vitcli.weights import reader
 
-    source = pretrained.read(from_)
-    cfg = launch.from_checkpoint(source, path, launch.recipe_overrides(res), sets or [], finetune=True)
+    source = reader.read(from_)
+    cfg = assembly.from_checkpoint(source, path, assembly.recipe_overrides(res), sets or [], finetune=True)
     hint = f"vit finetune {path or ''} --from {from_}".replace("  ", " ") + (f" --res {res}" if res else "")
     _train(cfg, out, resume, sets or [], hint, as_json)
 
 
 def _train(cfg, out: Optional[Path], resume: bool, sets: list[str], command: str, as_json: bool) -> None:
     from vitcli.engine import jobs
-    from vitcli.engine.rundir import default_out
-    from vitcli.sweep import is_sweep, run_sweep, sweep_table
+    from vitcli.engine.persistence.rundir import default_out
+    from vitcli.engine.train.sweep import is_sweep, run_sweep, sweep_table
 
     out = Path(out or cfg.run.out or default_out(cfg.run.name))
     allowed = frozenset(item.partition("=")[0].strip() for item in sets)
@@ -218,11 +220,12 @@ def eval_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., data: Annotated[Op
       [cyan]vit eval --from runs/demo[/]
       [cyan]vit eval --from runs/cifar10 --data ../shared/data/cifar10 --split test --res 48 --json[/]
     """
-    from vitcli.engine import jobs, pretrained
+    from vitcli.engine import jobs
+    from vitcli.weights import reader
 
-    source = pretrained.read(from_)
-    options = launch.recipe_overrides(res, {"data.source": data, "data.eval_split": split})
-    cfg = launch.from_checkpoint(source, path, options, sets or [], finetune=False)
+    source = reader.read(from_)
+    options = assembly.recipe_overrides(res, {"data.source": data, "data.eval_split": split})
+    cfg = assembly.from_checkpoint(source, path, options, sets or [], finetune=False)
     emit(jobs.evaluate(cfg, source, weights=weights), as_json, tables.eval_table)
 
 
@@ -239,11 +242,12 @@ def fewshot_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., shots: Annotate
       [cyan]vit fewshot --from runs/demo --shots 1,5,10[/]
       [cyan]vit fewshot recipes/fewshot/paper.yaml --from vit_b16.safetensors --seeds 3 --json[/]
     """
-    from vitcli.engine import jobs, pretrained
+    from vitcli.engine import jobs
+    from vitcli.weights import reader
 
-    source = pretrained.read(from_)
+    source = reader.read(from_)
     extra = {"fewshot.shots": f"[{shots}]" if shots else None, "fewshot.seeds": seeds}
-    cfg = launch.from_checkpoint(source, path, launch.recipe_overrides(res, extra), sets or [], finetune=False)
+    cfg = assembly.from_checkpoint(source, path, assembly.recipe_overrides(res, extra), sets or [], finetune=False)
     emit(jobs.fewshot(cfg, source, weights=weights), as_json, tables.fewshot_table)
 
 
@@ -265,7 +269,7 @@ def bench_cmd(path: OptRecipeArg = None, model: Annotated[Optional[str], typer.O
       [cyan]vit bench --model S/16 --res 224 --batch 32 --steps 5[/]
       [cyan]vit bench recipes/demo.yaml --set train.precision=bf16 --json[/]
     """
-    from vitcli.engine.bench import bench
+    from vitcli.engine.train.bench import bench
 
     overrides = [*(sets or []), *([f"model.res={res}"] if res else [])]
     cfg = (recipe.load(path, overrides) if path

@@ -12,16 +12,24 @@ from pathlib import Path
 
 import torch
 
-from vitcli import schema
+from vitcli import files, schema
 from vitcli.config import RecipeCfg
-from vitcli.engine import checkpoint, pretrained, rundir
-from vitcli.engine.evaluators import ClassificationEvaluator, FewshotEvaluator, eval_split, fewshot_sets
-from vitcli.engine.progress import Reporter
-from vitcli.engine.runtime import Runtime
-from vitcli.engine.signals import StopRequest
-from vitcli.engine.trainer import Trainer
+from vitcli.engine.evaluate.evaluators import (
+    ClassificationEvaluator,
+    FewshotEvaluator,
+    eval_split,
+    fewshot_sets,
+)
+from vitcli.engine.persistence import rundir
+from vitcli.engine.runtime.process import Runtime
+from vitcli.engine.runtime.progress import Reporter
+from vitcli.engine.runtime.signals import StopRequest
+from vitcli.engine.train.trainer import Trainer
 from vitcli.errors import CheckpointError, RecipeError, RunError
-from vitcli.models import build_model, describe, load_weights
+from vitcli.models import build_model, describe
+from vitcli.weights import reader
+from vitcli.weights.export import export
+from vitcli.weights.fit import load_weights
 
 
 def train(cfg: RecipeCfg, out: Path, recipe_yaml: str, *, resume: bool = False,
@@ -41,27 +49,14 @@ def train(cfg: RecipeCfg, out: Path, recipe_yaml: str, *, resume: bool = False,
         weights = trainer.setup.raw_state_dict()  # a collective under FSDP: every rank calls it
         if rt.is_main:
             export(out, trainer.setup, cfg, weights)
-            checkpoint.write_json(out / "results.json", summary)
+            files.write_json(out / "results.json", summary)
             log.info(f"run directory: {out} (model.safetensors, metrics.jsonl, checkpoints/)")
         return summary
     finally:
         rt.close()
 
 
-def export(out: Path, setup, cfg: RecipeCfg, weights: dict) -> None:
-    """Final weights with timm's key names, and a config.json that rebuilds the model in timm or vit."""
-    meta = {"format": "pt", "producer": "vitcli"}
-    checkpoint.write_safetensors(out / "model.safetensors", weights, meta)
-    if setup.ema is not None:
-        checkpoint.write_safetensors(out / "model_ema.safetensors", setup.ema_state_dict(), meta)
-    desc = setup.description
-    checkpoint.write_json(out / "config.json", {
-        "architecture": desc["timm_name"], "num_classes": desc["num_classes"],
-        "model_args": desc["timm_kwargs"], "vit_model": desc, "vit_recipe": schema.to_dict(cfg),
-    })
-
-
-def model_from(cfg: RecipeCfg, source: pretrained.Pretrained, weights: str, log: Reporter, *,
+def model_from(cfg: RecipeCfg, source: reader.Pretrained, weights: str, log: Reporter, *,
                need_head: bool = True) -> tuple[torch.nn.Module, str | None]:
     """Build the recipe's model around a checkpoint's weights, its head and tanh pre-logits layer kept.
 
@@ -90,14 +85,14 @@ def model_from(cfg: RecipeCfg, source: pretrained.Pretrained, weights: str, log:
     # load_weights logs its own notes (the resample line among them); they are only inspected here.
     try:
         notes = load_weights(model, state, drop_head=False, mode=cfg.model.posemb_resample,
-                             old_grid=pretrained.checkpoint_grid(source), log=log.info)
+                             old_grid=reader.checkpoint_grid(source), log=log.info)
     except CheckpointError as exc:  # name the file: the user may have passed several
         raise CheckpointError(f"{source.path}: {exc}") from None
     resampled = [n.split(": ", 1)[1] for n in notes if n.startswith("position embeddings resampled")]
     return model, (resampled[0] if resampled else None)
 
 
-def evaluate(cfg: RecipeCfg, source: pretrained.Pretrained, *, weights: str = "ema",
+def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, weights: str = "ema",
              log: Reporter | None = None) -> dict:
     """`vit eval`: top-1/top-5, mean loss and per-class top-1 of a checkpoint on the recipe's eval split."""
     d = cfg.data
@@ -124,7 +119,7 @@ def evaluate(cfg: RecipeCfg, source: pretrained.Pretrained, *, weights: str = "e
         rt.close()
 
 
-def fewshot(cfg: RecipeCfg, source: pretrained.Pretrained, *, weights: str = "ema",
+def fewshot(cfg: RecipeCfg, source: reader.Pretrained, *, weights: str = "ema",
             log: Reporter | None = None) -> dict:
     """`vit fewshot`: the paper's few-shot linear evaluation of a checkpoint's frozen pre-logits features."""
     rt = Runtime.create(cfg.train.device, cfg.train.precision, cfg.train.seed)

@@ -1,4 +1,4 @@
-"""The paper's Vision Transformers on timm modules: variants, model, position embeddings, weight loading.
+"""The paper's Vision Transformers on timm modules: variants, model, position embeddings.
 
 The torch-free half (`variants`) is imported eagerly; the rest is imported on first use, because the CLI
 imports this package to list models and check recipes, and importing torch takes seconds.
@@ -9,7 +9,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from vitcli.models.variants import Variant, count_params, grid, macs, resolve_variant, seq_len, zoo
+from vitcli.models.variants import (
+    Variant,
+    count_params,
+    grid,
+    macs,
+    resolve_variant,
+    seq_len,
+    zoo,
+)
 
 _LAZY = {
     "ViT": "vit",
@@ -18,15 +26,19 @@ _LAZY = {
     "describe": "vit",
     "param_groups_no_decay": "vit",
     "resample_posemb": "posemb",
-    "load_weights": "weights",
 }
 
 __all__ = ["Variant", "count_params", "grid", "macs", "resolve_variant", "seq_len", "zoo", *_LAZY]
 
 if TYPE_CHECKING:
     from vitcli.models.posemb import resample_posemb
-    from vitcli.models.vit import PreLogits, ViT, build_model, describe, param_groups_no_decay
-    from vitcli.models.weights import load_weights
+    from vitcli.models.vit import (
+        PreLogits,
+        ViT,
+        build_model,
+        describe,
+        param_groups_no_decay,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -20,7 +20,13 @@ from torch import nn
 from vitcli.config import ModelCfg
 from vitcli.errors import RecipeError
 from vitcli.models.attention import Attention
-from vitcli.models.variants import R50_LAYERS, Variant, grid, resolve_variant, timm_family
+from vitcli.models.variants import (
+    R50_LAYERS,
+    Variant,
+    grid,
+    resolve_variant,
+    timm_family,
+)
 
 
 class PreLogits(nn.Sequential):

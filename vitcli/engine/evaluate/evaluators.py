@@ -18,9 +18,9 @@ from torch import nn
 
 from vitcli.config import DataCfg, FewshotCfg, RecipeCfg
 from vitcli.data import Split, eval_loader, load_split
-from vitcli.engine.fewshot import extract_features, fewshot_eval
-from vitcli.engine.metrics import ClassificationMeter
-from vitcli.engine.runtime import Runtime
+from vitcli.engine.evaluate.fewshot import extract_features, fewshot_eval
+from vitcli.engine.evaluate.metrics import ClassificationMeter
+from vitcli.engine.runtime.process import Runtime
 from vitcli.errors import DataError
 
 

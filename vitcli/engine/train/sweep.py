@@ -13,11 +13,12 @@ from pathlib import Path
 
 from rich.table import Table
 
-from vitcli import recipe, schema
+from vitcli import files, recipe, schema
 from vitcli.config import RecipeCfg
-from vitcli.engine import checkpoint, jobs, rundir
-from vitcli.engine.progress import Reporter
-from vitcli.engine.runtime import launch_rank
+from vitcli.engine import jobs
+from vitcli.engine.persistence import rundir
+from vitcli.engine.runtime.process import launch_rank
+from vitcli.engine.runtime.progress import Reporter
 from vitcli.errors import RunError
 
 MINIVAL = "98%"  # the paper holds out 2% of the training split to pick hyper-parameters
@@ -74,7 +75,7 @@ def run_sweep(cfg: RecipeCfg, out: Path, *, resume: bool, allowed: frozenset[str
     summary = {"out": str(out), "best_lr": best["lr"], "best_minival_top1": best["minival_top1"],
                "train_split": train_split, "minival_split": val_split, "sweep": table}
     summary.update(_evaluate_winner(cfg, best["lr"], out, val_split))
-    checkpoint.write_json(out / "sweep.json", summary)
+    files.write_json(out / "sweep.json", summary)
     log.info(f"sweep: best lr {best['lr']:g} (minival top-1 {best['minival_top1']}); its weights are in {out}")
     return summary
 
@@ -84,10 +85,10 @@ def _evaluate_winner(cfg: RecipeCfg, lr: float, out: Path, val_split: str) -> di
     split = cfg.data.eval_split
     if not split or split == val_split:
         return {}
-    from vitcli.engine import pretrained
+    from vitcli.weights import reader
 
     chosen = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=lr))
-    result = jobs.evaluate(chosen, pretrained.read(out), weights=cfg.eval.weights)
+    result = jobs.evaluate(chosen, reader.read(out), weights=cfg.eval.weights)
     return {"eval_split": split, **{f"eval_{k}": result[k] for k in ("top1", "top5", "loss") if k in result}}
 
 
@@ -106,7 +107,7 @@ def _keep_winner(best: Path, out: Path) -> None:
     for name in _KEPT:
         if (best / name).is_file():
             data = (best / name).read_bytes()
-            checkpoint.atomic_write(out / name, lambda f, data=data: f.write(data))
+            files.atomic_write(out / name, lambda f, data=data: f.write(data))
 
 
 def sweep_table(summary: dict) -> Table:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from vitcli.config import TrainCfg
-from vitcli.engine.runtime import Runtime
+from vitcli.engine.runtime.process import Runtime
 
 
 def wrap(model: nn.Module, cfg: TrainCfg, rt: Runtime) -> nn.Module:

@@ -12,13 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from vitcli.config import RecipeCfg
-from vitcli.engine import checkpoint
-from vitcli.engine.progress import Reporter
 from vitcli.errors import CheckpointError
+from vitcli.weights import serialization
 
+LATEST = "latest"  # the file in a run's checkpoints/ that names the newest complete checkpoint
 _WRAPPERS = ("model", "state_dict", "module")  # keys under which common trainers nest the weights
 
 
@@ -58,7 +56,7 @@ def _read_run_dir(folder: Path) -> Pretrained:
     final = folder / "model.safetensors"
     if final.is_file():
         return _read_safetensors(final)
-    last = checkpoint.latest(folder)
+    last = latest(folder)
     if last is not None:
         return _read_pickle(last)
     raise CheckpointError(f"--from {folder}: the directory holds neither model.safetensors nor a checkpoint "
@@ -66,7 +64,7 @@ def _read_run_dir(folder: Path) -> Pretrained:
 
 
 def _read_safetensors(path: Path) -> Pretrained:
-    tensors = checkpoint.read_safetensors(path)
+    tensors = serialization.read_safetensors(path)
     config_path = path.with_name("config.json")
     model = recipe = None
     if config_path.is_file():
@@ -76,7 +74,7 @@ def _read_safetensors(path: Path) -> Pretrained:
             raise CheckpointError(f"{config_path}: not valid JSON ({exc})") from None
         model, recipe = config.get("vit_model"), config.get("vit_recipe")
     ema_path = path.with_name(path.stem + "_ema.safetensors")
-    ema = checkpoint.read_safetensors(ema_path) if ema_path.is_file() else None
+    ema = serialization.read_safetensors(ema_path) if ema_path.is_file() else None
     return Pretrained(path, tensors, model=model, recipe=recipe, ema=ema)
 
 
@@ -91,7 +89,7 @@ def _read_pickle(path: Path) -> Pretrained:
         # Without this, torch reports random bytes as an "unsupported" pickle, i.e. as unsafe code.
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a torch.save zip archive nor a "
                               "pickle); accepted: .pt/.pth/.bin written by torch.save, .safetensors, a run directory")
-    data = checkpoint.load(path)
+    data = serialization.load(path)
     if isinstance(data, dict) and "format_version" in data and "model" in data:
         return Pretrained(path, data["model"], model=data.get("model_config"), recipe=data.get("recipe"),
                           ema=data.get("ema"), extra=data)
@@ -102,6 +100,22 @@ def _read_pickle(path: Path) -> Pretrained:
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path}: not a state dict (expected a mapping of parameter names to tensors)")
     return Pretrained(path, {k.removeprefix("module."): v for k, v in data.items()})
+
+
+def latest(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run, or None.
+
+    `latest` names it; when that pointer is missing or names a file that is gone, the highest-numbered
+    `step-*.pt` is taken instead: every such file is complete, because it only appears by rename.
+    """
+    folder = Path(run_dir) / "checkpoints"
+    pointer = folder / LATEST
+    if pointer.is_file():
+        path = folder / pointer.read_text().strip()
+        if path.is_file():
+            return path
+    steps = sorted(folder.glob("step-*.pt")) if folder.is_dir() else []
+    return steps[-1] if steps else None
 
 
 def checkpoint_grid(source: Pretrained) -> tuple[int, int] | None:
@@ -122,21 +136,3 @@ def head_classes(source: Pretrained) -> int | None:
     """Number of classes of the checkpoint's own head (None for a headless backbone)."""
     head = source.state_dict.get("head.weight")
     return int(head.shape[0]) if head is not None and head.ndim == 2 else None
-
-
-def init_model(model: nn.Module, cfg: RecipeCfg, num_classes: int, log: Reporter) -> Pretrained:
-    """Fine-tuning start: load `cfg.train.init_from` into `model` without its head and pre-logits.
-
-    Position embeddings are resampled from the checkpoint's own grid to the model's; every resample and
-    a change in the number of classes is logged (the head is new either way, so that is not an error).
-    """
-    from vitcli.models import load_weights
-
-    source = read(cfg.train.init_from)
-    load_weights(model, source.state_dict, drop_head=True, mode=cfg.model.posemb_resample,
-                 old_grid=checkpoint_grid(source), log=log.info)
-    head = "zero-initialised" if cfg.model.head_init == "zero" else "randomly initialised"
-    old = head_classes(source)
-    change = f" (the checkpoint's head had {old} classes)" if old is not None and old != num_classes else ""
-    log.info(f"initialised from {source.path}; new {head} head for {num_classes} classes{change}")
-    return source

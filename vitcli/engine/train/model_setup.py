@@ -20,12 +20,14 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from vitcli.config import RecipeCfg
-from vitcli.engine import batching, optim, pretrained
-from vitcli.engine.parallel import wrap
-from vitcli.engine.progress import Reporter
-from vitcli.engine.runtime import Runtime
+from vitcli.engine.runtime.parallel import wrap
+from vitcli.engine.runtime.process import Runtime
+from vitcli.engine.runtime.progress import Reporter
+from vitcli.engine.train import batching, optim
 from vitcli.errors import RecipeError
 from vitcli.models import build_model, describe, resolve_variant, seq_len
+from vitcli.weights import reader
+from vitcli.weights.fit import load_weights
 
 
 @dataclass
@@ -94,7 +96,7 @@ def setup_model(cfg: RecipeCfg, num_classes: int, rt: Runtime, log: Reporter) ->
     """Build, initialise, freeze, average and wrap the model of a recipe."""
     model = build_model(cfg.model, num_classes)
     if cfg.train.init_from:
-        pretrained.init_model(model, cfg, num_classes, log)
+        init_model(model, cfg, num_classes, log)
     if cfg.train.freeze:
         frozen = optim.freeze(model, cfg.train.freeze)
         log.info(f"frozen: {', '.join(cfg.train.freeze)} ({frozen:,} parameters)")
@@ -115,3 +117,19 @@ def setup_model(cfg: RecipeCfg, num_classes: int, rt: Runtime, log: Reporter) ->
     if cfg.train.compile:
         train_model = torch.compile(train_model)
     return ModelSetup(model, train_model, describe(cfg.model, num_classes), act, ema, sharded)
+
+
+def init_model(model: nn.Module, cfg: RecipeCfg, num_classes: int, log: Reporter) -> reader.Pretrained:
+    """Fine-tuning start: load `cfg.train.init_from` into `model` without its head and pre-logits.
+
+    Position embeddings are resampled from the checkpoint's own grid to the model's; every resample and
+    a change in the number of classes is logged (the head is new either way, so that is not an error).
+    """
+    source = reader.read(cfg.train.init_from)
+    load_weights(model, source.state_dict, drop_head=True, mode=cfg.model.posemb_resample,
+                 old_grid=reader.checkpoint_grid(source), log=log.info)
+    head = "zero-initialised" if cfg.model.head_init == "zero" else "randomly initialised"
+    old = reader.head_classes(source)
+    change = f" (the checkpoint's head had {old} classes)" if old is not None and old != num_classes else ""
+    log.info(f"initialised from {source.path}; new {head} head for {num_classes} classes{change}")
+    return source

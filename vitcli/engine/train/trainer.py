@@ -18,14 +18,16 @@ import torch.nn.functional as F
 from vitcli import schema
 from vitcli.config import RecipeCfg, resolve_steps
 from vitcli.data import load_split, mixup_fn, train_loader
-from vitcli.engine import batching, checkpoint, optim
-from vitcli.engine.evaluators import build_evaluators, run_evaluators
-from vitcli.engine.model_setup import setup_model
-from vitcli.engine.progress import Reporter
-from vitcli.engine.rundir import MetricsLog
-from vitcli.engine.runtime import Runtime, rng_state, set_rng_state
-from vitcli.engine.signals import StopRequest
+from vitcli.engine.evaluate.evaluators import build_evaluators, run_evaluators
+from vitcli.engine.persistence import checkpoints
+from vitcli.engine.persistence.metrics_log import MetricsLog
+from vitcli.engine.runtime.process import Runtime, rng_state, set_rng_state
+from vitcli.engine.runtime.progress import Reporter
+from vitcli.engine.runtime.signals import StopRequest
+from vitcli.engine.train import batching, optim
+from vitcli.engine.train.model_setup import setup_model
 from vitcli.errors import RecipeError, RunError
+from vitcli.weights import reader, serialization
 
 
 @dataclass
@@ -89,11 +91,11 @@ class Trainer:
         }
 
     def _restore(self) -> None:
-        last = checkpoint.latest(self.out)
+        last = reader.latest(self.out)
         if last is None:
             self.log.info(f"--resume: no checkpoint in {self.out} yet; starting from step 0")
             return
-        state = checkpoint.load(last)
+        state = serialization.load(last)
         self.setup.load_raw(state["model"], state.get("ema"))
         self.setup.load_optimizer(self.optimizer, state["optimizer"])
         self.pos = Position(**state["position"])
@@ -107,7 +109,7 @@ class Trainer:
         # Under FSDP every rank takes part in gathering the state; otherwise only rank 0 needs it.
         state = self.state() if self.rt.is_main or self.setup.sharded else None
         if self.rt.is_main:
-            path = checkpoint.save(self.out, state, self.pos.step, self.cfg.train.keep_checkpoints)
+            path = checkpoints.save(self.out, state, self.pos.step, self.cfg.train.keep_checkpoints)
         self.rt.barrier()
         return path
 
@@ -194,7 +196,7 @@ class Trainer:
         if bool(finite):
             return True
         self.pos.skipped += 1
-        last = checkpoint.latest(self.out) if self.rt.is_main else None
+        last = reader.latest(self.out) if self.rt.is_main else None
         if self.pos.skipped > self.cfg.train.skip_nonfinite:
             raise RunError(
                 f"non-finite loss or gradient at step {self.pos.step + 1} (loss {loss.item():.4g}, grad norm "

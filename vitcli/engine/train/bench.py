@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from vitcli.config import RecipeCfg, Res
-from vitcli.engine.progress import Reporter
-from vitcli.engine.runtime import Runtime
+from vitcli.engine.runtime.process import Runtime
+from vitcli.engine.runtime.progress import Reporter
 from vitcli.models import macs, resolve_variant
 
 _DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -126,7 +126,9 @@ def _bench_recipe(cfg, batch, res, model, precision, compile, device, total) -> 
 
 def _time_steps(cfg: RecipeCfg, rt: Runtime, micro_batches: list, steps: int, warmup: int) -> list[float]:
     """Seconds per `Trainer._step` for `steps` steps after `warmup` untimed ones."""
-    from vitcli.engine.trainer import Trainer  # the trainer pulls in data and evaluators: import late
+    from vitcli.engine.train.trainer import (
+        Trainer,  # the trainer pulls in data and evaluators: import late
+    )
 
     with tempfile.TemporaryDirectory() as out:
         # The timed batches are synthetic; the trainer only needs a source that loads offline and

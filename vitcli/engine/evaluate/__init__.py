@@ -1,0 +1,1 @@
+"""Evaluation: evaluators (classification, few-shot), the few-shot solver and metrics."""

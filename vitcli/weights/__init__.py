@@ -1,0 +1,1 @@
+"""Checkpoint formats in and out: reading `--from`, fitting a state dict into a model, safe loading, export."""

@@ -1,0 +1,74 @@
+"""Reading and writing tensor files so that loading can never run code.
+
+Pickles (`.pt`, `.pth`, `.bin`) load with `weights_only=True`; safetensors hold only tensors by design.
+Every failure is one line naming the file.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+
+from vitcli.errors import CheckpointError
+from vitcli.files import atomic_write
+
+
+def load(path: Path) -> dict:
+    """Load a `.pt`/`.pth`/`.bin` file with `weights_only=True`; every failure is one clear line."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            # Plain pickles (not torch.save zips) of any protocol but 2 draw a two-line UserWarning on
+            # every load; it says nothing about the file's safety, which weights_only decides.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch refuses a global (a class or function the pickle would call) or a pickle opcode it does
+        # not allow (e.g. the REDUCE of a hand-made pickle): both mean "loading this would run code".
+        if "Unsupported global" in str(exc) or "Unsupported operand" in str(exc):
+            raise CheckpointError(
+                f"{path}: refused: the file holds Python objects that would run code when unpickled; "
+                "vit only loads plain tensors (weights_only=True). Convert it to safetensors where you trust it"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_first_line(exc)})") from None
+
+
+
+
+def _first_line(exc: BaseException) -> str:
+    # Library messages run on ("... This is an internal miniz error. If you are seeing ..."): keep the
+    # first sentence of the first line, which is the part that says what is wrong.
+    text = str(exc).strip().splitlines()
+    first = text[0].split(". ", 1)[0].rstrip(".") if text else type(exc).__name__
+    return first[:200]
+
+
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file (which by design holds only tensors)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({_first_line(exc)})") from None
+
+
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a safetensors file atomically."""
+    from safetensors.torch import save
+
+    blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    atomic_write(Path(path), lambda f: f.write(blob))
