@@ -16,7 +16,8 @@ from vitcli.models.variants import resolve_variant
 
 # Model fields that define the architecture: they come from the checkpoint when it records them.
 _ARCH_KEYS = ("name", "width", "depth", "heads", "mlp_dim", "patch", "pool", "representation_size")
-FINETUNE_DEFAULT = Path(__file__).resolve().parents[1] / "recipes" / "finetune" / "default.yaml"
+RECIPES = Path(__file__).resolve().parent / "recipes"  # shipped as package data: found after any install
+FINETUNE_DEFAULT = RECIPES / "finetune" / "default.yaml"
 
 
 def recipe_overrides(res: str | None = None, extra: dict[str, str] | None = None) -> list[str]:
