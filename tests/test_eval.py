@@ -90,7 +90,11 @@ def known(tiny_data, tmp_path_factory):
 
 
 def test_known_predictions_give_hand_computed_metrics(known):
-    out = one_json(invoke("eval", known / "recipe.yaml", "--from", known / "known.pth", "--json"))
+    # An 8-way head without class names on 4 named classes: refused, unless scored by index on purpose.
+    line = error_line(invoke("eval", known / "recipe.yaml", "--from", known / "known.pth"))
+    assert "has 4 classes but the model's head has 8" in line and "--ignore-labels" in line
+    out = one_json(invoke("eval", known / "recipe.yaml", "--from", known / "known.pth", "--json", "--ignore-labels"))
+    assert out["labels"] == "by index (--ignore-labels)"
     # 32 test images, 8 per colour: only green is top-1, green/blue/grey are in the top 5.
     assert out["images"] == 32 and out["num_classes"] == len(BIAS)
     assert out["top1"] == pytest.approx(8 / 32)
@@ -106,7 +110,7 @@ def test_known_predictions_give_hand_computed_metrics(known):
 def test_eval_json_schema(run):
     out = one_json(invoke("eval", "--from", run, "--json"))
     types = {"checkpoint": str, "model": str, "data": str, "split": str, "res": list, "weights": str,
-             "posemb_resampled": type(None), "num_classes": int, "top1": float, "top5": float, "loss": float,
+             "posemb_resampled": type(None), "num_classes": int, "labels": str, "top1": float, "top5": float, "loss": float,
              "images": int, "img_s": float, "per_class_top1": dict}
     assert out.keys() == types.keys()
     for key, kind in types.items():

@@ -61,6 +61,8 @@ ResOpt = Annotated[Optional[str], typer.Option(
     "--res", help="Resolution, e.g. 384 or 384x256; position embeddings are resampled.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object with the results on stdout.")]
 WeightsOpt = Annotated[str, typer.Option("--weights", help="ema or raw: which weights of the checkpoint.")]
+IgnoreLabelsOpt = Annotated[bool, typer.Option(
+    "--ignore-labels", help="Score data label i as the head's output i, even where the class names differ.")]
 
 
 def handle_errors(func):
@@ -213,8 +215,12 @@ def eval_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., data: Annotated[Op
         "--data", help="Data source to evaluate on (hub id, local dir, imagefolder:PATH).", show_default=False)] = None,
              split: Annotated[Optional[str], typer.Option("--split", help="Split, e.g. test or train[98%:].",
                                                           show_default=False)] = None,
-             res: ResOpt = None, weights: WeightsOpt = "ema", sets: SetOpt = None, as_json: JsonOpt = False) -> None:
+             res: ResOpt = None, weights: WeightsOpt = "ema", ignore_labels: IgnoreLabelsOpt = False,
+             sets: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Evaluate a checkpoint: top-1, top-5, loss and per-class accuracy on a split.
+
+    The data's class names are matched to the head's: a subset is mapped by name; other names are refused
+    unless --ignore-labels.
 
     [b]Examples[/b]:
       [cyan]vit eval --from runs/demo[/]
@@ -226,7 +232,7 @@ def eval_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., data: Annotated[Op
     source = reader.read(from_)
     options = assembly.recipe_overrides(res, {"data.source": data, "data.eval_split": split})
     cfg = assembly.from_checkpoint(source, path, options, sets or [], finetune=False)
-    emit(jobs.evaluate(cfg, source, weights=weights), as_json, tables.eval_table)
+    emit(jobs.evaluate(cfg, source, weights=weights, ignore_labels=ignore_labels), as_json, tables.eval_table)
 
 
 @app.command("fewshot")

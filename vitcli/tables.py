@@ -63,7 +63,7 @@ def eval_table(results: dict) -> Table:
             ("resolution", _res(results["res"])), ("weights", results["weights"]),
             ("position embeddings", f"resampled {results['posemb_resampled']}" if results["posemb_resampled"]
              else "as trained"),
-            ("images", f"{results['images']:,}"), ("top-1", _pct(results["top1"])), ("top-5", _pct(results["top5"])),
+            ("labels", results["labels"]), ("images", f"{results['images']:,}"), ("top-1", _pct(results["top1"])), ("top-5", _pct(results["top5"])),
             ("loss", f"{results['loss']:.4f}"), ("images/s", f"{results['img_s']:.1f}")]
     for name, value in rows:
         table.add_row(name, escape(str(value)))  # paths and splits hold [brackets]

@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from vitcli.config import DataCfg, Res
 from vitcli.data.sampler import Batches, ShardedSampler, mix_seed, seeded
-from vitcli.data.source import Split, label_range
+from vitcli.data.checks import check_labels, raise_label
+from vitcli.data.source import Split
 from vitcli.data.transforms import (
     TensorPipeline,
     eval_pil_transform,
@@ -236,6 +237,7 @@ class ImageLoader(DataLoader):
         )
         self.where = split.where
         self.num_classes = split.num_classes
+        self.label_map = None if split.label_map is None else torch.tensor(split.label_map, dtype=torch.int64)
         self.max_bad_fraction = max_bad_fraction
         self.expected = expected  # examples per epoch on this rank; 0 when streaming
         self.seen = 0
@@ -256,8 +258,7 @@ class ImageLoader(DataLoader):
             for images, labels, bad, reason in super().__iter__():
                 self._account(len(labels), bad, reason)
                 if len(labels):
-                    self._check_labels(labels)
-                    yield images, labels
+                    yield images, self._check_labels(labels)
             failed = False
         except GeneratorExit:  # the consumer stopped early: the trainer ends an epoch at its step count
             failed = False
@@ -282,15 +283,13 @@ class ImageLoader(DataLoader):
                 f"max_bad_fraction={self.max_bad_fraction} allows; e.g. example {bad[0]}: {reason}"
             )
 
-    def _check_labels(self, labels: torch.Tensor) -> None:
+    def _check_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """The batch's labels as model outputs (through the label map), after checking their range."""
+        limit = self.num_classes if self.label_map is None else len(self.label_map)
         low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= self.num_classes:
-            _raise_label(self.where, low if low < 0 else high, self.num_classes)
-
-
-def _raise_label(where: str, value: int, num_classes: int):
-    hint = " (an unlabelled split?)" if value < 0 else "; set num_classes to cover every label"
-    raise DataError(f"{where}: label {value} is outside [0, {num_classes}) for num_classes={num_classes}{hint}")
+        if low < 0 or high >= limit:
+            raise_label(self.where, low if low < 0 else high, limit)
+        return labels if self.label_map is None else self.label_map[labels]
 
 
 def train_loader(
@@ -356,9 +355,7 @@ def _map_loader(split: Split, cfg: DataCfg, decoder: _Decoder, batches: Batches,
                 pipeline: TensorPipeline | None = None):
     # Labels are checked once, up front, on the Arrow column: cheaper than per batch, and it fails
     # before any worker starts.
-    low, high = label_range(split.dataset, split.label_column)
-    if low < 0 or high >= split.num_classes:
-        _raise_label(split.where, low if low < 0 else high, split.num_classes)
+    check_labels(split)
     cache = _cached(split, pipeline)
     if cache is not None:
         reader = _CachedReader(*cache, pipeline)

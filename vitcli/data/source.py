@@ -51,6 +51,9 @@ class Split:
     num_examples: int | None  # None when streaming
     source: str
     split: str
+    # label_map[i] is the model output that the data's label i stands for (classes matched by name);
+    # None: labels are used as they are. The loaders apply it to every batch.
+    label_map: tuple[int, ...] | None = None
 
     @property
     def where(self) -> str:

@@ -48,7 +48,7 @@ def train(cfg: RecipeCfg, out: Path, recipe_yaml: str, *, resume: bool = False,
         summary = {"out": str(out), "steps": trainer.pos.step, **results}
         weights = trainer.setup.raw_state_dict()  # a collective under FSDP: every rank calls it
         if rt.is_main:
-            export(out, trainer.setup, cfg, weights)
+            export(out, trainer.setup, cfg, weights, trainer.label_names)
             files.write_json(out / "results.json", summary)
             log.info(f"run directory: {out} (model.safetensors, metrics.jsonl, checkpoints/)")
         return summary
@@ -92,9 +92,13 @@ def model_from(cfg: RecipeCfg, source: reader.Pretrained, weights: str, log: Rep
     return model, (resampled[0] if resampled else None)
 
 
-def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, weights: str = "ema",
+def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, weights: str = "ema", ignore_labels: bool = False,
              log: Reporter | None = None) -> dict:
-    """`vit eval`: top-1/top-5, mean loss and per-class top-1 of a checkpoint on the recipe's eval split."""
+    """`vit eval`: top-1/top-5, mean loss and per-class top-1 of a checkpoint on the recipe's eval split.
+
+    The data's classes are matched to the head's by name (`labels.align`); `ignore_labels` scores
+    data label i as output i instead.
+    """
     d = cfg.data
     if not d.source:
         raise RecipeError("data.source: missing; give --data SOURCE or a RECIPE with data.source")
@@ -103,8 +107,8 @@ def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, weights: str = "ema",
     log = log or Reporter(enabled=rt.is_main)
     try:
         model, resampled = model_from(cfg, source, weights, log)
-        evaluator = ClassificationEvaluator(eval_split(d, split, model.num_classes), d, cfg.model.res,
-                                            cfg.eval.batch_size, rt)
+        data = eval_split(d, split, model.num_classes, source.label_names, ignore=ignore_labels, log=log.info)
+        evaluator = ClassificationEvaluator(data, d, cfg.model.res, cfg.eval.batch_size, rt)
         metrics = evaluator.run(model.to(rt.device))
         if not math.isfinite(metrics["loss"]):
             raise RunError(f"{source.path}: the model's outputs are not finite (mean loss {metrics['loss']}); "
@@ -113,6 +117,7 @@ def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, weights: str = "ema",
                 "data": d.source, "split": split, "res": list(cfg.model.res),
                 "weights": "ema" if weights == "ema" and source.ema is not None else "raw",
                 "posemb_resampled": resampled, "num_classes": model.num_classes,
+                "labels": _label_match(data, source, ignore_labels),
                 "top1": metrics["top1"], "top5": metrics["top5"], "loss": metrics["loss"],
                 "images": int(metrics["images"]), "img_s": metrics["img_s"], "per_class_top1": evaluator.per_class}
     finally:
@@ -137,3 +142,12 @@ def fewshot(cfg: RecipeCfg, source: reader.Pretrained, *, weights: str = "ema",
                 "datasets": evaluator.describe_sets(), "results": evaluator.details}
     finally:
         rt.close()
+
+
+def _label_match(split, source: reader.Pretrained, ignore: bool) -> str:
+    """How data labels were scored against the head, as the eval report says it."""
+    if ignore:
+        return "by index (--ignore-labels)"
+    if split.label_map is not None:
+        return "matched by name"
+    return "by name" if source.label_names is not None and split.class_names is not None else "by index"

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from vitcli import schema
 from vitcli.config import RecipeCfg
 from vitcli.files import write_json
+from vitcli.weights.reader import LABEL_NAMES
 from vitcli.weights.serialization import write_safetensors
 
 
-def export(out: Path, setup, cfg: RecipeCfg, weights: dict) -> None:
-    """Final weights with timm's key names, and a config.json that rebuilds the model in timm or vit."""
+def export(out: Path, setup, cfg: RecipeCfg, weights: dict, label_names: list[str] | None = None) -> None:
+    """Final weights with timm's key names, and a config.json that rebuilds the model in timm or vit.
+
+    The head's class names (when the training data had them) go into both files, so a model file
+    copied on its own still says what its outputs mean.
+    """
     meta = {"format": "pt", "producer": "vitcli"}
+    if label_names is not None:
+        meta[LABEL_NAMES] = json.dumps(label_names)
     write_safetensors(out / "model.safetensors", weights, meta)
     if setup.ema is not None:
         write_safetensors(out / "model_ema.safetensors", setup.ema_state_dict(), meta)
@@ -20,4 +28,5 @@ def export(out: Path, setup, cfg: RecipeCfg, weights: dict) -> None:
     write_json(out / "config.json", {
         "architecture": desc["timm_name"], "num_classes": desc["num_classes"],
         "model_args": desc["timm_kwargs"], "vit_model": desc, "vit_recipe": schema.to_dict(cfg),
+        LABEL_NAMES: label_names,
     })

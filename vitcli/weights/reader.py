@@ -16,6 +16,7 @@ import torch
 from vitcli.errors import CheckpointError
 from vitcli.weights import serialization
 
+LABEL_NAMES = "label_names"  # key of the head's class names in checkpoints, safetensors metadata, config.json
 LATEST = "latest"  # the file in a run's checkpoints/ that names the newest complete checkpoint
 _WRAPPERS = ("model", "state_dict", "module")  # keys under which common trainers nest the weights
 
@@ -29,6 +30,7 @@ class Pretrained:
     model: dict | None = None  # the model description (`vitcli.models.describe`), when the file has one
     recipe: dict | None = None  # the resolved recipe of the run that made it, when known
     ema: dict[str, torch.Tensor] | None = None
+    label_names: list[str] | None = None  # the head's class names, in output order, when known
     extra: dict = field(default_factory=dict)
 
     def weights(self, which: str) -> dict[str, torch.Tensor]:
@@ -65,6 +67,7 @@ def _read_run_dir(folder: Path) -> Pretrained:
 
 def _read_safetensors(path: Path) -> Pretrained:
     tensors = serialization.read_safetensors(path)
+    names = _label_names(serialization.safetensors_metadata(path).get(LABEL_NAMES), path)
     config_path = path.with_name("config.json")
     model = recipe = None
     if config_path.is_file():
@@ -73,9 +76,24 @@ def _read_safetensors(path: Path) -> Pretrained:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"{config_path}: not valid JSON ({exc})") from None
         model, recipe = config.get("vit_model"), config.get("vit_recipe")
+        names = names or _label_names(config.get(LABEL_NAMES), config_path)
     ema_path = path.with_name(path.stem + "_ema.safetensors")
     ema = serialization.read_safetensors(ema_path) if ema_path.is_file() else None
-    return Pretrained(path, tensors, model=model, recipe=recipe, ema=ema)
+    return Pretrained(path, tensors, model=model, recipe=recipe, ema=ema, label_names=names)
+
+
+def _label_names(value, where: Path) -> list[str] | None:
+    """Class names as stored: a list of strings, or (safetensors metadata) that list as JSON text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            value = None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CheckpointError(f"{where}: {LABEL_NAMES} must be a list of class names (strings)")
+    return value
 
 
 # torch.save writes a zip archive; older torch and plain pickle.dump write pickle protocol 2+ (0x80).
@@ -92,7 +110,7 @@ def _read_pickle(path: Path) -> Pretrained:
     data = serialization.load(path)
     if isinstance(data, dict) and "format_version" in data and "model" in data:
         return Pretrained(path, data["model"], model=data.get("model_config"), recipe=data.get("recipe"),
-                          ema=data.get("ema"), extra=data)
+                          ema=data.get("ema"), label_names=_label_names(data.get(LABEL_NAMES), path), extra=data)
     for key in _WRAPPERS:
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]

@@ -66,6 +66,17 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of a safetensors file's header ({} when it has none)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({_first_line(exc)})") from None
+
+
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """Write a safetensors file atomically."""
     from safetensors.torch import save

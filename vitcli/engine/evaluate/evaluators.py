@@ -7,9 +7,8 @@ the sums are all-reduced, so the numbers equal a single-process evaluation.
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -18,7 +17,9 @@ from torch import nn
 
 from vitcli.config import DataCfg, FewshotCfg, RecipeCfg
 from vitcli.data import Split, eval_loader, load_split
-from vitcli.engine.evaluate.fewshot import extract_features, fewshot_eval
+from vitcli.data.checks import check_labels, class_counts
+from vitcli.engine.evaluate.fewshot import check_shots, extract_features, fewshot_eval
+from vitcli.engine.evaluate.labels import align
 from vitcli.engine.evaluate.metrics import ClassificationMeter
 from vitcli.engine.runtime.process import Runtime
 from vitcli.errors import DataError
@@ -35,6 +36,9 @@ class ClassificationEvaluator:
     rt: Runtime
     name: str = "classification"
     per_class: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_labels(self.split)  # before training starts, not at its end
 
     @torch.no_grad()
     def run(self, model: nn.Module) -> dict[str, float]:
@@ -74,6 +78,15 @@ class FewshotEvaluator:
     name: str = "fewshot"
     log: Callable[[str], object] | None = None  # progress lines (vit fewshot); silent inside training
     details: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Labels and class sizes are read from the Arrow columns now: a class too small for the
+        # shots asked for fails here, not after a minute of feature extraction (or a whole training run).
+        for _, train, test in self.sets:
+            check_labels(test)
+            counts = class_counts(train)
+            if counts is not None and self.cfg.shots:
+                check_shots(counts, max(self.cfg.shots), train.class_names)
 
     def run(self, model: nn.Module) -> dict[str, float]:
         """Extract features once per data set, then solve every shot count and seed from them."""
@@ -134,29 +147,31 @@ def lockstep(loader, model: nn.Module, rt: Runtime, res: tuple[int, int]):
         yield batch if batch is not None else (torch.zeros(0, 3, *res), torch.zeros(0, dtype=torch.int64))
 
 
-def eval_split(data: DataCfg, split: str, num_classes: int) -> Split:
-    """The split a `num_classes`-way classifier is evaluated on; more classes than its head is an error.
+_SAME_CLASSES = "give a training and an evaluation split with the same classes"
 
-    Fewer classes than the head is fine (a wide head scored on a subset): class names are padded with
-    indices so per-class results stay aligned with the head's outputs.
+
+def eval_split(data: DataCfg, split: str, num_classes: int, names: Sequence[str] | None = None, *,
+               ignore: bool = False, whose: str = "the model's head", hint: str | None = None, log=None) -> Split:
+    """The split a `num_classes`-way classifier with class names `names` is evaluated on.
+
+    The data's classes are matched to the head's outputs by `labels.align` (by name, or refused).
     """
     s = load_split(data.source, split, image_column=data.image_column, label_column=data.label_column,
                    num_classes=data.num_classes, streaming=data.streaming)
-    if s.num_classes > num_classes:
-        raise DataError(f"{s.where} has {s.num_classes} classes but the model's head has {num_classes}; "
-                        "evaluate on the data the head was trained for, or fine-tune first (vit finetune)")
-    if s.num_classes < num_classes:
-        names = s.class_names and [*s.class_names, *map(str, range(s.num_classes, num_classes))]
-        s = dataclasses.replace(s, num_classes=num_classes, class_names=names)
-    return s
+    return align(s, num_classes, names, ignore=ignore, whose=whose, hint=hint, log=log)
 
 
-def build_evaluators(cfg: RecipeCfg, rt: Runtime, num_classes: int, log=None) -> list:
-    """The evaluators a recipe asks for (`eval.evaluators`), with their data loaded once."""
+def build_evaluators(cfg: RecipeCfg, rt: Runtime, num_classes: int, log=None,
+                     label_names: Sequence[str] | None = None) -> list:
+    """The evaluators a recipe asks for (`eval.evaluators`), with their data loaded once.
+
+    The eval split's classes are matched by name to the training split's (`label_names`).
+    """
     evaluators = []
     data = cfg.data
     if "classification" in cfg.eval.evaluators and data.eval_split:
-        split = eval_split(data, data.eval_split, num_classes)
+        split = eval_split(data, data.eval_split, num_classes, label_names, whose="the training split",
+                           hint=_SAME_CLASSES)
         evaluators.append(ClassificationEvaluator(split, data, cfg.model.res, cfg.eval.batch_size, rt))
     if "fewshot" in cfg.eval.evaluators:
         evaluators.append(FewshotEvaluator(fewshot_sets(cfg), cfg.fewshot, data, cfg.model.res, rt))
@@ -177,10 +192,12 @@ def fewshot_sets(cfg: RecipeCfg) -> list[tuple[str, Split, Split]]:
         _check_disjoint(name, train_split, test_split)
         kw = dict(image_column=image_column, label_column=label_column)
         train = load_split(source, train_split, **kw)
-        # The test split is read with the training split's classes, so a test label outside them is
-        # reported by name rather than silently widening the classifier.
-        test = load_split(source, test_split, num_classes=train.num_classes, **kw)
-        sets.append((name, train, test))
+        # The test split's classes are matched to the training split's by name (its own ClassLabel
+        # may list them differently), so a test class outside them is refused rather than
+        # silently widening the classifier.
+        test = load_split(source, test_split, num_classes=None if train.class_names else train.num_classes, **kw)
+        sets.append((name, train, align(test, train.num_classes, train.class_names, whose="the training split",
+                                               hint=_SAME_CLASSES)))
     return sets
 
 

@@ -51,6 +51,19 @@ def _num_classes(labels: Tensor, num_classes: int | None) -> int:
     return int(labels.max()) + 1 if num_classes is None else num_classes
 
 
+def check_shots(counts: Sequence[int] | Tensor, k: int, class_names: Sequence[str] | None = None) -> None:
+    """Raise a DataError naming the smallest class when any of `counts` (images per class) is below k."""
+    counts = torch.as_tensor(counts)
+    if int(counts.min()) < k:
+        c = int(torch.argmin(counts))
+        short = int((counts < k).sum())
+        raise DataError(
+            f"more shots than the smallest class holds: class {_class_name(c, class_names)} "
+            f"has {int(counts[c])} training images, fewer than the {k} shots asked for "
+            f"({short} of {len(counts)} classes have fewer than {k})"
+        )
+
+
 def sample_shots(
     labels: Tensor,
     k: int,
@@ -73,14 +86,7 @@ def sample_shots(
     if int(labels.max()) >= K:
         raise DataError(f"few-shot label {int(labels.max())} is outside the classes 0..{K - 1}")
     counts = torch.bincount(labels, minlength=K)
-    if int(counts.min()) < k:
-        c = int(torch.argmin(counts))
-        short = int((counts < k).sum())
-        raise DataError(
-            f"more shots than the smallest class holds: class {_class_name(c, class_names)} "
-            f"has {int(counts[c])} training images, fewer than the {k} shots asked for "
-            f"({short} of {K} classes have fewer than {k})"
-        )
+    check_shots(counts, k, class_names)
     # A stable sort groups each class's indices in dataset order, so the permutation of a class
     # depends only on the seed and the data, not on how the other classes are interleaved.
     order = torch.argsort(labels, stable=True)

@@ -50,6 +50,7 @@ class Trainer:
                                       label_column=data.label_column, num_classes=data.num_classes,
                                       streaming=data.streaming)
         self.num_classes = self.train_split.num_classes
+        self.label_names = self.train_split.class_names  # travel with the model: checkpoints and export
         self.setup = setup_model(cfg, self.num_classes, rt, reporter)
         self.model = self.setup.model
         self.total = resolve_steps(cfg.train, self.train_split.num_examples)
@@ -59,7 +60,7 @@ class Trainer:
         self.peak_lr = float(cfg.optim.lr if not isinstance(cfg.optim.lr, tuple) else cfg.optim.lr[0])
         self.optimizer = optim.build_optimizer(self.setup.trainable, cfg.optim, self.peak_lr)
         self.mixup = mixup_fn(data, self.num_classes, cfg.train.label_smoothing)
-        self.evaluators = build_evaluators(cfg, rt, self.num_classes, reporter)
+        self.evaluators = build_evaluators(cfg, rt, self.num_classes, reporter, self.label_names)
         self.metrics = MetricsLog(self.out / "metrics.jsonl" if rt.is_main else None)
         self.pos = Position()
         if resume:
@@ -87,6 +88,7 @@ class Trainer:
             "position": asdict(self.pos),
             "rng": rng_state(),
             "model_config": self.setup.description,
+            reader.LABEL_NAMES: self.label_names,
             "recipe": schema.to_dict(self.cfg),
         }
 
