@@ -98,6 +98,14 @@ def _evil_pickle(path: Path, marker: Path) -> Path:
     return path
 
 
+class _Evil:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
 def _script_dataset(c: Ctx) -> Path:
     """A local data set that is a `datasets` loading script; running it would create the marker file."""
     folder = c.tmp / "scr"
@@ -141,6 +149,41 @@ def _scrambled_data(c: Ctx) -> Path:
     blob[200:-2000] = bytes((b * 7 + 3) % 256 for b in blob[200:-2000])
     part.write_bytes(bytes(blob))
     return folder
+
+
+def _locked(c: Ctx) -> list[str]:
+    """Hold the lock of the new run directory, as a `vit pretrain` running there would."""
+    from vitcli.files import RunLock
+
+    c.monkeypatch.setattr(c, "lock", RunLock(c.out).__enter__(), raising=False)
+    return _pretrain(c, c.recipe())
+
+
+def _planted_link(c: Ctx, name: str) -> Path:
+    """A copy of the finished run with `name` replaced by a link to a file outside it."""
+    run = Path(shutil.copytree(c.run, c.tmp / "r"))
+    (c.tmp / "victim.txt").write_text("precious")
+    (run / name).unlink()
+    (run / name).symlink_to(c.tmp / "victim.txt")
+    return run
+
+
+def _evil_zip(c: Ctx) -> Path:
+    """A torch.save zip archive whose data.pkl would run code (protocol 2 inside the zip)."""
+    import zipfile
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {c.tmp / MARKER}",))
+
+    plain, path = c.tmp / "plain.pt", c.tmp / "evil.pt"
+    torch.save({"w": torch.zeros(1)}, plain)
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(path, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            dst.writestr(info, pickle.dumps({"model": Evil()}, protocol=2) if info.filename.endswith("data.pkl") else data)
+    plain.unlink()
+    return path
 
 
 def _pretrain(c: Ctx, path: Path, *sets: str) -> list[str]:
@@ -280,6 +323,22 @@ CASES = [
                                            ["pretrain", c.recipe(), "--resume", "--out", c.tmp / "r"])[2],
      "--resume: {tmp}/r/recipe.json is unreadable (Expecting property name enclosed in double quotes: line 1 "
      "column 2 (char 1)); the run cannot be checked, start a new --out"),
+    ("out-locked-by-another-run", _locked,
+     "--out {tmp}/new: another vit process is writing this run directory (it holds {tmp}/new/.lock); wait for it to "
+     "end or choose another --out"),
+    ("resume-fewer-steps", lambda c: [*_pretrain(c, c.recipe(), "train.steps=1", "train.checkpoint_every=1")[:2],
+                                      "--set", "train.steps=1", "--set", "train.checkpoint_every=1", "--resume",
+                                      "--out", c.run],
+     "--resume: {run}/checkpoints/step-00000002.pt is at step 2, past the 1 steps this recipe asks for; a run cannot "
+     "be shortened: resume with --set train.steps=2 or more, or start a new --out"),
+    ("resume-planted-link", lambda c: ["pretrain", c.recipe(train={"steps": 2, "checkpoint_every": 1}), "--resume",
+                                       "--out", _planted_link(c, "metrics.jsonl")],
+     "{tmp}/r/metrics.jsonl: refused: it is a symbolic link, not a regular file; a run directory holds only the "
+     "regular files the run wrote"),
+    pytest.param("device-cuda-without-gpu", lambda c: _pretrain(c, c.recipe(), "train.device=cuda"),
+                 "train.device: cuda was asked for, but torch sees no CUDA GPU on this machine (<*>); use "
+                 "train.device: auto or cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
     ("disk-full", _disk_full,
      "disk full while writing {tmp}/new/checkpoints/step-00000003.pt; nothing was replaced, earlier files are "
      "intact"),
@@ -303,6 +362,20 @@ CASES = [
     ("ckpt-runs-code", lambda c: ["eval", "--from", _evil_pickle(c.tmp / "evil.pt", c.tmp / MARKER)],
      "{tmp}/evil.pt: refused: the file holds Python objects that would run code when unpickled; vit only loads "
      "plain tensors (weights_only=True). Convert it to safetensors where you trust it"),
+    ("ckpt-runs-code-protocol-2", lambda c: (c.tmp.joinpath("evil.pt").write_bytes(pickle.dumps(
+        {"w": _Evil(c.tmp / MARKER)}, protocol=2)), ["eval", "--from", c.tmp / "evil.pt"])[1],
+     "{tmp}/evil.pt: refused: the file holds Python objects that would run code when unpickled; vit only loads "
+     "plain tensors (weights_only=True). Convert it to safetensors where you trust it"),
+    ("ckpt-runs-code-in-torch-zip", lambda c: ["eval", "--from", _evil_zip(c)],
+     "{tmp}/evil.pt: refused: the file holds Python objects that would run code when unpickled; vit only loads "
+     "plain tensors (weights_only=True). Convert it to safetensors where you trust it"),
+    ("from-fifo", lambda c: (os.mkfifo(c.tmp / "w.pt"), ["eval", "--from", c.tmp / "w.pt"])[1],
+     "--from {tmp}/w.pt: refused: it is a FIFO (named pipe), not a regular file; give a regular file"),
+    ("ckpt-integer-weights", lambda c: (torch.save({k: (v * 100).to(torch.int8) for k, v in torch.load(
+        c.ckpt(), weights_only=True)["model"].items()}, c.tmp / "int.pt"), ["eval", c.recipe(), "--from", c.tmp / "int.pt"])[1],
+     "{tmp}/int.pt: refused: weights must be floating-point tensors, found cls_token (int8), pos_embed (int8), "
+     "patch_embed.proj.weight (int8) (+<*> more); quantised or integer checkpoints are not supported, export float "
+     "weights"),
     ("ckpt-other-variant", lambda c: ["eval", c.recipe(model={"width": 64}), "--from", c.run],
      "--from {run}/model.safetensors: the checkpoint's model differs from {tmp}/r.yaml: width (recipe "
      "64, checkpoint 32); drop these keys from the recipe to use the checkpoint's"),
@@ -460,7 +533,8 @@ def test_the_same_command_works_once_the_input_is_fixed(tmp_path, tiny_data, fin
     c = Ctx(tmp_path, tiny_data, finished_run, monkeypatch)
     path = c.recipe(data={"num_classes": 3}, train={"steps": 1})
     result, _, _ = run_case(lambda c: _pretrain(c, path), c)
-    assert result.exit_code == 2 and sorted(p.name for p in c.out.iterdir()) == ["recipe.json", "recipe.yaml"]
+    assert result.exit_code == 2 and sorted(p.name for p in c.out.iterdir()) == [".lock", "recipe.json",
+                                                                                           "recipe.yaml"]
     path = c.recipe(train={"steps": 1})
     result, _, _ = run_case(lambda c: _pretrain(c, path), c)
     assert result.exit_code == 0, result.output

@@ -1,30 +1,123 @@
-"""Safe file writing: every file `vit` writes appears whole or not at all.
+"""Safe files: every file `vit` writes appears whole or not at all, and nothing in a run directory is
+followed anywhere else.
 
-A file is written to a temporary name in the same directory, flushed, fsynced and renamed into place,
-so a kill at any moment leaves the old or the new file, never a torn one. Failures of the disk become
-one-line `RunError`s that name the file. Used by the run directory, checkpoints and exports alike.
+Writes go to a temporary name in the same directory, are flushed, fsynced and renamed into place, so a
+kill at any moment leaves the old or the new file, never a torn one. Reads and writes inside a run
+directory accept regular files only and never follow a symbolic link: a link planted there (to
+`~/.bashrc`, say) is refused in one line instead of being truncated, appended to or loaded. A run
+directory has one writer, held by an advisory lock for the run's whole life. New files get the user's
+umask (0644 under the usual 022), as files made by any other tool. Failures are one-line `RunError`s
+(or the error class the caller names) that say which file.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from vitcli.errors import RunError
+from vitcli.errors import RunError, VitError
 
 TEMP_SUFFIX = ".tmp"  # atomic_write's temp files: ".<name>.<random>.tmp" beside the target
+LOCK_NAME = ".lock"  # the run directory's lock file (empty; the lock is the flock on it)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symbolic link", stat.S_IFIFO: "a FIFO (named pipe)",
+          stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+
+
+def kind(mode: int) -> str:
+    """What a file of this st_mode is, in words ("a FIFO (named pipe)", "a symbolic link", ...)."""
+    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def check_regular(path: Path, *, follow: bool, error: type[VitError] = RunError, who: str = "") -> bool:
+    """True when `path` is a regular file, False when it does not exist; raise when it is anything else.
+
+    `follow=False` (files found inside a run directory) refuses a symbolic link even to a regular file;
+    `follow=True` (a file the user named) accepts a link but still only to a regular file, so that a
+    FIFO or a device is refused at once instead of blocking or streaming forever.
+    """
+    try:
+        info = os.stat(path) if follow else os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise error(f"{who}{path}: cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{who}{path}: refused: it is {kind(info.st_mode)}, not a regular file; "
+                    + ("a run directory holds only the regular files the run wrote" if not follow
+                       else "give a regular file"))
+    return True
+
+
+def open_read(path: Path, *, follow: bool, error: type[VitError] = RunError, who: str = "") -> BinaryIO:
+    """Open a regular file for reading without ever blocking (a FIFO) or following a link (follow=False)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else _NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link
+            raise error(f"{who}{path}: refused: it is a symbolic link, not a regular file; a run directory "
+                        "holds only the regular files the run wrote") from None
+        if exc.errno == errno.ENOENT:
+            raise error(f"{who}{path}: no such file") from None
+        raise error(f"{who}{path}: cannot be read ({exc.strerror})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise error(f"{who}{path}: refused: it is {kind(info.st_mode)}, not a regular file; give a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_bytes(path: Path, *, follow: bool = False, limit: int | None = None,
+               error: type[VitError] = RunError) -> bytes:
+    """The content of a regular file (at most `limit` bytes are read; more is an error)."""
+    with open_read(path, follow=follow, error=error) as handle:
+        data = handle.read(-1 if limit is None else limit + 1)
+    if limit is not None and len(data) > limit:
+        raise error(f"{path}: refused: larger than the {limit} bytes such a file can hold")
+    return data
+
+
+def real_dir(folder: Path, *, create: bool = False) -> Path:
+    """`folder` as a real directory inside a run directory (created when asked); a link is refused."""
+    try:
+        info = os.lstat(folder)
+    except FileNotFoundError:
+        if not create:
+            return folder
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(exc, folder) from None
+        return folder
+    if not stat.S_ISDIR(info.st_mode):
+        raise RunError(f"{folder}: refused: it is {kind(info.st_mode)}, not a directory; a run directory holds "
+                       "only the files and folders the run made")
+    return folder
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write a file so that readers see either the old content or the complete new one."""
+    """Write a file so that readers see either the old content or the complete new one.
+
+    The target may be missing or a regular file; a link or anything else in its place is refused
+    (renaming over a link would not follow it, but a planted link says the directory is not the run's).
+    """
+    path = Path(path)
+    real_dir(path.parent, create=True)
+    check_regular(path, follow=False)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        # O_EXCL|O_NOFOLLOW: never open someone else's file or link; mode 0o666 lets the umask decide
+        # (tempfile.mkstemp would make every run file 0600, unreadable to a team on a shared cluster).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
     except OSError as exc:
         raise write_error(exc, path) from None
     try:
@@ -35,13 +128,42 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         error = write_error(exc, path)
         if error is not None:
             raise error from None
         raise
 
 
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a regular file (created when missing), fsynced; a failed append leaves no torn line."""
+    data = (line.rstrip("\n") + "\n").encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW | os.O_NONBLOCK, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            check_regular(path, follow=False)  # raises the one-line refusal
+        raise write_error(exc, path) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise RunError(f"{path}: refused: it is {kind(info.st_mode)}, not a regular file; a run directory "
+                           "holds only the regular files the run wrote")
+        size = info.st_size
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        except OSError as exc:
+            # A full disk may take half the line: cut it off again, so the log still parses line by line.
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise write_error(exc, path) from None
+    finally:
+        os.close(fd)
 
 
 def write_error(exc: BaseException, path: Path) -> RunError | None:
@@ -50,6 +172,8 @@ def write_error(exc: BaseException, path: Path) -> RunError | None:
     The OSError may sit under another exception: torch.save into a file reports a full disk as a
     RuntimeError ("unexpected pos ...") whose context is the ENOSPC OSError of the failed write.
     """
+    if isinstance(exc, VitError):
+        return exc if isinstance(exc, RunError) else RunError(str(exc))
     while exc is not None and not isinstance(exc, OSError):
         exc = exc.__cause__ or exc.__context__
     if exc is None:
@@ -58,22 +182,64 @@ def write_error(exc: BaseException, path: Path) -> RunError | None:
         return RunError(f"disk full while writing {path}; nothing was replaced, earlier files are intact")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
         return RunError(f"cannot write {path} ({exc.strerror}); choose another --out")
+    if exc.errno == errno.ENAMETOOLONG:
+        return RunError(f"cannot write {str(path)[:80]}... (file name too long); choose a shorter --out or run.name")
     return RunError(f"cannot write {path} ({exc.strerror or exc}); earlier files are intact")
 
 
-
-
 def remove_temp_files(run_dir: Path) -> list[Path]:
-    """Delete the temp files a killed writer left behind (call only while no one writes the run)."""
+    """Delete the temp files a killed writer left behind (call only while holding the run's lock)."""
     found = []
     for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
-        if folder.is_dir():
-            found += [p for p in folder.glob(f".*{TEMP_SUFFIX}") if p.is_file()]
+        if folder.is_dir() and not folder.is_symlink():
+            found += [p for p in folder.glob(f".*{TEMP_SUFFIX}") if p.is_file() or p.is_symlink()]
     for path in found:
-        path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # unlinking a link removes the link, never its target
     return found
 
 
+class RunLock:
+    """The one-writer rule: an exclusive advisory lock on `<run>/.lock`, held while the run lives.
+
+    `flock` locks belong to the open file, so the kernel drops the lock when the process ends in any way
+    (exit, exception, SIGKILL); a stale lock file left behind locks nothing.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        path = self.run_dir / LOCK_NAME
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | os.O_NONBLOCK, 0o666)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise RunError(f"--out {self.run_dir}: refused: {path} is a symbolic link; a run directory holds "
+                               "only the regular files the run wrote") from None
+            if exc.errno == errno.ENAMETOOLONG:
+                raise RunError(f"--out {str(self.run_dir)[:80]}...: the path is too long for this file "
+                               "system; choose a shorter --out or run.name") from None
+            raise RunError(f"--out {self.run_dir}: cannot write there ({exc.strerror}); choose another --out") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunError(f"--out {self.run_dir}: refused: {path} is not a regular file")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunError(f"--out {self.run_dir}: another vit process is writing this run directory (it holds "
+                               f"{path}); wait for it to end or choose another --out") from None
+            raise RunError(f"--out {self.run_dir}: cannot lock {path} ({exc.strerror})") from None
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock; the empty file stays, harmlessly
+            self._fd = None
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -86,8 +252,6 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -6,6 +6,7 @@ prints. Eval and few-shot are evaluators run on a model built from a checkpoint:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -37,21 +38,26 @@ def train(cfg: RecipeCfg, out: Path, recipe_yaml: str, *, resume: bool = False,
     """Run `fit` for a recipe into run directory `out`; return the final evaluation and where things are."""
     rt = Runtime.create(cfg.train.device, cfg.train.precision, cfg.train.seed)
     log = log or Reporter(enabled=rt.is_main)
+    recipe_data = schema.to_dict(cfg)
     try:
-        if rt.is_main:
-            rundir.prepare(out, recipe_yaml, schema.to_dict(cfg), resume=resume, allowed=set(allowed_changes))
-        rt.barrier()
-        rt.seed_everything()
-        trainer = Trainer(cfg, rt, out, log, resume=resume)
-        with StopRequest(resume_hint or f"--resume --out {out}") as stop:
-            results = trainer.run(stop)
-        summary = {"out": str(out), "steps": trainer.pos.step, **results}
-        weights = trainer.setup.raw_state_dict()  # a collective under FSDP: every rank calls it
-        if rt.is_main:
-            export(out, trainer.setup, cfg, weights, trainer.label_names)
-            files.write_json(out / "results.json", summary)
-            log.info(f"run directory: {out} (model.safetensors, metrics.jsonl, checkpoints/)")
-        return summary
+        # One writer per run directory, for the run's whole life (the lock goes when the process does).
+        with rundir.writer(out, resume=resume) if rt.is_main else contextlib.nullcontext():
+            if rt.is_main:
+                rundir.prepare(out, recipe_yaml, recipe_data, resume=resume, allowed=set(allowed_changes))
+            rt.barrier()
+            rt.seed_everything()
+            trainer = Trainer(cfg, rt, out, log, resume=resume)  # a resume reads and checks its checkpoint
+            if resume and rt.is_main:
+                rundir.record(out, recipe_yaml, recipe_data)  # only now is the resume known to be valid
+            with StopRequest(resume_hint or f"--resume --out {out}") as stop:
+                results = trainer.run(stop)
+            summary = {"out": str(out), "steps": trainer.pos.step, **results}
+            weights = trainer.setup.raw_state_dict()  # a collective under FSDP: every rank calls it
+            if rt.is_main:
+                export(out, trainer.setup, cfg, weights, trainer.label_names)
+                files.write_json(out / "results.json", summary)
+                log.info(f"run directory: {out} (model.safetensors, metrics.jsonl, checkpoints/)")
+            return summary
     finally:
         rt.close()
 

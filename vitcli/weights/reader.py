@@ -8,17 +8,22 @@ pickles load with `weights_only=True`, safetensors hold only tensors, JSON is da
 from __future__ import annotations
 
 import json
+import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from vitcli import files
 from vitcli.errors import CheckpointError
 from vitcli.weights import serialization
 
 LABEL_NAMES = "label_names"  # key of the head's class names in checkpoints, safetensors metadata, config.json
 LATEST = "latest"  # the file in a run's checkpoints/ that names the newest complete checkpoint
 _WRAPPERS = ("model", "state_dict", "module")  # keys under which common trainers nest the weights
+_STEP_FILE = re.compile(r"step-\d{8,12}\.pt")  # what checkpoints.save names a checkpoint, and nothing else
+_log = logging.getLogger("vitcli.weights")
 
 
 @dataclass
@@ -46,6 +51,7 @@ def read(path: str | Path) -> Pretrained:
                               "directory, a model.safetensors or a timm state dict (.pth/.bin/.safetensors)")
     if path.is_dir():
         return _read_run_dir(path)
+    files.check_regular(path, follow=True, error=CheckpointError, who="--from ")  # a FIFO would block
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
@@ -56,7 +62,7 @@ def read(path: str | Path) -> Pretrained:
 
 def _read_run_dir(folder: Path) -> Pretrained:
     final = folder / "model.safetensors"
-    if final.is_file():
+    if files.check_regular(final, follow=False, error=CheckpointError, who="--from "):
         return _read_safetensors(final)
     last = latest(folder)
     if last is not None:
@@ -66,19 +72,23 @@ def _read_run_dir(folder: Path) -> Pretrained:
 
 
 def _read_safetensors(path: Path) -> Pretrained:
-    tensors = serialization.read_safetensors(path)
+    tensors = check_dtypes(serialization.read_safetensors(path), path)
     names = _label_names(serialization.safetensors_metadata(path).get(LABEL_NAMES), path)
     config_path = path.with_name("config.json")
     model = recipe = None
-    if config_path.is_file():
+    if files.check_regular(config_path, follow=True, error=CheckpointError):
         try:
-            config = json.loads(config_path.read_text())
+            config = json.loads(files.read_bytes(config_path, follow=True, limit=16 << 20, error=CheckpointError))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"{config_path}: not valid JSON ({exc})") from None
-        model, recipe = config.get("vit_model"), config.get("vit_recipe")
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{config_path}: expected a JSON object (architecture, model_args, vit_model, "
+                                  f"vit_recipe), got {type(config).__name__}")
+        model, recipe = _mapping(config, "vit_model", config_path), _mapping(config, "vit_recipe", config_path)
         names = names or _label_names(config.get(LABEL_NAMES), config_path)
     ema_path = path.with_name(path.stem + "_ema.safetensors")
-    ema = serialization.read_safetensors(ema_path) if ema_path.is_file() else None
+    ema = (check_dtypes(serialization.read_safetensors(ema_path), ema_path)
+           if files.check_regular(ema_path, follow=True, error=CheckpointError) else None)
     return Pretrained(path, tensors, model=model, recipe=recipe, ema=ema, label_names=names)
 
 
@@ -101,7 +111,7 @@ _TORCH_HEADERS = (b"PK\x03\x04", b"\x80")
 
 
 def _read_pickle(path: Path) -> Pretrained:
-    with open(path, "rb") as handle:
+    with serialization.check_file(path) as handle:
         head = handle.read(4)
     if not head.startswith(_TORCH_HEADERS):
         # Without this, torch reports random bytes as an "unsupported" pickle, i.e. as unsafe code.
@@ -109,31 +119,75 @@ def _read_pickle(path: Path) -> Pretrained:
                               "pickle); accepted: .pt/.pth/.bin written by torch.save, .safetensors, a run directory")
     data = serialization.load(path)
     if isinstance(data, dict) and "format_version" in data and "model" in data:
-        return Pretrained(path, data["model"], model=data.get("model_config"), recipe=data.get("recipe"),
-                          ema=data.get("ema"), label_names=_label_names(data.get(LABEL_NAMES), path), extra=data)
+        return Pretrained(path, _tensors(data, "model", path), model=_mapping(data, "model_config", path),
+                          recipe=_mapping(data, "recipe", path),
+                          ema=_tensors(data, "ema", path) if data.get("ema") is not None else None,
+                          label_names=_label_names(data.get(LABEL_NAMES), path), extra=data)
     for key in _WRAPPERS:
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
             break
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                             for k, v in data.items()):
         raise CheckpointError(f"{path}: not a state dict (expected a mapping of parameter names to tensors)")
-    return Pretrained(path, {k.removeprefix("module."): v for k, v in data.items()})
+    return Pretrained(path, check_dtypes({k.removeprefix("module."): v for k, v in data.items()}, path))
+
+
+def _mapping(data: dict, key: str, path: Path) -> dict | None:
+    """data[key] when it is a mapping (or absent/null); any other type is a one-line error."""
+    value = data.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise CheckpointError(f"{path}: {key}: expected a mapping, got {type(value).__name__}; the file is "
+                              "damaged or not written by vit")
+    return value
+
+
+def _tensors(data: dict, key: str, path: Path) -> dict[str, torch.Tensor]:
+    """data[key] as a state dict of floating-point tensors, or a one-line error naming the key."""
+    value = data.get(key)
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in value.items()):
+        raise CheckpointError(f"{path}: {key}: expected a mapping of parameter names to tensors, got "
+                              f"{type(value).__name__}; the file is damaged or not written by vit")
+    return check_dtypes(value, path)
+
+
+def check_dtypes(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Refuse weights that are not real floating-point numbers (int, bool, complex): loading them into a
+    float model would cast silently and truncate (an int8 copy of a model scores like chance)."""
+    bad = [f"{k} ({str(v.dtype).removeprefix('torch.')})" for k, v in state.items()
+           if not v.is_floating_point() and not (k.endswith("num_batches_tracked") and not v.is_complex())]
+    if bad:
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise CheckpointError(f"{path}: refused: weights must be floating-point tensors, found {', '.join(bad[:3])}"
+                              f"{more}; quantised or integer checkpoints are not supported, export float weights")
+    return state
 
 
 def latest(run_dir: Path) -> Path | None:
     """The newest complete checkpoint of a run, or None.
 
-    `latest` names it; when that pointer is missing or names a file that is gone, the highest-numbered
-    `step-*.pt` is taken instead: every such file is complete, because it only appears by rename.
+    `latest` names it; when that pointer is missing, names a file that is gone or is not a plain
+    `step-NNNNNNNN.pt` name inside `checkpoints/` (a path such as `../../x.pt`, an absolute path, binary
+    junk), the highest-numbered `step-*.pt` is taken instead, and a bad pointer is reported in one
+    warning line: every such file is complete, because it only appears by rename. Nothing inside the run
+    directory is followed when it is a symbolic link.
     """
-    folder = Path(run_dir) / "checkpoints"
+    folder = files.real_dir(Path(run_dir) / "checkpoints")
+    if not folder.is_dir():
+        return None
     pointer = folder / LATEST
-    if pointer.is_file():
-        path = folder / pointer.read_text().strip()
-        if path.is_file():
-            return path
-    steps = sorted(folder.glob("step-*.pt")) if folder.is_dir() else []
-    return steps[-1] if steps else None
+    if files.check_regular(pointer, follow=False):
+        with files.open_read(pointer, follow=False, error=CheckpointError) as handle:
+            raw = handle.read(257)
+        name = raw.decode("ascii", "replace").strip() if len(raw) <= 256 else raw[:40].decode("ascii", "replace")
+        if _STEP_FILE.fullmatch(name) and files.check_regular(folder / name, follow=False):
+            return folder / name
+        if not _STEP_FILE.fullmatch(name):
+            _log.warning(f"{pointer} does not name a checkpoint file in {folder} ({name[:40]!r}); using the "
+                         "highest-numbered step-*.pt instead")
+    steps = [p for p in folder.iterdir() if _STEP_FILE.fullmatch(p.name) and not p.is_symlink() and p.is_file()]
+    return max(steps, key=lambda p: int(p.name[5:-3])) if steps else None
 
 
 def checkpoint_grid(source: Pretrained) -> tuple[int, int] | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from vitcli import files
 from vitcli.errors import CheckpointError
 from vitcli.files import atomic_write
 
@@ -22,16 +23,19 @@ def load(path: Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
+    handle = check_file(path)
     try:
-        with warnings.catch_warnings():
+        with handle, warnings.catch_warnings():
             # Plain pickles (not torch.save zips) of any protocol but 2 draw a two-line UserWarning on
             # every load; it says nothing about the file's safety, which weights_only decides.
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch refuses a global (a class or function the pickle would call) or a pickle opcode it does
         # not allow (e.g. the REDUCE of a hand-made pickle): both mean "loading this would run code".
-        if "Unsupported global" in str(exc) or "Unsupported operand" in str(exc):
+        # Worded differently per protocol and torch version: "Unsupported global", "Unsupported operand",
+        # "Trying to load unsupported GLOBAL posix.system whose module posix is blocked".
+        if "unsupported" in str(exc).lower():
             raise CheckpointError(
                 f"{path}: refused: the file holds Python objects that would run code when unpickled; "
                 "vit only loads plain tensors (weights_only=True). Convert it to safetensors where you trust it"
@@ -41,6 +45,15 @@ def load(path: Path) -> dict:
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_first_line(exc)})") from None
 
 
+
+
+def check_file(path: Path, *, follow: bool = True):
+    """Open a weights file for reading once it is known to be a regular file (never blocking on a FIFO).
+
+    The one safety gate of every weights format (pickles, safetensors, and whatever reader.py grows):
+    a directory, FIFO, socket or device is refused in one line before any library touches it.
+    """
+    return files.open_read(Path(path), follow=follow, error=CheckpointError)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -58,6 +71,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    check_file(path).close()
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:

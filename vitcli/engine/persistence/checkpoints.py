@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 
-from vitcli.errors import RunError
-from vitcli.files import atomic_write
-from vitcli.weights.reader import LATEST, latest
+from vitcli.errors import CheckpointError, RunError
+from vitcli.files import atomic_write, real_dir
+from vitcli.weights import serialization
+from vitcli.weights.reader import LATEST, check_dtypes, latest
 
 FORMAT_VERSION = 1
 
@@ -24,7 +25,7 @@ def save(run_dir: Path, state: dict, step: int, keep: int) -> Path:
     Weights that are no longer finite are refused: the last good checkpoint is never replaced (or
     pruned) in favour of a state that could only reproduce the fault.
     """
-    folder = Path(run_dir) / "checkpoints"
+    folder = real_dir(Path(run_dir) / "checkpoints", create=True)
     bad = _nonfinite(state.get("model") or {}) or _nonfinite(state.get("ema") or {})
     if bad:
         raise RunError(
@@ -35,7 +36,8 @@ def save(run_dir: Path, state: dict, step: int, keep: int) -> Path:
     state = {**state, "format_version": FORMAT_VERSION, "step": step}
     atomic_write(path, lambda f: torch.save(state, f))
     atomic_write(folder / LATEST, lambda f: f.write(path.name.encode()))
-    for old in sorted(folder.glob("step-*.pt"))[: -max(1, keep)]:
+    steps = sorted((p for p in folder.glob("step-*.pt") if p.name[5:-3].isdigit()), key=lambda p: int(p.name[5:-3]))
+    for old in steps[: -max(1, keep)]:
         old.unlink(missing_ok=True)
     return path
 
@@ -46,3 +48,48 @@ def _nonfinite(tensors: dict) -> str | None:
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
             return name
     return None
+
+
+_POSITION = ("step", "epoch", "epoch_step", "skipped")
+
+
+def load(path: Path) -> dict:
+    """A training checkpoint for --resume, checked field by field before anything of the run changes.
+
+    Weights must be finite floating-point tensors (a NaN checkpoint is never "the last good one"),
+    the optimiser state and RNG state mappings, the data position whole numbers.
+    """
+    state = serialization.load(path)
+
+    def bad(field: str, problem: str) -> CheckpointError:
+        return CheckpointError(f"--resume: {path}: {field}: {problem}; the checkpoint is damaged or not a vit "
+                               "training checkpoint (delete it to resume from the one before)")
+
+    if not isinstance(state, dict):
+        raise bad("checkpoint", f"expected a mapping, got {type(state).__name__}")
+    version = state.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise bad("format_version", f"missing or not a whole number ({version!r})")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"--resume: {path} has checkpoint format {version}, newer than this vit reads "
+                              f"({FORMAT_VERSION}); upgrade vit to resume it")
+    for key in ("model", "optimizer", "position", "rng"):
+        if not isinstance(state.get(key), dict):
+            raise bad(key, "missing" if key not in state else f"expected a mapping, got {type(state[key]).__name__}")
+    for key in ("model", "ema"):
+        if state.get(key) is not None:
+            if not isinstance(state[key], dict) or not all(isinstance(v, torch.Tensor) for v in state[key].values()):
+                raise bad(key, "expected a mapping of parameter names to tensors")
+            check_dtypes(state[key], path)
+            if (name := _nonfinite(state[key])) is not None:
+                raise bad(f"{key}.{name}", "holds NaN or infinite values")
+    position = state["position"]
+    if set(position) != set(_POSITION) or not all(type(position[k]) is int and position[k] >= 0 for k in _POSITION):
+        raise bad("position", f"expected whole numbers >= 0 for {', '.join(_POSITION)}, got {position!r}"[:300])
+    if state.get("step") != position["step"]:
+        raise bad("step", f"{state.get('step')!r} differs from position.step {position['step']}")
+    rng = state["rng"]
+    if not (isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8
+            and isinstance(rng.get("python"), list) and isinstance(rng.get("numpy"), dict)):
+        raise bad("rng", "expected the torch, python and numpy generator states")
+    return state

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from vitcli.files import atomic_write, write_error
+from vitcli import files
 
 
 class MetricsLog:
-    """Append-only `metrics.jsonl`; each line is flushed so a crash loses at most the line being written."""
+    """Append-only `metrics.jsonl`; a crash or a full disk loses at most the line being written, whole."""
 
     def __init__(self, path: Path | None):
         self.path = path
@@ -19,30 +18,37 @@ class MetricsLog:
         """Append one row (no-op on non-main processes, which get path=None)."""
         if self.path is None:
             return
-        try:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(row) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-        except OSError as exc:
-            raise write_error(exc, self.path) from None
+        files.append_line(self.path, json.dumps(row))
 
-    def truncate_after(self, step: int) -> None:
+    def truncate_after(self, step: int, *, rerun_eval: bool = False) -> None:
         """On resume, drop rows logged after the checkpoint so the log matches an uninterrupted run.
 
-        A line torn by a kill mid-write is not JSON; it is dropped too.
+        A line torn by a kill mid-write is not JSON; it is dropped too. `rerun_eval`: the evaluation at
+        `step` will run again (a finished run resumed, or one killed during its final evaluation or the
+        export), so the row it left is dropped and the log holds each step's evaluation once.
         """
-        if self.path is None or not self.path.is_file():
+        if self.path is None or not files.check_regular(self.path, follow=False):
             return
-        rows = [line for line in self.path.read_text().splitlines() if line.strip()]
-        kept = [r for r in rows if (s := _row_step(r)) is not None and s <= step]
-        atomic_write(self.path, lambda f: f.write("".join(r + "\n" for r in kept).encode()))
+        lines = files.read_bytes(self.path).decode("utf-8", "replace").splitlines()
+        kept, seen = [], set()
+        for line in lines:
+            row = _row(line)
+            if row is None or row[0] > step or (rerun_eval and row[0] == step and row[1] == "eval"):
+                continue
+            if row in seen:  # a step logged twice by an older vit: keep the first
+                continue
+            seen.add(row)
+            kept.append(line)
+        if kept != lines:
+            files.atomic_write(self.path, lambda f: f.write("".join(r + "\n" for r in kept).encode()))
 
 
-def _row_step(line: str) -> int | None:
-    """The step of a metrics row, or None for a line that is not a JSON object."""
+def _row(line: str) -> tuple[int, str] | None:
+    """(step, "eval" or "train") of a metrics row, or None for a line that is not such a JSON object."""
     try:
         row = json.loads(line)
     except ValueError:
         return None
-    return int(row.get("step", 0)) if isinstance(row, dict) else None
+    if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+        return None
+    return row["step"], "eval" if any(str(k).startswith("eval/") for k in row) else "train"

@@ -1,27 +1,40 @@
 """The run directory: what a training run leaves behind, and the guard against mixing two runs.
 
     runs/<name>-<timestamp>/
+      .lock               held (flock) by the one process writing the run, for its whole life
       recipe.yaml         the resolved recipe (every field, defaults included)
       recipe.json         the same as data, compared on --resume
       metrics.jsonl       one JSON object per logged step (and per evaluation)
       checkpoints/        step-XXXXXXXX.pt and `latest`
       model.safetensors   final weights with timm's key names, config.json beside it
+
+Rules (docs/security.md): regular files only, never a link followed; one writer (the lock); nothing of
+a run changes until a resume is known to be valid (`check` before `record`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from vitcli import files
 from vitcli.errors import RunError
-from vitcli.files import atomic_write, remove_temp_files
 
 # Keys a resumed run may change when the user says so explicitly with --set: they alter how long or how
 # often, not what is learned per step.
 RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.examples", "train.log_every",
                      "train.checkpoint_every", "train.keep_checkpoints", "eval.every", "data.workers",
                      "train.skip_nonfinite")
+# What a run that stopped before logging or saving anything leaves: it may be started afresh.
+_START_FILES = {"recipe.yaml", "recipe.json", files.LOCK_NAME}
+# recipe.yaml opens with the hash of what the run wrote below it, so a hand edit is seen on resume.
+_HEADER = "# vit run recipe; sha256 of the lines below as written: "
+_MAX_RECIPE_BYTES = 1 << 20
 
 
 def default_out(name: str) -> Path:
@@ -29,51 +42,132 @@ def default_out(name: str) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare(out: Path, recipe_yaml: str, recipe_data: dict, *, resume: bool, allowed: set[str]) -> None:
-    """Create or reopen a run directory; refuse to mix two different runs in one directory."""
+@contextlib.contextmanager
+def writer(out: Path, *, resume: bool) -> Iterator[None]:
+    """Hold the run directory's lock for the `with` body; refuse a second writer in one line."""
     out = Path(out)
-    saved = out / "recipe.json"
-    if out.exists() and not out.is_dir():
-        raise RunError(f"--out {out}: is a file, not a directory; choose another --out")
+    _check_place(out, resume)
+    with files.RunLock(out):
+        yield
+
+
+def prepare(out: Path, recipe_yaml: str, recipe_data: dict, *, resume: bool, allowed: set[str]) -> None:
+    """Check a run directory for a new run (and write its recipe) or for a resume (writing nothing).
+
+    A resume writes its recipe only once the checkpoint has been read and fits (`record`).
+    """
+    out = Path(out)
+    _check_place(out, resume)
     if resume:
-        _check_resumable(out, saved, recipe_data, allowed)
-        # A run killed mid-write leaves `.name.XXXX.tmp` files; nothing else writes here now, so they
-        # can only be debris (the complete files they would have become are older or were never named).
-        remove_temp_files(out)
-    elif out.exists() and any(out.iterdir()) and not _never_started(out):
-        what = "another run" if saved.is_file() else "files that are not a vit run"
-        raise RunError(f"--out {out}: the directory already holds {what}; pass --resume to continue it "
-                       "or choose a new --out")
+        check_resume(out, recipe_yaml, recipe_data, allowed)
+        # A run killed mid-write leaves `.name.XXXX.tmp` files; the lock says nobody writes here now, so
+        # they can only be debris (the complete files they would have become are older or never named).
+        files.remove_temp_files(out)
+        return
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
     except OSError as exc:
         raise RunError(f"--out {out}: cannot write there ({exc.strerror}); choose another --out") from None
-    atomic_write(out / "recipe.yaml", lambda f: f.write(recipe_yaml.encode()))
-    atomic_write(saved, lambda f: f.write(json.dumps(recipe_data, indent=1).encode()))
+    if not os.access(out, os.W_OK):
+        raise RunError(f"--out {out}: cannot write there (Permission denied); choose another --out")
+    record(out, recipe_yaml, recipe_data)
 
 
-def _never_started(out: Path) -> bool:
-    """A run that stopped before logging or saving anything (bad data, say) holds only its recipe; it
-    may be started afresh, so that rerunning the same command after fixing the input just works."""
-    return {p.name for p in out.iterdir()} <= {"recipe.yaml", "recipe.json"}
+def _check_place(out: Path, resume: bool) -> None:
+    """Before anything is created: --out must be a directory that is new, never started, or --resume'd."""
+    if len(os.fsencode(out)) > 4000 or any(len(os.fsencode(p)) > 255 for p in out.parts):
+        raise RunError(f"--out {str(out)[:60]}...: the path is too long (at most 255 bytes a name); choose a "
+                       "shorter --out or run.name")
+    if out.is_symlink() and not out.is_dir():
+        raise RunError(f"--out {out}: is a symbolic link to nothing usable; choose another --out")
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out}: is a file, not a directory; choose another --out")
+    saved = out / "recipe.json"
+    if resume:
+        if not files.check_regular(saved, follow=False):
+            raise RunError(f"--resume: {out} holds no vit run (no recipe.json); drop --resume to start a new run")
+        return
+    if out.is_dir() and not {p.name for p in out.iterdir()} <= _START_FILES:
+        what = "another run" if saved.exists() else "files that are not a vit run"
+        raise RunError(f"--out {out}: the directory already holds {what}; pass --resume to continue it "
+                       "or choose a new --out")
 
 
-def _check_resumable(out: Path, saved: Path, recipe_data: dict, allowed: set[str]) -> None:
-    if not saved.is_file():
-        raise RunError(f"--resume: {out} holds no vit run (no recipe.json); drop --resume to start a new run")
+def check_resume(out: Path, recipe_yaml: str, recipe_data: dict, allowed: set[str]) -> None:
+    """Refuse a resume whose recipe differs from the run's (beyond `allowed` changes), before any write."""
+    saved = out / "recipe.json"
+    _check_contents(out)
     try:
-        old = json.loads(saved.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        old = json.loads(files.read_bytes(saved, limit=_MAX_RECIPE_BYTES))
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise RunError(f"--resume: {saved} is unreadable ({exc}); the run cannot be checked, start a new "
                        "--out") from None
+    if not isinstance(old, dict):
+        raise RunError(f"--resume: {saved} is not a recipe (a JSON object); the run cannot be checked, start a "
+                       "new --out")
     differing = diff(old, recipe_data)
     refused = [k for k in differing if k not in allowed or k not in RESUMABLE_CHANGES]
     if refused:
         raise RunError(f"--resume: the recipe differs from the run in {out} at: {', '.join(refused[:8])}; "
                        f"resume with the same recipe (changeable with --set: {', '.join(RESUMABLE_CHANGES[:3])})")
+    if _edited_and_changed(out / "recipe.yaml", recipe_yaml):
+        raise RunError(f"--resume: {out}/recipe.yaml was edited since the run wrote it, and this resume would "
+                       "overwrite it; copy it elsewhere (pass the copy as RECIPE to use it) or delete it, then "
+                       "resume")
+
+
+def _check_contents(out: Path) -> None:
+    """Every entry of the run directory (and of checkpoints/) is a regular file or a real directory.
+
+    A link planted among the run's files would be followed by a later read or write; refusing the
+    resume up front keeps the whole run, not just each file, to the rule.
+    """
+    for folder in (out, out / "checkpoints"):
+        if folder is not out and not files.real_dir(folder).is_dir():
+            continue
+        for entry in os.scandir(folder):
+            if entry.is_symlink() or not (entry.is_file(follow_symlinks=False) or entry.is_dir(follow_symlinks=False)):
+                files.check_regular(Path(entry.path), follow=False)  # raises the one-line refusal
+
+
+def record(out: Path, recipe_yaml: str, recipe_data: dict) -> None:
+    """Write the run's recipe files, each only when its content changes."""
+    body = recipe_yaml.encode()
+    yaml_path = out / "recipe.yaml"
+    parts = _split(yaml_path)
+    if parts is None or _sha(body) not in (parts[0], _sha(parts[1])):  # unchanged (edited or not): kept
+        files.atomic_write(yaml_path, lambda f: f.write(f"{_HEADER}{_sha(body)}\n".encode() + body))
+    text = json.dumps(recipe_data, indent=1).encode()
+    saved = out / "recipe.json"
+    if not (files.check_regular(saved, follow=False) and files.read_bytes(saved) == text):
+        files.atomic_write(saved, lambda f: f.write(text))
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _split(path: Path) -> tuple[str | None, bytes] | None:
+    """(recorded hash or None, body) of a recipe.yaml, or None when there is none."""
+    if not files.check_regular(path, follow=False):
+        return None
+    data = files.read_bytes(path, limit=_MAX_RECIPE_BYTES)
+    first, _, rest = data.partition(b"\n")
+    if first.startswith(_HEADER.encode()):
+        return first[len(_HEADER):].decode("ascii", "replace").strip(), rest
+    return None, data
+
+
+def _edited_and_changed(path: Path, recipe_yaml: str) -> bool:
+    """True when recipe.yaml was changed by hand and this recipe would have to replace it."""
+    parts = _split(path)
+    if parts is None:
+        return False
+    recorded, body = parts
+    new = recipe_yaml.encode()
+    if recorded == _sha(new) or body == new:
+        return False  # the recipe is what the run wrote: nothing needs writing, the edit stays
+    return recorded != _sha(body)
 
 
 def diff(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from vitcli.errors import RunError
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -35,6 +37,13 @@ class Runtime:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device == "cuda" and not torch.cuda.is_available():
+            raise RunError("train.device: cuda was asked for, but torch sees no CUDA GPU on this machine (torch "
+                           f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use train.device: "
+                           "auto or cpu")
+        if device == "cuda" and local_rank >= torch.cuda.device_count():
+            raise RunError(f"train.device: cuda: this process has LOCAL_RANK {local_rank} but the machine has "
+                           f"{torch.cuda.device_count()} GPU(s); start at most that many processes per node")
         dev = torch.device(device, local_rank) if device == "cuda" else torch.device(device)
         if dev.type == "cuda":
             torch.cuda.set_device(dev)

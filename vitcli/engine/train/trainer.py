@@ -26,8 +26,8 @@ from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.runtime.signals import StopRequest
 from vitcli.engine.train import batching, optim
 from vitcli.engine.train.model_setup import setup_model
-from vitcli.errors import RecipeError, RunError
-from vitcli.weights import reader, serialization
+from vitcli.errors import CheckpointError, RecipeError, RunError
+from vitcli.weights import reader
 
 
 @dataclass
@@ -93,16 +93,32 @@ class Trainer:
         }
 
     def _restore(self) -> None:
+        """Continue from the last checkpoint; every check comes before the first change to the run."""
         last = reader.latest(self.out)
         if last is None:
             self.log.info(f"--resume: no checkpoint in {self.out} yet; starting from step 0")
+            self.metrics.truncate_after(0)  # rows of the killed attempt would appear twice
             return
-        state = serialization.load(last)
-        self.setup.load_raw(state["model"], state.get("ema"))
-        self.setup.load_optimizer(self.optimizer, state["optimizer"])
+        state = checkpoints.load(last)
+        done = state["position"]["step"]
+        if done > self.total:
+            raise RunError(f"--resume: {last} is at step {done}, past the {self.total} steps this recipe asks for; "
+                           f"a run cannot be shortened: resume with --set train.steps={done} or more, or start a "
+                           "new --out")
+        try:
+            self.setup.load_raw(state["model"], state.get("ema"))
+            self.setup.load_optimizer(self.optimizer, state["optimizer"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+            raise CheckpointError(f"--resume: {last} does not fit this run's model or optimiser "
+                                  f"({str(exc).strip().splitlines()[0][:200]}); resume with the recipe it was "
+                                  "trained with") from None
+        try:
+            set_rng_state(state["rng"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+            raise CheckpointError(f"--resume: {last}: rng: not a valid random-generator state "
+                                  f"({str(exc).strip().splitlines()[0][:120]})") from None
         self.pos = Position(**state["position"])
-        set_rng_state(state["rng"])
-        self.metrics.truncate_after(self.pos.step)
+        self.metrics.truncate_after(self.pos.step, rerun_eval=self.pos.step >= self.total)
         self.log.info(f"resumed from {last} at step {self.pos.step} (epoch {self.pos.epoch})")
 
     def save(self) -> Path | None:
@@ -136,6 +152,8 @@ class Trainer:
                                  final=True)
         if self.total > 0 and (cfg.checkpoint_every == 0 or self.pos.step % cfg.checkpoint_every):
             self.save()
+        if stop.requested:  # a signal during the final evaluation: stop now, the resume evaluates again
+            raise stop.exit(reader.latest(self.out) if self.rt.is_main else None, self.pos.step)
         return results
 
     def _epoch_batches(self):
