@@ -257,6 +257,49 @@ def fewshot_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., shots: Annotate
     emit(jobs.fewshot(cfg, source, weights=weights), as_json, tables.fewshot_table)
 
 
+@app.command("predict")
+@handle_errors
+def predict_cmd(inputs: Annotated[list[str], typer.Argument(
+        help="Image files, folders of images (searched recursively), or a data source (imagefolder:PATH, a "
+        "parquet folder, a hub id).", show_default=False, metavar="INPUT...")],
+                from_: FromOpt = ...,
+                top_k: Annotated[int, typer.Option("--top-k", help="Classes shown per image.")] = 5,
+                csv: Annotated[Optional[Path], typer.Option(
+                    "--csv", help="Also write the predictions to this CSV file.", show_default=False)] = None,
+                split: Annotated[Optional[str], typer.Option(
+                    "--split", help="Split of a data source INPUT; default: the one vit eval scores.",
+                    show_default=False)] = None,
+                batch: Annotated[Optional[int], typer.Option(
+                    "--batch", help="Images per forward pass; default: eval.batch_size.", show_default=False)] = None,
+                res: ResOpt = None, weights: WeightsOpt = "ema", sets: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Predict the classes of images: the top-k class names and probabilities of each.
+
+    Images are prepared as vit eval prepares its data. Files that cannot be read are listed at the end
+    and do not stop the run; the exit code is then 1.
+
+    [b]Examples[/b]:
+      [cyan]vit predict --from runs/demo photos/[/]
+      [cyan]vit predict --from runs/cifar10 cat.jpg dog.png --top-k 3 --json[/]
+      [cyan]vit predict --from runs/cifar10 ../shared/data/cifar10 --split test --csv preds.csv[/]
+    """
+    from vitcli.engine import jobs
+    from vitcli.weights import reader
+
+    if as_json and csv is not None:
+        raise VitError("--json and --csv: choose one (--json prints to stdout, --csv writes a file)")
+    source = reader.read(from_)
+    cfg = assembly.from_checkpoint(source, None, assembly.recipe_overrides(res), sets or [], finetune=False)
+    results = jobs.predict(cfg, source, inputs, split=split, top_k=top_k, batch_size=batch, weights=weights)
+    if csv is not None:
+        tables.write_predictions_csv(csv, results["predictions"], top_k)
+        err_console.print(f"predictions written to {csv}", markup=False)
+    emit(results, as_json, tables.predict_table)
+    for bad in results["unreadable"]:
+        err_console.print(Text.assemble(("unreadable:", "bold red"), f" {bad['path']}: {bad['error']}"))
+    if results["unreadable"]:
+        raise typer.Exit(1)
+
+
 @app.command("bench")
 @handle_errors
 def bench_cmd(path: OptRecipeArg = None, model: Annotated[Optional[str], typer.Option(

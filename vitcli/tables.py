@@ -94,3 +94,54 @@ def fewshot_table(results: dict) -> Table:
             table.add_row(escape(name), key.partition("shot")[0], f"{value['l2']:g}", _pct(value["mean"]),
                           f"{100 * value['std']:.2f}", seeds)
     return table
+
+
+def predict_table(results: dict) -> Table:
+    """`vit predict` results: one row per image, its top class and probability, then the runners-up."""
+    paths = [row["path"] for row in results["predictions"]]
+    base = _common_folder(paths)
+    under = f" under {base}" if base else ""
+    table = Table(title=escape(f"predictions of {results['checkpoint']} ({results['images']:,} image{'' if results['images'] == 1 else 's'}{under})"),
+                  header_style="bold")
+    for col in ("image", "top-1", "prob", f"next {results['top_k'] - 1}" if results["top_k"] > 1 else None):
+        if col is not None:
+            table.add_column(col, justify="right" if col == "prob" else "left")
+    for row in results["predictions"]:
+        first, *rest = row["top"]
+        shown = row["path"][len(base):].lstrip("/") if base else row["path"]
+        cells = [escape(shown), escape(first["label"]), f"{first['prob']:.3f}"]
+        if results["top_k"] > 1:
+            cells.append(escape(", ".join(f"{t['label']} {t['prob']:.3f}" for t in rest)))
+        table.add_row(*cells)
+    if results["unreadable"]:
+        table.caption = f"{len(results['unreadable'])} unreadable (listed below)"
+    return table
+
+
+def _common_folder(paths: list[str]) -> str:
+    """The folder all paths lie under ('' when none, or for one image), so table rows stay short."""
+    import os
+
+    files = [p for p in paths if os.sep in p]
+    if len(files) < 2 or len(files) != len(paths):
+        return ""
+    try:
+        return os.path.commonpath([os.path.dirname(p) for p in files])
+    except ValueError:  # absolute and relative paths mixed
+        return ""
+
+
+def write_predictions_csv(path, predictions: list[dict], top_k: int) -> None:
+    """Predictions as CSV: path, then label/prob pairs for ranks 1..k (written atomically)."""
+    import csv
+    import io
+    from pathlib import Path
+
+    from vitcli.files import atomic_write
+
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["path", *(f"{kind}_{r}" for r in range(1, top_k + 1) for kind in ("label", "prob"))])
+    for row in predictions:
+        writer.writerow([row["path"], *(v for t in row["top"] for v in (t["label"], f"{t['prob']:.6f}"))])
+    atomic_write(Path(path), lambda f: f.write(text.getvalue().encode()))

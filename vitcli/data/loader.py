@@ -22,12 +22,12 @@ import datasets
 import numpy as np
 import torch
 from datasets.distributed import split_dataset_by_node
-from PIL import Image
 from torch.utils.data import DataLoader, get_worker_info
 
 from vitcli.config import DataCfg, Res
-from vitcli.data.sampler import Batches, ShardedSampler, mix_seed, seeded
 from vitcli.data.checks import check_labels, raise_label
+from vitcli.data.images import DECODE_ERRORS
+from vitcli.data.sampler import Batches, ShardedSampler, mix_seed, seeded
 from vitcli.data.source import Split
 from vitcli.data.transforms import (
     TensorPipeline,
@@ -49,7 +49,6 @@ _MAX_WORKERS = 8
 _MIN_SEEN = 100  # bad images are judged as a fraction only after this many have been seen
 # Undecoded ImageNet images are about 110 kB: 2,000 of them are about 220 MB per worker.
 _SHUFFLE_BUFFER = 2_000
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 _DECODER = datasets.Image()
 # Data sets whose decoded pixels fit in this are decoded once per process and augmented a batch at a
 # time (CIFAR-10's 50,000 32x32 images are 150 MB); larger ones are decoded per image, every epoch.
@@ -82,7 +81,7 @@ class _Decoder:
             for value, label, position in zip(values, labels, positions):
                 try:
                     images.append(self.transform(_DECODER.decode_example(value)))
-                except _DECODE_ERRORS as e:
+                except DECODE_ERRORS as e:
                     bad.append(int(position))
                     reason = reason or f"{type(e).__name__}: {str(e).strip()[:200]}".splitlines()[0]
                     continue
@@ -198,7 +197,7 @@ def _decode_all(split: Split, prefix: Callable, chunk: int = 1024):
         for i, value in enumerate(ds[begin : begin + chunk][split.image_column], begin):
             try:
                 pixels = torch.from_numpy(np.array(prefix(_DECODER.decode_example(value)))).permute(2, 0, 1)
-            except _DECODE_ERRORS:
+            except DECODE_ERRORS:
                 return None
             if images is None:
                 if split.num_examples * pixels.numel() > _CACHE_BYTES:

@@ -114,7 +114,7 @@ def _load(source: str, split: str, streaming: bool):
     path = Path(source).expanduser()
     if path.exists():
         return _from_path(source, path, split, streaming)
-    if _looks_like_path(source):
+    if looks_like_path(source):
         raise DataError(
             f"data.source {source!r}: no such file or directory; give an existing local path, "
             "imagefolder:PATH, builtin:digits or a Hugging Face hub id such as 'uoft-cs/cifar10'"
@@ -122,7 +122,7 @@ def _load(source: str, split: str, streaming: bool):
     return _hub(source, split, streaming)
 
 
-def _looks_like_path(source: str) -> bool:
+def looks_like_path(source: str) -> bool:
     # Hub ids are "name" or "owner/name"; anything else with a slash or a path prefix is a path.
     return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
 

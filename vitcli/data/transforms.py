@@ -24,6 +24,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from vitcli.config import DataCfg, Res
+from vitcli.data.images import to_rgb
 from vitcli.errors import DataError
 
 # "paper": the ViT paper's pixels in [-1, 1], i.e. (x - 0.5) / 0.5, which is timm's Inception setting.
@@ -100,16 +101,6 @@ def normalise(pixels: torch.Tensor, norm: str, out: torch.Tensor | None = None) 
     batch.copy_(pixels)  # uint8 -> float32 CHW in one pass
     mean, std = (torch.tensor(v, dtype=torch.float32).mul_(255).view(1, 3, 1, 1) for v in _NORMS[norm])
     return batch.sub_(mean).div_(std)
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL image as RGB: grey is replicated, palette is expanded, alpha is dropped."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        # Going through RGBA avoids PIL's warning about palette transparency lost in conversion.
-        image = image.convert("RGBA")
-    return image.convert("RGB")
 
 
 def _to_tensor(norm: str) -> list:

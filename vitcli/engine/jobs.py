@@ -26,7 +26,8 @@ from vitcli.engine.runtime.process import Runtime
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.runtime.signals import StopRequest
 from vitcli.engine.train.trainer import Trainer
-from vitcli.errors import CheckpointError, RecipeError, RunError
+from vitcli.data import load_split
+from vitcli.errors import CheckpointError, DataError, RecipeError, RunError
 from vitcli.models import build_model, describe
 from vitcli.weights import reader
 from vitcli.weights.export import export
@@ -146,6 +147,52 @@ def fewshot(cfg: RecipeCfg, source: reader.Pretrained, *, weights: str = "ema",
                 "feature_dim": int(rep or model.embed_dim), "shots": list(cfg.fewshot.shots),
                 "seeds": cfg.fewshot.seeds, "l2_reg": list(cfg.fewshot.l2_reg),
                 "datasets": evaluator.describe_sets(), "results": evaluator.details}
+    finally:
+        rt.close()
+
+
+def predict(cfg: RecipeCfg, source: reader.Pretrained, inputs: list[str], *, split: str | None = None,
+            top_k: int = 5, batch_size: int | None = None, weights: str = "ema", log: Reporter | None = None) -> dict:
+    """`vit predict`: top-k class names and probabilities of every image in `inputs`.
+
+    An input is an image file, a folder (searched recursively) or a data source (its `split`, by
+    default the one `vit eval` would score). Images that do not decode are listed under "unreadable".
+    """
+    from vitcli.data.inputs import from_files, from_split, is_data_source
+    from vitcli.data.splits import default_splits
+    from vitcli.data.transforms import eval_pil_transform
+    from vitcli.engine.evaluate.predict import predict as run_predict
+
+    if top_k < 1 or (batch_size is not None and batch_size < 1):
+        raise RecipeError(f"--top-k {top_k} / --batch {batch_size}: both must be at least 1")
+    rt = Runtime.create(cfg.train.device, cfg.train.precision, cfg.train.seed)
+    log = log or Reporter(enabled=rt.is_main)
+    try:
+        transform = eval_pil_transform(cfg.data, cfg.model.res)
+        sources = [text for text in inputs if is_data_source(text)]
+        groups, unreadable = [], []
+        for text in sources:
+            chosen = split or default_splits(text).eval or "train"
+            log.info(f"{text}: predicting split {chosen!r}")
+            groups.append(from_split(load_split(text, chosen, streaming=False), transform))
+        files, missing = from_files([t for t in inputs if t not in sources], transform)
+        unreadable += [{"path": m.name, "error": m.reason} for m in missing]
+        groups.append(files)
+        if not any(len(g) for g in groups):
+            raise DataError(f"no images to predict in {', '.join(map(repr, inputs))}; give image files, folders "
+                            "of images, or a data source (imagefolder:PATH, a parquet folder, a hub id)")
+        model, resampled = model_from(cfg, source, weights, log)
+        model.to(rt.device)
+        rows = []
+        for group in (g for g in groups if len(g)):
+            got, failed = run_predict(model, group, norm=cfg.data.norm, batch_size=batch_size or cfg.eval.batch_size,
+                                      top_k=top_k, names=source.label_names, rt=rt, log=log)
+            rows += got
+            unreadable += failed
+        return {"checkpoint": str(source.path), "model": describe(cfg.model, model.num_classes)["variant"],
+                "res": list(cfg.model.res), "weights": "ema" if weights == "ema" and source.ema is not None else "raw",
+                "posemb_resampled": resampled, "label_names": source.label_names, "top_k": top_k,
+                "images": len(rows), "predictions": rows, "unreadable": unreadable}
     finally:
         rt.close()
 

@@ -1,0 +1,110 @@
+"""Which splits a data source has, and which of them a command uses when none is named.
+
+A source's own split names decide: evaluation uses `test`, else `validation` (or `val`), else the only
+split there is; training uses `train`, with `validation` added when `test` is the held-out split
+(Flowers-102: `train+validation` to train on, `test` to score). Nothing of another source's split
+expressions carries over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+
+from vitcli.data import source as _source
+from vitcli.errors import DataError, one_of
+
+_EVAL_NAMES = ("test", "validation", "val", "valid", "eval")
+_TRAIN_NAMES = ("train", "training")
+
+
+@dataclass(frozen=True)
+class DefaultSplits:
+    """The split expressions chosen from a source's own splits (None: the source has none fit for it)."""
+
+    names: tuple[str, ...]
+    train: str | None
+    eval: str | None
+
+    def describe(self, source: str) -> str:
+        """One line saying which splits were chosen, e.g. "data 'x': train 'train', eval 'test' (of ...)"."""
+        parts = [f"{kind} {value!r}" for kind, value in (("train", self.train), ("eval", self.eval)) if value]
+        return f"{source}: using {', '.join(parts)} (splits: {one_of(self.names)})"
+
+
+def split_names(source: str) -> list[str]:
+    """The names of the splits `source` has, as `datasets` lists them; one-line DataError otherwise."""
+    if source == "builtin:digits":
+        return list(_source._digits())
+    if source.startswith("imagefolder:"):
+        folder = Path(source.removeprefix("imagefolder:")).expanduser()
+        if not folder.is_dir():
+            raise DataError(f"data.source {source!r}: {str(folder)!r} is not a directory of class folders")
+        return _listed(source, "imagefolder", data_dir=str(folder))
+    path = Path(source).expanduser()
+    if path.exists():
+        return _local_names(source, path)
+    if _source.looks_like_path(source):
+        _source._load(source, "train", False)  # raises the one-line "no such file or directory"
+    return _hub_names(source)
+
+
+def default_splits(source: str) -> DefaultSplits:
+    """The train and eval split expressions a command uses on `source` when it is given none."""
+    names = split_names(source)
+    return choose(names)
+
+
+def choose(names: list[str]) -> DefaultSplits:
+    """Pick train/eval splits from a list of split names (see the module docstring)."""
+    held_out = [n for n in _EVAL_NAMES if n in names]
+    train = next((n for n in _TRAIN_NAMES if n in names), None)
+    evaluate = held_out[0] if held_out else None
+    if train and evaluate == "test" and "validation" in names:
+        train = f"{train}+validation"
+    if evaluate is None and len(names) == 1:
+        evaluate = names[0]  # one split (an image folder): scoring on it is all there is
+    return DefaultSplits(tuple(names), train, evaluate)
+
+
+def _local_names(source: str, path: Path) -> list[str]:
+    if (path / "dataset_dict.json").is_file():
+        try:
+            return list(json.loads((path / "dataset_dict.json").read_text())["splits"])
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise DataError(f"data.source {source!r}: unreadable dataset_dict.json ({e})") from None
+    if (path / "state.json").is_file():
+        return [str(datasets.load_from_disk(str(path)).split or "train")]
+    if path.is_file():
+        return ["train"]
+    return _listed(source, str(path))
+
+
+def _listed(source: str, path: str, **kwargs) -> list[str]:
+    try:
+        return list(datasets.get_dataset_split_names(path, **kwargs))
+    except FileNotFoundError as e:  # also datasets' DataFilesNotFoundError / EmptyDatasetError
+        raise DataError(f"data.source {source!r}: no data files found ({_source._first_line(e)}); expected "
+                        "parquet/arrow files in the hub's layout, a save_to_disk directory, or imagefolder:PATH") from e
+    except (ValueError, OSError, datasets.exceptions.DatasetsError) as e:
+        raise DataError(f"data.source {source!r}: cannot list its splits ({_source._root_cause(e)})") from e
+
+
+def _hub_names(source: str) -> list[str]:
+    offline = datasets.config.HF_HUB_OFFLINE or not _source._hub_reachable()
+    mode = _source._offline_mode if offline else contextlib.nullcontext
+    try:
+        with mode():
+            return list(datasets.get_dataset_split_names(source))
+    except Exception as e:
+        if not (_source._is_unavailable(e) or isinstance(e, (ValueError, datasets.exceptions.DatasetsError))):
+            raise
+        raise DataError(
+            f"data.source: cannot load {source!r} from the Hugging Face hub (offline or not found); "
+            "download it where you have internet, or point data.source at a local copy "
+            "(a directory of parquet/arrow files or imagefolder:PATH)"
+        ) from e
