@@ -17,15 +17,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import threading
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
 
+from vitcli import hub
 from vitcli.errors import DataError, did_you_mean, one_of
 
 log = logging.getLogger(__name__)
@@ -34,7 +32,6 @@ IMAGE_COLUMNS = ("img", "image")
 LABEL_COLUMNS = ("label", "labels", "fine_label")
 _DIGITS_SEED = 0  # fixes the builtin:digits train/test split for good
 _DIGITS_TRAIN_FRACTION = 0.8
-_HUB_PROBE_TIMEOUT_S = 3.0
 _EMPTY = "corresponds to no data"  # how datasets says a split expression selects nothing
 _SCRIPTS = "Dataset scripts are no longer supported"  # how datasets (>= 4) refuses to run a loading script
 
@@ -188,10 +185,8 @@ def _check_parquet(source: str, path: Path) -> None:
 
 
 def _hub(source: str, split: str, streaming: bool):
-    # huggingface_hub retries an unreachable host with backoff for about 25 s. When a quick probe
-    # cannot reach the hub, the same call runs in the libraries' offline mode instead: it still
-    # serves a copy from the local cache and otherwise fails at once. HF_HUB_OFFLINE=1 skips the probe.
-    offline = datasets.config.HF_HUB_OFFLINE or not _hub_reachable()
+    # When a quick probe cannot reach the hub, the same call runs in offline mode (vitcli/hub.py).
+    offline = datasets.config.HF_HUB_OFFLINE or not hub.reachable()
     mode = _offline_mode if offline else contextlib.nullcontext
     try:
         with mode():
@@ -222,48 +217,19 @@ def _is_unavailable(e: Exception) -> bool:
     return isinstance(e, (OSError, HfHubHTTPError))  # OSError covers ConnectionError, FileNotFoundError
 
 
-def _hub_reachable() -> bool:
-    """Whether the hub endpoint answers an HTTPS request within a few seconds (DNS included).
-
-    A full request rather than a TCP connect: intercepting proxies and captive portals accept
-    connections to anything. urllib honours the same proxy variables as the libraries do.
-    """
-    from huggingface_hub import constants
-
-    result: list[bool] = []
-
-    def probe() -> None:
-        request = urllib.request.Request(constants.ENDPOINT, method="HEAD")
-        try:
-            with urllib.request.urlopen(request, timeout=_HUB_PROBE_TIMEOUT_S):
-                result.append(True)
-        except urllib.error.HTTPError:  # the server answered, if only with an error status
-            result.append(True)
-        except (OSError, ValueError):  # URLError, TLS and timeouts are OSErrors
-            result.append(False)
-
-    # A thread, because name resolution has no timeout of its own and can hang on a dead network.
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(_HUB_PROBE_TIMEOUT_S)
-    return bool(result and result[0])
-
-
 @contextlib.contextmanager
 def _offline_mode():
     """Switch `datasets` and `huggingface_hub` to offline mode for one call.
 
-    Both read HF_HUB_OFFLINE once at import into these module flags, so the environment variable
-    cannot be set after the fact.
+    `datasets` reads HF_HUB_OFFLINE once at import into its own flag, beside huggingface_hub's.
     """
-    from huggingface_hub import constants
-
-    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
-    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    saved = datasets.config.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = True
     try:
-        yield
+        with hub.offline_mode():
+            yield
     finally:
-        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+        datasets.config.HF_HUB_OFFLINE = saved
 
 
 def _split_error(source: str, split: str, streaming: bool, e: ValueError, path: str, kwargs: dict) -> DataError:
