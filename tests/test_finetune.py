@@ -118,13 +118,17 @@ def test_timm_state_dict_loads_with_a_recipe(timm_sd, tiny_yaml, tmp_path, fmt):
     assert "new zero-initialised head for 4 classes (the checkpoint's head had 10 classes)" in log
 
 
-def test_timm_state_dict_without_a_variant_is_one_clear_error(timm_sd, tmp_path):
+def test_timm_state_dict_without_a_recipe_is_read_from_its_shapes(timm_sd, tiny_data, tmp_path, caplog):
     path = tmp_path / "timm.pth"
     torch.save(timm_sd, path)
-    result = invoke("finetune", "--from", path)
-    assert result.exit_code == 2
-    assert "does not say which variant" in result.output and "model.name" in result.output
-    assert "Traceback" not in result.output
+    desc = reader.read(path).model
+    assert (desc["width"], desc["depth"], desc["mlp_dim"], desc["patch"], desc["res"], desc["pool"],
+            desc["num_classes"]) == (32, 2, 64, 4, [16, 16], "token", 10)
+    # Heads only split the width: the weights cannot say, so the guess is logged and a recipe's value wins.
+    assert desc["guessed"] == ["heads"] and "do not record the number of attention heads" in caplog.text
+    model, cfg, _ = finetune_model(path, None, f"data.source={tiny_data}", "model.heads=2")
+    assert (cfg.model.heads, cfg.model.width, cfg.model.depth) == (2, 32, 2)
+    torch.testing.assert_close(model.state_dict()["blocks.1.attn.qkv.weight"], timm_sd["blocks.1.attn.qkv.weight"])
 
 
 # -- head, pre-logits, position embeddings ------------------------------------------------------------

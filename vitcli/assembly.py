@@ -106,7 +106,7 @@ def _clashes(own: dict, desc: dict, finetune: bool) -> list[str]:
         mine = resolve_variant(ModelCfg(name=own.get("name") or desc.get("name") or desc["variant"],
                                         **{k: own.get(k) for k in dims}))
         out += [f"{k} (recipe {getattr(mine, k)!r}, checkpoint {desc.get(k)!r})" for k in dims
-                if k in desc and getattr(mine, k) != desc[k]]
+                if k in desc and k not in desc.get("guessed", ()) and getattr(mine, k) != desc[k]]
     for key in ("pool", "representation_size"):
         if finetune and key == "representation_size":
             continue  # fine-tuning drops the pre-logits layer whatever the checkpoint had
@@ -117,7 +117,8 @@ def _clashes(own: dict, desc: dict, finetune: bool) -> list[str]:
 
 def _checkpoint_arch(desc: dict, model: dict) -> dict:
     """The recipe's model section with the checkpoint's architecture written over it."""
-    arch = {k: desc.get(k) for k in _ARCH_KEYS if k in desc}
+    # A dimension the weights could not record (the heads of a bare state dict) is the recipe's, if it says.
+    arch = {k: desc.get(k) for k in _ARCH_KEYS if k in desc and not (k in desc.get("guessed", ()) and model.get(k))}
     arch["name"] = desc.get("name", desc.get("variant"))
     merged = {**model, **arch}
     merged.setdefault("res", desc.get("res"))

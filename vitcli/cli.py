@@ -54,9 +54,10 @@ SetOpt = Annotated[Optional[list[str]], typer.Option(
 OutOpt = Annotated[Optional[Path], typer.Option(
     "--out", "-o", help="Run directory. Default: runs/<recipe>-<timestamp>.", show_default=False)]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
-FromOpt = Annotated[Path, typer.Option(
-    "--from", help="A vit checkpoint (.pt), run directory, model.safetensors, or timm state dict "
-    "(.pth/.bin/.safetensors).", show_default=False)]
+FromOpt = Annotated[str, typer.Option(
+    "--from", help="Weights: a vit run directory or checkpoint (.pt); a timm or Hugging Face ViT folder "
+    "(config.json + weights) or file (.safetensors/.pth/.bin); a Google .npz (ViT-B_16.npz, AugReg); or a hub "
+    "name: hf-hub:ORG/NAME, timm:ARCH.TAG.", show_default=False)]
 ResOpt = Annotated[Optional[str], typer.Option(
     "--res", help="Resolution, e.g. 384 or 384x256; position embeddings are resampled.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object with the results on stdout.")]

@@ -1,14 +1,18 @@
-"""Read the weights a user points `--from` at: a vit checkpoint, a run directory, safetensors, or timm.
+"""Read the weights a user points `--from` at, in every format a ViT checkpoint comes in.
 
-Every format ends as a `Pretrained`: a plain state dict with timm's key names, plus whatever the file
-says about itself (model config, recipe, EMA weights). Nothing here can execute code from the file:
-pickles load with `weights_only=True`, safetensors hold only tensors, JSON is data.
+vit's own runs and checkpoints, timm state dicts and hub folders, Hugging Face `transformers` ViTs
+(hf.py), Google's .npz (npz.py) and hub names (remote.py). Every format ends as a `Pretrained`: a
+plain state dict with timm's key names plus what the file says about itself (model description,
+recipe, EMA weights, class names); what it does not say is read off the tensor shapes (arch.py).
+Nothing here can execute code from the file: pickles load with `weights_only=True`, safetensors and
+.npz (`allow_pickle=False`) hold only arrays, JSON is data.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,49 +47,89 @@ class Pretrained:
         return self.ema if which == "ema" and self.ema is not None else self.state_dict
 
 
-def read(path: str | Path) -> Pretrained:
-    """Read `path` in whichever supported format it is; errors name the path and what is accepted."""
-    path = Path(path)
+_ACCEPTED = ("give a vit run directory or checkpoint (.pt), a timm or Hugging Face ViT (a folder with config.json, "
+             "or its model.safetensors / .pth / .bin), a Google .npz, or a hub name (hf-hub:ORG/NAME, timm:ARCH.TAG)")
+_FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+def read(source: str | Path) -> Pretrained:
+    """Read `source` in whichever supported format it is; errors name it and what is accepted.
+
+    `source` is a local path or a hub name (`hf-hub:ORG/NAME`, `timm:ARCH.TAG`), fetched into the cache.
+    """
+    from vitcli.weights import remote
+
+    text = str(source)
+    path = remote.fetch(text) if remote.is_hub_name(text) else Path(source)
     if not path.exists():
-        raise CheckpointError(f"--from {path}: no such file or directory; give a vit checkpoint (.pt), a run "
-                              "directory, a model.safetensors or a timm state dict (.pth/.bin/.safetensors)")
+        raise CheckpointError(f"--from {path}: no such file or directory; {_ACCEPTED}")
     if path.is_dir():
-        return _read_run_dir(path)
+        return _read_dir(path)
     files.check_regular(path, follow=True, error=CheckpointError, who="--from ")  # a FIFO would block
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
         return _read_pickle(path)
-    raise CheckpointError(f"--from {path}: unknown checkpoint format '{path.suffix}'; "
-                          "accepted: .pt, .pth, .bin, .safetensors or a run directory")
+    if path.suffix == ".npz":
+        from vitcli.weights.npz import read_npz
+
+        # The paper's checkpoints were trained on pixels in [-1, 1]: that is the data.norm they need.
+        return Pretrained(path, **read_npz(path), recipe={"data": {"norm": "paper"}})
+    raise CheckpointError(f"--from {path}: unknown checkpoint format '{path.suffix}'; accepted: .pt, .pth, .bin, "
+                          ".safetensors, .npz, a folder or a hub name")
 
 
-def _read_run_dir(folder: Path) -> Pretrained:
-    final = folder / "model.safetensors"
-    if files.check_regular(final, follow=False, error=CheckpointError, who="--from "):
-        return _read_safetensors(final)
+def _read_dir(folder: Path) -> Pretrained:
+    # Inside a vit run directory nothing is followed (a planted link is refused); a model folder from a
+    # hub (huggingface_hub's cache links its files to blobs) is the user's to point at, links included.
+    run = os.path.lexists(folder / "checkpoints") or os.path.lexists(folder / "recipe.yaml")
+    for name in _FOLDER_WEIGHTS:
+        if files.check_regular(folder / name, follow=not run, error=CheckpointError, who="--from "):
+            return _read_safetensors(folder / name) if name.endswith(".safetensors") else _read_pickle(folder / name)
     last = latest(folder)
     if last is not None:
         return _read_pickle(last)
-    raise CheckpointError(f"--from {folder}: the directory holds neither model.safetensors nor a checkpoint "
-                          "under checkpoints/ (is it a vit run directory?)")
+    raise CheckpointError(f"--from {folder}: the directory holds no model.safetensors, pytorch_model.bin or "
+                          "checkpoints/ (is it a vit run, or a timm or Hugging Face model folder?)")
+
+
+def json_beside(path: Path, name: str) -> dict | None:
+    """A JSON object stored beside a weights file (config.json, preprocessor_config.json), or None."""
+    file = path.with_name(name)
+    if not files.check_regular(file, follow=True, error=CheckpointError):
+        return None
+    try:
+        data = json.loads(files.read_bytes(file, follow=True, limit=16 << 20, error=CheckpointError))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{file}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{file}: expected a JSON object (a model config), got {type(data).__name__}")
+    return data
 
 
 def _read_safetensors(path: Path) -> Pretrained:
     tensors = check_dtypes(serialization.read_safetensors(path), path)
     names = _label_names(serialization.safetensors_metadata(path).get(LABEL_NAMES), path)
+    return _describe(path, tensors, names)
+
+
+def _describe(path: Path, tensors: dict[str, torch.Tensor], names: list[str] | None = None) -> Pretrained:
+    """A state dict read from `path`, with what the config.json beside it (if any) says about it."""
+    from vitcli.weights import arch, hf
+
     config_path = path.with_name("config.json")
-    model = recipe = None
-    if files.check_regular(config_path, follow=True, error=CheckpointError):
-        try:
-            config = json.loads(files.read_bytes(config_path, follow=True, limit=16 << 20, error=CheckpointError))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{config_path}: not valid JSON ({exc})") from None
-        if not isinstance(config, dict):
-            raise CheckpointError(f"{config_path}: expected a JSON object (architecture, model_args, vit_model, "
-                                  f"vit_recipe), got {type(config).__name__}")
-        model, recipe = _mapping(config, "vit_model", config_path), _mapping(config, "vit_recipe", config_path)
-        names = names or _label_names(config.get(LABEL_NAMES), config_path)
+    config = json_beside(path, "config.json")
+    if config is not None and hf.is_hf_config(config):
+        return Pretrained(path, **hf.read_hf(tensors, config, json_beside(path, "preprocessor_config.json"),
+                                             str(path)))
+    if config is not None and "architecture" in config and "vit_model" not in config:
+        fields = arch.from_timm_config(tensors, config, str(path))
+        fields["label_names"] = names or _label_names(fields["label_names"], config_path)
+        return Pretrained(path, tensors, **fields)
+    if config is None:
+        return Pretrained(path, tensors, model=arch.from_state_dict(tensors, str(path)), label_names=names)
+    model, recipe = _mapping(config, "vit_model", config_path), _mapping(config, "vit_recipe", config_path)
+    names = names or _label_names(config.get(LABEL_NAMES), config_path)
     ema_path = path.with_name(path.stem + "_ema.safetensors")
     ema = (check_dtypes(serialization.read_safetensors(ema_path), ema_path)
            if files.check_regular(ema_path, follow=True, error=CheckpointError) else None)
@@ -130,7 +174,7 @@ def _read_pickle(path: Path) -> Pretrained:
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                              for k, v in data.items()):
         raise CheckpointError(f"{path}: not a state dict (expected a mapping of parameter names to tensors)")
-    return Pretrained(path, check_dtypes({k.removeprefix("module."): v for k, v in data.items()}, path))
+    return _describe(path, check_dtypes({k.removeprefix("module."): v for k, v in data.items()}, path))
 
 
 def _mapping(data: dict, key: str, path: Path) -> dict | None:

@@ -1,0 +1,164 @@
+"""Which ViT a bare set of weights is: the model description from the shapes of timm-named tensors.
+
+Every foreign format (Google .npz, Hugging Face, timm hub folders, plain timm state dicts) ends as a
+timm state dict plus a `vitcli.models.describe` dictionary, so `vit` builds the variant without being
+told its name. Width, depth, MLP size, patch, pooling, pre-logits and head are read off the shapes; the
+number of heads cannot be (it only splits the width), so it comes from the format when it says, else
+from the paper's variant of that width and depth, else width // 64, and the guess is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+
+from vitcli.config import ModelCfg
+from vitcli.errors import CheckpointError, RecipeError
+from vitcli.models import describe
+from vitcli.models.variants import FAMILIES, R50_LAYERS, resolve_variant
+
+log = logging.getLogger(__name__)
+
+# Parts of other timm ViT families that `vit`'s model does not have: (key fragment, what it is).
+_FOREIGN = (
+    ("reg_token", "register tokens"),
+    ("norm_pre.", "a pre-norm (CLIP-style norm_pre)"),
+    (".ls1.", "layer scale (DeiT III / CaiT-style ls1, ls2)"),
+    ("attn_pool.", "an attention-pooling (MAP) head"),
+    ("fc_norm.", "timm's GAP with a norm after pooling (fc_norm)"),
+    (".q_norm.", "query/key normalisation"),
+    ("dist_token", "a distillation token (DeiT)"),
+    ("head_dist.", "a distillation head (DeiT)"),
+)
+
+
+def family_for(width: int, depth: int) -> str:
+    """The paper family of that width and depth, else the one of the nearest width (names the variant)."""
+    for fam, (w, d, _) in FAMILIES.items():
+        if (w, d) == (width, depth):
+            return fam
+    return min(FAMILIES, key=lambda fam: abs(FAMILIES[fam][0] - width))
+
+
+def default_heads(width: int, depth: int, where: str) -> int | None:
+    """Heads of a model whose weights do not say: the paper's variant of that shape, else None."""
+    for w, d, heads in FAMILIES.values():
+        if (w, d) == (width, depth):
+            return heads
+    return None
+
+
+def _guess_heads(width: int, where: str) -> int:
+    heads = max(1, width // 64)
+    while width % heads:
+        heads -= 1
+    log.warning("%s: the weights do not record the number of attention heads; assuming %d (width %d // 64) "
+                "unless the recipe says (model.heads, or --set model.heads=N)", where, heads, width)
+    return heads
+
+
+def describe_dims(*, width: int, depth: int, heads: int, mlp_dim: int, patch: int, hybrid: str | None,
+                  res: tuple[int, int], pool: str, representation_size: int | None, num_classes: int,
+                  where: str) -> dict:
+    """The model description (`vitcli.models.describe`) of a ViT of these dimensions."""
+    fam = family_for(width, depth)
+    name = f"{'R50+' if hybrid else ''}{fam}/{patch}"
+    cfg = ModelCfg(name=name, res=tuple(res), pool=pool, representation_size=representation_size,
+                   width=width, depth=depth, heads=heads, mlp_dim=mlp_dim)
+    try:
+        return describe(cfg, num_classes)
+    except RecipeError as exc:  # e.g. an MLP size timm cannot express, or a width the heads do not divide
+        raise CheckpointError(f"{where}: the weights describe a ViT that vit cannot build ({exc})") from None
+
+
+def refuse_foreign(sd: dict[str, torch.Tensor], where: str) -> None:
+    """One line naming the first part of another ViT family found in a timm state dict."""
+    for fragment, what in _FOREIGN:
+        keys = [k for k in sd if fragment in k or k.startswith(fragment)]
+        if keys:
+            raise CheckpointError(f"{where}: the weights have {what} ({keys[0]}), which the paper's ViT does not; "
+                                  "vit reads plain ViT and R50+ViT checkpoints only")
+
+
+def _backbone_patch(sd: dict[str, torch.Tensor], where: str) -> int:
+    """Stride of a timm R50 hybrid backbone from its stages and blocks (16: 3 stages, 32: 4)."""
+    stages = sorted({int(k.split(".")[3]) for k in sd if k.startswith("patch_embed.backbone.stages.")})
+    layers = tuple(len({k.split(".")[5] for k in sd if k.startswith(f"patch_embed.backbone.stages.{s}.blocks.")})
+                   for s in stages)
+    for patch, want in R50_LAYERS.items():
+        if layers == want:
+            return patch
+    raise CheckpointError(f"{where}: the ResNet backbone has blocks {layers} per stage; vit builds the paper's "
+                          f"R50 hybrids only ({', '.join(f'{v} for stride {k}' for k, v in R50_LAYERS.items())})")
+
+
+def from_state_dict(sd: dict[str, torch.Tensor], where: str, *, heads: int | None = None,
+                    res: tuple[int, int] | None = None) -> dict | None:
+    """Describe the ViT that a timm-named state dict holds (heads and resolution when known otherwise).
+
+    None when the keys are not timm's ViT names at all (the recipe must then name the variant). When
+    the number of heads had to be guessed, the description lists it under "guessed": a recipe's own
+    model.heads wins over it.
+    """
+    refuse_foreign(sd, where)
+    proj = sd.get("patch_embed.proj.weight")
+    pos = sd.get("pos_embed")
+    if proj is None or proj.ndim != 4 or pos is None or pos.ndim != 3:
+        return None
+    width = int(proj.shape[0])
+    hybrid = "r50" if any(k.startswith("patch_embed.backbone.") for k in sd) else None
+    patch = _backbone_patch(sd, where) if hybrid else int(proj.shape[-1])
+    depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    fc1 = sd.get("blocks.0.mlp.fc1.weight")
+    if depth == 0 or fc1 is None:
+        raise CheckpointError(f"{where}: no transformer blocks (blocks.0.mlp.fc1.weight) in the weights")
+    token = "cls_token" in sd
+    patches = int(pos.shape[1]) - int(token)
+    side = math.isqrt(patches)
+    if res is None:
+        if side * side != patches:
+            raise CheckpointError(f"{where}: {patches} position embeddings are not a square grid; give the "
+                                  "resolution with --set model.res=HxW")
+        res = (side * patch, side * patch)
+    pre = sd.get("pre_logits.fc.weight")
+    head = sd.get("head.weight")
+    heads = heads or default_heads(width, depth, where)
+    guessed = heads is None
+    desc = describe_dims(
+        width=width, depth=depth, heads=heads or _guess_heads(width, where), mlp_dim=int(fc1.shape[0]),
+        patch=patch, hybrid=hybrid, res=res, pool="token" if token else "gap",
+        representation_size=int(pre.shape[0]) if pre is not None else None,
+        num_classes=int(head.shape[0]) if head is not None and head.ndim == 2 else 0, where=where)
+    return {**desc, "guessed": ["heads"]} if guessed else desc
+
+
+def from_timm_config(sd: dict[str, torch.Tensor], config: dict, where: str) -> dict:
+    """Pretrained fields of a timm hub folder: the config's architecture, input size, mean and labels.
+
+    The config names the architecture (and, in model_args, any dimension it changes); the dimensions
+    are read off the shapes all the same and the config's name only settles the number of heads.
+    """
+    pcfg = config.get("pretrained_cfg") or {}
+    args = config.get("model_args") or {}
+    heads = args.get("num_heads")
+    if heads is None:
+        try:
+            named = resolve_variant(ModelCfg(name=str(config.get("architecture", "")).split(".")[0]))
+        except RecipeError:  # a timm architecture outside the paper's names: the shapes decide
+            named = None
+        proj = sd.get("patch_embed.proj.weight")
+        if named is not None and proj is not None and int(proj.shape[0]) == named.width:
+            heads = named.heads
+    size = pcfg.get("input_size") or [3, *(args.get("img_size") or ())]
+    res = tuple(int(s) for s in size[1:]) if len(size) == 3 else None
+    desc = from_state_dict(sd, where, heads=heads, res=res)
+    mean = [round(float(m), 3) for m in pcfg.get("mean", (0.5, 0.5, 0.5))]
+    norm = "imagenet" if mean == [0.485, 0.456, 0.406] else "paper"
+    if mean not in ([0.5, 0.5, 0.5], [0.485, 0.456, 0.406]):
+        log.warning("%s: the model was trained with mean %s, which is neither data.norm 'paper' (0.5) nor "
+                    "'imagenet'; using 'paper'", where, mean)
+    names = config.get("label_names") or pcfg.get("label_names")
+    return {"model": desc, "recipe": {"data": {"norm": norm}},
+            "label_names": [str(n) for n in names] if isinstance(names, list) else None}
