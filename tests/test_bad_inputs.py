@@ -344,15 +344,16 @@ CASES = [
      "intact"),
     # -- checkpoints and --from ---------------------------------------------------------------------------
     ("from-missing", lambda c: ["eval", "--from", c.tmp / "nope.pt"],
-     "--from {tmp}/nope.pt: no such file or directory; give a vit checkpoint (.pt), a run directory, a "
-     "model.safetensors or a timm state dict (.pth/.bin/.safetensors)"),
+     "--from {tmp}/nope.pt: no such file or directory; give a vit run directory or checkpoint (.pt), a timm or "
+     "Hugging Face ViT (a folder with config.json, or its model.safetensors / .pth / .bin), a Google .npz, or a hub "
+     "name (hf-hub:ORG/NAME, timm:ARCH.TAG)"),
     ("from-unknown-format", lambda c: (c.tmp.joinpath("w.txt").write_text("x"),
                                        ["eval", "--from", c.tmp / "w.txt"])[1],
-     "--from {tmp}/w.txt: unknown checkpoint format '.txt'; accepted: .pt, .pth, .bin, .safetensors or a run "
-     "directory"),
+     "--from {tmp}/w.txt: unknown checkpoint format '.txt'; accepted: .pt, .pth, .bin, .safetensors, .npz, a folder "
+     "or a hub name"),
     ("from-empty-dir", lambda c: ["eval", "--from", c.tmp],
-     "--from {tmp}: the directory holds neither model.safetensors nor a checkpoint under checkpoints/ (is it a "
-     "vit run directory?)"),
+     "--from {tmp}: the directory holds no model.safetensors, pytorch_model.bin or checkpoints/ (is it a vit run, "
+     "or a timm or Hugging Face model folder?)"),
     ("ckpt-truncated", lambda c: ["eval", "--from", _truncated(c.ckpt(), c.tmp / "cut.pt")],
      "{tmp}/cut.pt: corrupt or truncated checkpoint (PytorchStreamReader failed reading zip archive: failed "
      "finding central directory)"),
