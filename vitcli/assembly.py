@@ -15,7 +15,7 @@ from vitcli.errors import CheckpointError, RecipeError
 from vitcli.models.variants import resolve_variant
 
 # Model fields that define the architecture: they come from the checkpoint when it records them.
-_ARCH_KEYS = ("name", "width", "depth", "heads", "mlp_dim", "patch", "pool", "representation_size")
+_ARCH_KEYS = ("name", "width", "depth", "heads", "mlp_dim", "patch", "pool", "representation_size", "posemb")
 RECIPES = Path(__file__).resolve().parent / "recipes"  # shipped as package data: found after any install
 FINETUNE_DEFAULT = RECIPES / "finetune" / "default.yaml"
 
@@ -107,7 +107,7 @@ def _clashes(own: dict, desc: dict, finetune: bool) -> list[str]:
                                         **{k: own.get(k) for k in dims}))
         out += [f"{k} (recipe {getattr(mine, k)!r}, checkpoint {desc.get(k)!r})" for k in dims
                 if k in desc and k not in desc.get("guessed", ()) and getattr(mine, k) != desc[k]]
-    for key in ("pool", "representation_size"):
+    for key in ("pool", "representation_size", "posemb"):
         if finetune and key == "representation_size":
             continue  # fine-tuning drops the pre-logits layer whatever the checkpoint had
         if own.get(key) is not None and key in desc and own[key] != desc[key]:

@@ -27,6 +27,10 @@ class ModelCfg:
     dropout: float = 0.0  # dropout after the position embedding and inside MLP/projection layers
     attn_dropout: float = 0.0
     drop_path: float = 0.0  # stochastic depth rate
+    # Position embedding (paper App. D.4): learned 1-D table (timm's), none, learned_2d (row and column
+    # tables of width/2, concatenated), relative (learned offsets along the patch sequence, as a bias
+    # of each attention), relative_2d (row/column offsets), sincos2d (fixed sine-cosine).
+    posemb: Literal["learned", "none", "learned_2d", "relative", "relative_2d", "sincos2d"] = "learned"
     posemb_resample: Literal["paper", "bilinear", "bicubic"] = "paper"  # paper: linear zoom, corners aligned
     # Overrides to build a variant outside the zoo (tiny models for CPU recipes and tests).
     width: int | None = None

@@ -54,3 +54,87 @@ def resample_posemb(
         image = F.interpolate(image, size=new_grid, mode=mode, align_corners=False, antialias=False)
     tokens = image.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim).to(posemb.dtype)
     return torch.cat([prefix, tokens], dim=1)
+
+
+# --- the other position embeddings of the paper's ablation (Appendix D.4) -------------------------
+
+KINDS = ("learned", "none", "learned_2d", "relative", "relative_2d", "sincos2d")
+# timm's VisionTransformer holds a learned table ("learned"), no table ("none"), or any fixed table under
+# the same key ("sincos2d" is stored as `pos_embed`, so timm reproduces it exactly, though as trainable).
+TIMM_KINDS = ("learned", "none", "sincos2d")
+RELATIVE_SPECIALS = 3  # query prefix -> key patch, query patch -> key prefix, prefix -> prefix
+
+
+def sincos_2d(grid: tuple[int, int], dim: int, num_prefix: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Fixed 2-D sine-cosine embeddings (1, num_prefix + h*w, dim): a quarter of the channels each for
+    sin(x), cos(x), sin(y), cos(y) at geometric frequencies, as big_vision's `posemb_sincos_2d`.
+
+    Prefix tokens (the class token) get zeros: they have no place in the image.
+    """
+    if dim % 4:
+        raise ValueError(f"sincos2d position embeddings need a width divisible by 4, got {dim}")
+    h, w = grid
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                          indexing="ij")
+    quarter = dim // 4
+    omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float64) / max(quarter - 1, 1))
+    x = x.reshape(-1, 1) * omega
+    y = y.reshape(-1, 1) * omega
+    table = torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1).float()
+    return torch.cat([torch.zeros(num_prefix, dim), table]).unsqueeze(0)
+
+
+def axes_table(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    """The 2-D learned embedding of the paper: row (1, h, D/2) and column (1, w, D/2) embeddings of a
+    patch concatenated, in row-major patch order: (1, h*w, D)."""
+    h, w = row.shape[1], col.shape[1]
+    rows = row[0, :, None, :].expand(h, w, row.shape[-1])
+    cols = col[0, None, :, :].expand(h, w, col.shape[-1])
+    return torch.cat([rows, cols], dim=-1).reshape(1, h * w, -1)
+
+
+def relative_shape(grid: tuple[int, int], two_d: bool) -> tuple[int, ...]:
+    """Shape of the offset table, less its embedding dim: (2n-1,) along the sequence, (2h-1, 2w-1) in 2-D."""
+    h, w = grid
+    return (2 * h - 1, 2 * w - 1) if two_d else (2 * h * w - 1,)
+
+
+def relative_index(grid: tuple[int, int], num_prefix: int, two_d: bool) -> torch.Tensor:
+    """(T, T) row of the flattened offset table for each (query, key) token pair, T = num_prefix + h*w.
+
+    Patch pairs index their offset (query minus key): along the 1-D patch sequence, or as a (row, column)
+    offset in 2-D. Pairs involving a prefix token use the three special rows after the offsets.
+    """
+    h, w = grid
+    n = h * w
+    pos = torch.arange(n)
+    if two_d:
+        r, c = pos // w, pos % w
+        dr = r[:, None] - r[None, :] + h - 1
+        dc = c[:, None] - c[None, :] + w - 1
+        patches = dr * (2 * w - 1) + dc
+    else:
+        patches = pos[:, None] - pos[None, :] + n - 1
+    k = math.prod(relative_shape(grid, two_d))
+    index = torch.full((num_prefix + n, num_prefix + n), k + 2, dtype=torch.long)
+    index[:num_prefix, num_prefix:] = k
+    index[num_prefix:, :num_prefix] = k + 1
+    index[num_prefix:, num_prefix:] = patches
+    return index
+
+
+def resample_relative(table: torch.Tensor, new_shape: tuple[int, ...], mode: str = "paper") -> torch.Tensor:
+    """Interpolate an offset table (*offsets, d) to other offset counts, by the same interpolation as the
+    absolute tables; in "paper" mode offset 0 and the largest offsets keep their embeddings."""
+    old_shape = tuple(table.shape[:-1])
+    if old_shape == tuple(new_shape):
+        return table
+    as_grid = lambda s: s if len(s) == 2 else (s[0], 1)
+    flat = table.reshape(1, -1, table.shape[-1])
+    out = resample_posemb(flat, as_grid(tuple(new_shape)), as_grid(old_shape), num_prefix=0, mode=mode)
+    return out.reshape(*new_shape, table.shape[-1])
+
+
+def resample_axis(axis: torch.Tensor, new_len: int, mode: str = "paper") -> torch.Tensor:
+    """Interpolate one axis table (1, n, d) of the 2-D learned embedding to `new_len` positions."""
+    return resample_posemb(axis, (new_len, 1), (axis.shape[1], 1), num_prefix=0, mode=mode)

@@ -19,6 +19,7 @@ from torch import nn
 
 from vitcli.config import ModelCfg
 from vitcli.errors import RecipeError
+from vitcli.models import posemb as pe
 from vitcli.models.attention import Attention
 from vitcli.models.variants import (
     R50_LAYERS,
@@ -43,9 +44,15 @@ class ViT(VisionTransformer):
     exists: that is the representation the paper's few-shot evaluation fits on.
     """
 
-    def __init__(self, *, representation_size: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, representation_size: int | None = None, posemb: str = "learned", **kwargs: Any) -> None:
+        if posemb not in pe.KINDS:
+            raise ValueError(f"unknown position embedding {posemb!r}; valid: {', '.join(pe.KINDS)}")
+        if posemb not in ("learned", "sincos2d"):
+            kwargs["pos_embed"] = "none"  # timm holds no table; ours (if any) is added in _pos_embed
         super().__init__(**kwargs)
         self.representation_size = representation_size
+        self.posemb = posemb
+        self._attach_posemb()
         # Re-register the head after pre_logits so printing the model follows the data flow.
         head = self.head
         del self.head
@@ -66,6 +73,63 @@ class ViT(VisionTransformer):
         _init_linear(head)
         return head
 
+    def _attach_posemb(self) -> None:
+        """Create the tables of the position embedding `self.posemb` (timm made the learned one)."""
+        grid, dim = tuple(self.patch_embed.grid_size), self.embed_dim
+        prefix = 0 if self.no_embed_class else self.num_prefix_tokens
+        self.pos_embed_row = self.pos_embed_col = self.pos_embed_prefix = None
+        if self.posemb == "sincos2d":
+            # A fixed table under timm's own key: timm loads it and computes the same function.
+            del self.pos_embed
+            self.register_buffer("pos_embed", pe.sincos_2d(grid, dim, prefix))
+        elif self.posemb == "learned_2d":
+            self.pos_embed_row = nn.Parameter(trunc_normal_(torch.empty(1, grid[0], dim // 2), std=0.02))
+            self.pos_embed_col = nn.Parameter(trunc_normal_(torch.empty(1, grid[1], dim - dim // 2), std=0.02))
+            if prefix:
+                self.pos_embed_prefix = nn.Parameter(trunc_normal_(torch.empty(1, prefix, dim), std=0.02))
+        elif self.posemb in ("relative", "relative_2d"):
+            for block in self.blocks:
+                block.attn.enable_relative(grid, prefix, two_d=self.posemb == "relative_2d")
+
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        if self.posemb in ("learned", "sincos2d"):
+            return super()._pos_embed(x)
+        x = super()._pos_embed(x)  # no timm table: this only puts the class token in front
+        if self.posemb == "learned_2d":
+            table = pe.axes_table(self.pos_embed_row, self.pos_embed_col)
+            if self.pos_embed_prefix is not None:
+                table = torch.cat([self.pos_embed_prefix, table], dim=1)
+            x = x + table
+        return self.pos_drop(x)
+
+    def no_weight_decay(self) -> set[str]:
+        """timm's no-decay names plus the tables of the other position embeddings."""
+        extra = {n for n, _ in self.named_parameters() if n.startswith("pos_embed_") or ".attn.rel_" in n}
+        return set(super().no_weight_decay()) | extra
+
+    def fit_posemb(self, sd: dict[str, torch.Tensor], mode: str) -> list[str]:
+        """Fit a checkpoint's position tables (state dict `sd`, changed in place) to this model's grid.
+
+        Learned 2-D axes and relative offset tables are interpolated (`mode`), the fixed sine-cosine
+        table is recomputed; timm's learned table is left to `weights.fit`. Returns one note per change.
+        """
+        notes = []
+        own = dict(self.named_parameters()) | dict(self.named_buffers())
+        for key in [k for k in sd if k in own and sd[k].shape != own[k].shape]:
+            old, new = sd[key], own[key]
+            if self.posemb == "sincos2d" and key == "pos_embed" and old.ndim == 3 and old.shape[-1] == new.shape[-1]:
+                sd[key] = new.detach().clone()
+                notes.append(f"sincos2d position embeddings recomputed for {_fmt(self.patch_embed.grid_size)}")
+            elif key in ("pos_embed_row", "pos_embed_col") and old.shape[-1] == new.shape[-1]:
+                sd[key] = pe.resample_axis(old, new.shape[1], mode)
+                notes.append(f"{key} resampled: {old.shape[1]} -> {new.shape[1]} ({mode})")
+            elif key.endswith(".attn.rel_pos") and old.ndim == new.ndim and old.shape[-1] == new.shape[-1]:
+                sd[key] = pe.resample_relative(old, tuple(new.shape[:-1]), mode)
+                if not any(n.startswith("relative offsets") for n in notes):
+                    shape = lambda t: "x".join(map(str, t.shape[:-1]))
+                    notes.append(f"relative offsets resampled: {shape(old)} -> {shape(new)} ({mode})")
+        return notes
+
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the head (timm API); the new head reads the pre-logits output when there is one."""
         super().reset_classifier(num_classes, global_pool)
@@ -80,6 +144,10 @@ class ViT(VisionTransformer):
         x = self.head_drop(x)
         x = self.pre_logits(x)
         return x if pre_logits else self.head(x)
+
+
+def _fmt(grid) -> str:
+    return f"{grid[0]}x{grid[1]}"
 
 
 def _init_linear(layer: nn.Linear) -> None:
@@ -110,6 +178,7 @@ def timm_kwargs(v: Variant, cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
         "class_token": token,
         # The paper's GAP normalises all tokens and then averages (timm's default for avg is the reverse).
         "fc_norm": False,
+        **({"pos_embed": "none"} if cfg.posemb == "none" else {}),
     }
 
 
@@ -138,8 +207,12 @@ def build_model(cfg: ModelCfg, num_classes: int) -> ViT:
     kwargs = timm_kwargs(v, cfg, num_classes)
     if v.hybrid:
         kwargs["embed_layer"] = _r50_embed(v)
+    if cfg.posemb == "sincos2d" and v.width % 4 or cfg.posemb == "learned_2d" and v.width % 2:
+        raise RecipeError(f"model.posemb: {cfg.posemb} needs a width divisible by "
+                          f"{4 if cfg.posemb == 'sincos2d' else 2}, got {v.width}; valid: another width or posemb")
     model = ViT(
         representation_size=cfg.representation_size,
+        posemb=cfg.posemb,
         pos_drop_rate=cfg.dropout,
         proj_drop_rate=cfg.dropout,
         attn_drop_rate=cfg.attn_dropout,
@@ -171,7 +244,7 @@ def describe(cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
     """A JSON-able description of the model `build_model(cfg, num_classes)` makes.
 
     `ModelCfg(name=d["name"], width=d["width"], ...)` rebuilds the same variant, and, when
-    `representation_size` is None, `timm.create_model(d["timm_name"], **d["timm_kwargs"])` builds a timm
+    `representation_size` is None and `posemb` is one timm holds (`posemb.TIMM_KINDS`), `timm.create_model(d["timm_name"], **d["timm_kwargs"])` builds a timm
     model with identical state-dict keys and shapes.
     """
     v = resolve_variant(cfg)
@@ -188,6 +261,7 @@ def describe(cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
         "res": list(cfg.res),
         "pool": cfg.pool,
         "representation_size": cfg.representation_size,
+        "posemb": cfg.posemb,
         "num_classes": num_classes,
         "timm_name": _timm_name(v, cfg.res),
         "timm_kwargs": timm_kwargs(v, cfg, num_classes),

@@ -106,6 +106,8 @@ def load_weights(
             del sd[k]
         if dropped:
             notes.append(f"head not loaded: {len(dropped)} tensors of head/pre_logits dropped, new head kept")
+    if hasattr(model, "fit_posemb"):  # 2-D, relative and fixed tables: the model knows their layout
+        notes += model.fit_posemb(sd, mode)
     if "pos_embed" in sd and getattr(model, "pos_embed", None) is not None:
         sd["pos_embed"], note = _resample(model, sd, old_grid, mode)
         if note:
