@@ -108,8 +108,24 @@ class TrainCfg:
     init_from: str | None = None  # checkpoint to start from (fine-tuning); its head is not loaded
     freeze: tuple[str, ...] = ()  # parameter-name prefixes or ranges: "patch_embed", "blocks.0-5"
     skip_nonfinite: int = 0  # steps with a NaN/inf loss that may be skipped before stopping
+    # What the model learns: class labels, or the paper's self-supervised masked patch prediction (the
+    # `mpp` section; labels unused, the model has no classification head).
+    objective: Literal["supervised", "masked_patch"] = "supervised"
     parallel: Literal["ddp", "fsdp"] = "ddp"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaskedPatchCfg:
+    """Masked patch prediction (train.objective: masked_patch), paper Section 4.6 and Appendix B.1.2."""
+
+    corrupt: float = 0.5  # fraction of each image's patches that are corrupted (and predicted)
+    mask: float = 0.8  # of the corrupted: replaced by the learnable [mask] embedding
+    random: float = 0.1  # of the corrupted: replaced by a random other patch's embedding (the rest: kept)
+    # mean_color: the patch's mean colour in `bits` per channel (512 classes); color_4x4: the patch
+    # downsized to 4x4 in `bits` colour (16 predictions of 512 classes); pixels: L2 on normalised pixels.
+    target: Literal["mean_color", "color_4x4", "pixels"] = "mean_color"
+    bits: int = 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,6 +179,7 @@ class RecipeCfg:
     schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)
+    mpp: MaskedPatchCfg = field(default_factory=MaskedPatchCfg)
     fewshot: FewshotCfg = field(default_factory=FewshotCfg)
     run: RunCfg = field(default_factory=RunCfg)
 

@@ -220,10 +220,23 @@ def check(cfg: RecipeCfg, origin: str) -> None:
     if any(k <= 0 for k in cfg.fewshot.shots) or any(r <= 0 for r in cfg.fewshot.l2_reg):
         raise bad("fewshot", f"shots and l2_reg must be > 0, got shots={list(cfg.fewshot.shots)} "
                   f"l2_reg={list(cfg.fewshot.l2_reg)}")
+    _check_mpp(bad, cfg)
     try:
         grid(resolve_variant(cfg.model), cfg.model.res)
     except VitError as exc:
         raise RecipeError(f"{origin}: {exc}") from None
+
+
+def _check_mpp(bad, cfg: RecipeCfg) -> None:
+    """Masked patch prediction: fractions in range, and a target the patch size allows."""
+    mpp = cfg.mpp
+    if not 0.0 < mpp.corrupt <= 1.0:
+        raise bad("mpp.corrupt", f"must be in (0, 1], got {mpp.corrupt}")
+    if mpp.mask < 0 or mpp.random < 0 or mpp.mask + mpp.random > 1.0:
+        raise bad("mpp", f"mask and random must be >= 0 with mask + random <= 1 (the rest is kept), got "
+                  f"mask={mpp.mask} random={mpp.random}")
+    if not 1 <= mpp.bits <= 8:
+        raise bad("mpp.bits", f"must be in 1..8, got {mpp.bits}")
 
 
 def _check_positive(bad, values: dict) -> None:

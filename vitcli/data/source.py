@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_COLUMNS = ("img", "image")
 LABEL_COLUMNS = ("label", "labels", "fine_label")
+UNLABELLED = "__unlabelled__"  # the constant label column of a split loaded with labels=False
 _DIGITS_SEED = 0  # fixes the builtin:digits train/test split for good
 _DIGITS_TRAIN_FRACTION = 0.8
 _EMPTY = "corresponds to no data"  # how datasets says a split expression selects nothing
@@ -66,6 +67,7 @@ def load_split(
     label_column: str | None = None,
     num_classes: int | None = None,
     streaming: bool = False,
+    labels: bool = True,
 ) -> Split:
     """Load one split of `source` (a split expression such as "train[:98%]" when not streaming).
 
@@ -74,6 +76,9 @@ def load_split(
     largest label + 1. Raises DataError for unreachable sources, unknown splits, empty splits and
     missing columns. A hub id fails within seconds when the hub cannot be reached (a cached copy
     still loads); HF_HUB_OFFLINE=1 skips the reachability probe.
+
+    `labels=False` (self-supervised training) ignores any label column: the split gets a constant one
+    (`UNLABELLED`, all 0, one class), so an image folder without class folders loads as well.
     """
     ds = _load(source, split, streaming)
     where = f"data.source {source!r} split {split!r}"
@@ -83,6 +88,11 @@ def load_split(
         ds = ds._resolve_features()  # datasets' own way to learn it (reads the first example)
     features = ds.features
     image = _pick_column(features, image_column, IMAGE_COLUMNS, datasets.Image, "image", where)
+    if not labels:
+        ds = _as_image_column(ds, image, features[image], where)
+        return Split(dataset=_unlabelled(ds, streaming), image_column=image, label_column=UNLABELLED,
+                     num_classes=1, class_names=None, num_examples=None if streaming else len(ds),
+                     source=source, split=split)
     label = _pick_column(features, label_column, LABEL_COLUMNS, datasets.ClassLabel, "label", where)
     ds = _as_image_column(ds, image, features[image], where)
     n, names = _classes(ds, label, features[label], num_classes, streaming, where)
@@ -297,6 +307,15 @@ def _digits() -> datasets.DatasetDict:
         data = {"image": list(pixels[idx]), "label": digits.target[idx].tolist()}
         parts[name] = datasets.Dataset.from_dict(data, features=features, split=name)
     return datasets.DatasetDict(parts)
+
+
+def _unlabelled(ds, streaming: bool):
+    """`ds` with its label column replaced by a constant one, so loaders need no special case."""
+    if streaming:
+        return ds.map(lambda _: {UNLABELLED: 0})
+    import numpy as np
+
+    return ds.add_column(UNLABELLED, np.zeros(len(ds), dtype=np.int64))
 
 
 def _pick_column(features, given, candidates, feature_type, kind: str, where: str) -> str:

@@ -32,6 +32,13 @@ _NORMS = {
     "paper": (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD),
     "imagenet": (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
 }
+
+
+def norm_stats(norm: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel of a normalisation name, to map model inputs back to pixels in [0, 1]."""
+    return _NORMS[norm]
+
+
 # Bilinear everywhere: big_vision, which trained the paper's models, resizes bilinearly, and PIL's
 # bilinear filter antialiases when shrinking, so large sources do not alias.
 _INTERPOLATION = v2.InterpolationMode.BILINEAR

@@ -21,6 +21,7 @@ from vitcli.config import ModelCfg
 from vitcli.errors import RecipeError
 from vitcli.models import posemb as pe
 from vitcli.models.attention import Attention
+from vitcli.models.masked import Corruption, corrupt
 from vitcli.models.variants import (
     R50_LAYERS,
     Variant,
@@ -53,6 +54,8 @@ class ViT(VisionTransformer):
         self.representation_size = representation_size
         self.posemb = posemb
         self._attach_posemb()
+        self.mask_token: nn.Parameter | None = None  # masked patch prediction only (enable_masked_patch)
+        self.mpp_head: nn.Linear | None = None
         # Re-register the head after pre_logits so printing the model follows the data flow.
         head = self.head
         del self.head
@@ -129,6 +132,27 @@ class ViT(VisionTransformer):
                     shape = lambda t: "x".join(map(str, t.shape[:-1]))
                     notes.append(f"relative offsets resampled: {shape(old)} -> {shape(new)} ({mode})")
         return notes
+
+    def enable_masked_patch(self, outputs: int) -> None:
+        """Add the parts of masked patch prediction: the learnable [mask] embedding and a linear head of
+        `outputs` predictions per corrupted patch (`forward(x, corruption=...)`)."""
+        device = next(self.parameters()).device
+        self.mask_token = nn.Parameter(trunc_normal_(torch.empty(1, 1, self.embed_dim, device=device), std=0.02))
+        self.mpp_head = nn.Linear(self.embed_dim, outputs, device=device)
+        _init_linear(self.mpp_head)
+
+    def forward(self, x: torch.Tensor, corruption: Corruption | None = None) -> torch.Tensor:
+        """Class logits; with `corruption`, the masked-patch predictions (M, outputs) of the M corrupted
+        patches in batch order. One entry point, so DDP and FSDP see both kinds of step."""
+        if corruption is None:
+            return super().forward(x)
+        if self.mpp_head is None:
+            raise RuntimeError("masked patch prediction needs enable_masked_patch() first")
+        x = corrupt(self.patch_embed(x), self.mask_token, corruption)
+        x = self._pos_embed(x)
+        x = self.norm_pre(self.patch_drop(x))
+        x = self.norm(self.blocks(x))
+        return self.mpp_head(x[:, self.num_prefix_tokens:][corruption.selected])
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the head (timm API); the new head reads the pre-logits output when there is one."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from vitcli import schema
 from vitcli.config import RecipeCfg
 from vitcli.files import write_json
+from vitcli.models.masked import is_pretraining_key
 from vitcli.models.posemb import TIMM_KINDS
 from vitcli.weights.reader import LABEL_NAMES
 from vitcli.weights.serialization import write_safetensors
@@ -24,9 +25,11 @@ def export(out: Path, setup, cfg: RecipeCfg, weights: dict, label_names: list[st
     meta = {"format": "pt", "producer": "vitcli"}
     if label_names is not None:
         meta[LABEL_NAMES] = json.dumps(label_names)
-    write_safetensors(out / "model.safetensors", weights, meta)
+    # The backbone only: masked-patch parts ([mask], prediction head) stay in the run's checkpoints.
+    backbone = lambda sd: {k: v for k, v in sd.items() if not is_pretraining_key(k)}
+    write_safetensors(out / "model.safetensors", backbone(weights), meta)
     if setup.ema is not None:
-        write_safetensors(out / "model_ema.safetensors", setup.ema_state_dict(), meta)
+        write_safetensors(out / "model_ema.safetensors", backbone(setup.ema_state_dict()), meta)
     desc = setup.description
     if desc.get("posemb", "learned") not in TIMM_KINDS:
         log(f"export: model.posemb {desc['posemb']} has no timm equivalent; {out / 'config.json'} rebuilds "

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from vitcli.errors import CheckpointError
+from vitcli.models.masked import is_pretraining_key
 from vitcli.models.posemb import resample_posemb, square_grid
 
 HEAD_PREFIXES = ("head.", "pre_logits.")
@@ -106,6 +107,12 @@ def load_weights(
             del sd[k]
         if dropped:
             notes.append(f"head not loaded: {len(dropped)} tensors of head/pre_logits dropped, new head kept")
+    own = model.state_dict()
+    pretraining = [k for k in sd if is_pretraining_key(k) and k not in own]
+    for k in pretraining:  # the [mask] embedding and head of masked patch prediction: pretraining only
+        del sd[k]
+    if pretraining:
+        notes.append(f"masked-patch parts not loaded: {len(pretraining)} tensors of mask_token/mpp_head dropped")
     if hasattr(model, "fit_posemb"):  # 2-D, relative and fixed tables: the model knows their layout
         notes += model.fit_posemb(sd, mode)
     if "pos_embed" in sd and getattr(model, "pos_embed", None) is not None:

@@ -93,6 +93,18 @@ def _check_place(out: Path, resume: bool) -> None:
                        "or choose a new --out")
 
 
+def _with_defaults(old: dict, saved: Path) -> dict:
+    """A stored recipe with the keys added to vit since it was written filled in at their defaults, so
+    a run from an older version resumes; one that no longer parses is compared as it is."""
+    from vitcli import schema
+    from vitcli.errors import VitError
+
+    try:
+        return schema.to_dict(schema.from_dict(old, str(saved)))
+    except VitError:
+        return old
+
+
 def check_resume(out: Path, recipe_yaml: str, recipe_data: dict, allowed: set[str]) -> None:
     """Refuse a resume whose recipe differs from the run's (beyond `allowed` changes), before any write."""
     saved = out / "recipe.json"
@@ -105,7 +117,7 @@ def check_resume(out: Path, recipe_yaml: str, recipe_data: dict, allowed: set[st
     if not isinstance(old, dict):
         raise RunError(f"--resume: {saved} is not a recipe (a JSON object); the run cannot be checked, start a "
                        "new --out")
-    differing = diff(old, recipe_data)
+    differing = diff(_with_defaults(old, saved), recipe_data)
     refused = [k for k in differing if k not in allowed or k not in RESUMABLE_CHANGES]
     if refused:
         raise RunError(f"--resume: the recipe differs from the run in {out} at: {', '.join(refused[:8])}; "

@@ -7,6 +7,7 @@ loop calls. Keeping both here means checkpoints never contain `module.` or `_ori
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -92,11 +93,17 @@ class ModelSetup:
         return models
 
 
-def setup_model(cfg: RecipeCfg, num_classes: int, rt: Runtime, log: Reporter) -> ModelSetup:
-    """Build, initialise, freeze, average and wrap the model of a recipe."""
+def setup_model(cfg: RecipeCfg, num_classes: int, rt: Runtime, log: Reporter,
+                prepare: Callable[[nn.Module], None] | None = None) -> ModelSetup:
+    """Build, initialise, freeze, average and wrap the model of a recipe.
+
+    `prepare` (the objective's) adds the objective's own parts to the model once its weights are in.
+    """
     model = build_model(cfg.model, num_classes)
     if cfg.train.init_from:
         init_model(model, cfg, num_classes, log)
+    if prepare is not None:
+        prepare(model)
     if cfg.train.freeze:
         frozen = optim.freeze(model, cfg.train.freeze)
         log.info(f"frozen: {', '.join(cfg.train.freeze)} ({frozen:,} parameters)")

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from vitcli import schema
 from vitcli.config import RecipeCfg, resolve_steps
-from vitcli.data import load_split, mixup_fn, train_loader
+from vitcli.data import load_split, train_loader
 from vitcli.engine.evaluate.evaluators import build_evaluators, run_evaluators
 from vitcli.engine.persistence import checkpoints
 from vitcli.engine.persistence.metrics_log import MetricsLog
@@ -26,6 +25,7 @@ from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.runtime.signals import StopRequest
 from vitcli.engine.train import batching, optim
 from vitcli.engine.train.model_setup import setup_model
+from vitcli.engine.train.objectives import build_objective
 from vitcli.errors import CheckpointError, RecipeError, RunError
 from vitcli.weights import reader
 
@@ -46,12 +46,14 @@ class Trainer:
     def __init__(self, cfg: RecipeCfg, rt: Runtime, out: Path, reporter: Reporter, resume: bool = False):
         self.cfg, self.rt, self.out, self.log = cfg, rt, Path(out), reporter
         data = cfg.data
+        supervised = cfg.train.objective == "supervised"
         self.train_split = load_split(data.source, data.train_split, image_column=data.image_column,
                                       label_column=data.label_column, num_classes=data.num_classes,
-                                      streaming=data.streaming)
-        self.num_classes = self.train_split.num_classes
+                                      streaming=data.streaming, labels=supervised)
+        self.num_classes = self.train_split.num_classes if supervised else 0  # self-supervised: no head
         self.label_names = self.train_split.class_names  # travel with the model: checkpoints and export
-        self.setup = setup_model(cfg, self.num_classes, rt, reporter)
+        self.objective = build_objective(cfg, self.num_classes)
+        self.setup = setup_model(cfg, self.num_classes, rt, reporter, prepare=self.objective.prepare)
         self.model = self.setup.model
         self.total = resolve_steps(cfg.train, self.train_split.num_examples)
         self.batches = batching.plan(cfg.train.batch_size, rt.world, cfg.train.micro_batch,
@@ -59,7 +61,6 @@ class Trainer:
         self.steps_per_epoch = self._steps_per_epoch()
         self.peak_lr = float(cfg.optim.lr if not isinstance(cfg.optim.lr, tuple) else cfg.optim.lr[0])
         self.optimizer = optim.build_optimizer(self.setup.trainable, cfg.optim, self.peak_lr)
-        self.mixup = mixup_fn(data, self.num_classes, cfg.train.label_smoothing)
         self.evaluators = build_evaluators(cfg, rt, self.num_classes, reporter, self.label_names)
         self.metrics = MetricsLog(self.out / "metrics.jsonl" if rt.is_main else None)
         self.pos = Position()
@@ -179,35 +180,31 @@ class Trainer:
         optim.set_lr(self.optimizer, lr)
         model.train()
         loss_sum = torch.zeros((), device=rt.device)
+        extra_sum: dict[str, torch.Tensor] = {}
         for i, (images, labels) in enumerate(micro_batches):
             images = images.to(rt.device, non_blocking=True)
             labels = labels.to(rt.device, non_blocking=True)
-            if self.mixup is not None:
-                images, labels = self.mixup(images, labels)
             with self.setup.no_sync(i < len(micro_batches) - 1), rt.autocast():
-                logits = model(images)
+                loss, extra = self.objective.loss(model, images, labels)
             # Each micro-batch's mean loss is divided by the number of micro-batches, so the summed
             # gradient is the gradient of the mean over the whole global batch.
-            loss = self._loss(logits.float(), labels) / len(micro_batches)
+            loss = loss / len(micro_batches)
             loss.backward()
             loss_sum += loss.detach()
+            for name, value in extra.items():
+                extra_sum[name] = extra_sum.get(name, 0.0) + value.detach().float() / len(micro_batches)
         clip = self.cfg.optim.clip_norm
         grad_norm = torch.nn.utils.clip_grad_norm_(self.setup.trainable.parameters(),
                                                    clip if clip else float("inf"))
         if hasattr(grad_norm, "full_tensor"):  # FSDP2 returns a replicated DTensor
             grad_norm = grad_norm.full_tensor()
-        self.last = {"loss": loss_sum, "grad_norm": grad_norm, "lr": lr}
+        self.last = {"loss": loss_sum, "grad_norm": grad_norm, "lr": lr, "extra": extra_sum}
         if self._finite(loss_sum, grad_norm):
             self.optimizer.step()
             self.setup.update_ema(self.pos.step)
         self.optimizer.zero_grad(set_to_none=True)
         self.pos.step += 1
         self.pos.epoch_step += 1
-
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if labels.dim() == 2:  # soft targets from mixup/cutmix (label smoothing folded in)
-            return torch.sum(-labels * F.log_softmax(logits, dim=-1), dim=-1).mean()
-        return F.cross_entropy(logits, labels, label_smoothing=self.cfg.train.label_smoothing)
 
     def _finite(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
         finite = torch.isfinite(loss + grad_norm).float()
@@ -233,11 +230,13 @@ class Trainer:
         if logged:
             now = time.perf_counter()
             img_s = (step - timer[1]) * self.batches.global_batch / max(now - timer[0], 1e-9)
-            loss = self.last["loss"].detach().clone()
-            if self.rt.distributed:  # log the loss of the global batch, not of rank 0's share
-                dist.all_reduce(loss)
-                loss /= self.rt.world
-            row = {"step": step, "epoch": round(self._epoch_float(), 4), "loss": float(loss),
+            names = sorted(self.last["extra"])
+            values = torch.stack([self.last["loss"].detach(), *(self.last["extra"][n] for n in names)]).float()
+            if self.rt.distributed:  # log the metrics of the global batch, not of rank 0's share
+                dist.all_reduce(values)
+                values /= self.rt.world
+            row = {"step": step, "epoch": round(self._epoch_float(), 4), "loss": float(values[0]),
+                   **{n: round(float(v), 6) for n, v in zip(names, values[1:].tolist())},
                    "lr": self.last["lr"], "grad_norm": float(self.last["grad_norm"]), "img_s": round(img_s, 2)}
             self.metrics.write(row)
             self.log.step(step, self.total, f"loss {row['loss']:.4f} lr {row['lr']:.2e} {img_s:.0f} img/s")
