@@ -228,14 +228,17 @@ class Recorder(Reporter):
 
 
 def poison_loss(monkeypatch, steps: set[int]) -> None:
-    """Make the loss NaN at the given (1-based) steps."""
-    real = Trainer._loss
+    """Make the loss NaN at the given (1-based) steps (one micro-batch per step in these recipes)."""
+    from vitcli.engine.train.objectives import Supervised
 
-    def loss(self, logits, labels):
-        value = real(self, logits, labels)
-        return value * math.nan if self.pos.step + 1 in steps else value
+    real, calls = Supervised.loss, [0]
 
-    monkeypatch.setattr(Trainer, "_loss", loss)
+    def loss(self, model, images, labels):
+        calls[0] += 1
+        value, extra = real(self, model, images, labels)
+        return (value * math.nan if calls[0] in steps else value), extra
+
+    monkeypatch.setattr(Supervised, "loss", loss)
 
 
 def nan_cfg(tiny_data, *sets: str):
