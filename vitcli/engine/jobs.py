@@ -55,7 +55,7 @@ def train(cfg: RecipeCfg, out: Path, recipe_yaml: str, *, resume: bool = False,
             summary = {"out": str(out), "steps": trainer.pos.step, **results}
             weights = trainer.setup.raw_state_dict()  # a collective under FSDP: every rank calls it
             if rt.is_main:
-                export(out, trainer.setup, cfg, weights, trainer.label_names, log=log.info)
+                export(out, trainer.setup, cfg, weights, trainer.label_names, log.info)
                 files.write_json(out / "results.json", summary)
                 log.info(f"run directory: {out} (model.safetensors, metrics.jsonl, checkpoints/)")
             return summary

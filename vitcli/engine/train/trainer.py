@@ -239,7 +239,8 @@ class Trainer:
                    **{n: round(float(v), 6) for n, v in zip(names, values[1:].tolist())},
                    "lr": self.last["lr"], "grad_norm": float(self.last["grad_norm"]), "img_s": round(img_s, 2)}
             self.metrics.write(row)
-            self.log.step(step, self.total, f"loss {row['loss']:.4f} lr {row['lr']:.2e} {img_s:.0f} img/s")
+            extra = "".join(f" {n} {row[n]:.4f}" for n in names)
+            self.log.step(step, self.total, f"loss {row['loss']:.4f}{extra} lr {row['lr']:.2e} {img_s:.0f} img/s")
             timer = (now, step)
         else:
             self.log.step(step, self.total, "")
