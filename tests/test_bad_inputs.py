@@ -290,6 +290,22 @@ CASES = [
         _parquet(c.tmp / "d", {"img": _images(32, set(range(32))), "label": [i % 4 for i in range(32)]})))),
      "data.source '{tmp}/d' split 'train': 16 of 16 images seen could not be decoded, more than "
      "max_bad_fraction=0.001 allows; e.g. example <*>: OSError: <*>"),
+    ("label-null", lambda c: _pretrain(c, c.recipe(**_no_eval(_parquet(c.tmp / "d", {
+        "img": _images(32), "label": [None if i == 3 else i % 4 for i in range(32)]})))),
+     "data.source '{tmp}/d' split 'train': 1 of 32 examples have no label (null in column 'label', e.g. example 3); "
+     "remove them or fill them in"),
+    ("image-null", lambda c: _pretrain(c, c.recipe(**_no_eval(_parquet(c.tmp / "d", {
+        "img": [None if i == 5 else x for i, x in enumerate(_images(32))], "label": [i % 4 for i in range(32)]})))),
+     "data.source '{tmp}/d' split 'train': 1 of 32 examples have no image (null in column 'img', e.g. example 5); "
+     "remove them or fill them in"),
+    ("label-huge", lambda c: _pretrain(c, c.recipe(**_no_eval(_parquet(c.tmp / "d", {
+        "img": _images(32), "label": [2_000_000_000 if i == 7 else i % 4 for i in range(32)]})))),
+     "data.source '{tmp}/d' split 'train': label column 'label' holds the label 2000000000, which would make a head "
+     "of 2000000001 classes (more than 1000000); labels must be class ids 0..K-1"),
+    ("images-corrupt-small-set", lambda c: _pretrain(c, c.recipe(**_no_eval(
+        _parquet(c.tmp / "d", {"img": _images(32, {9}), "label": [i % 4 for i in range(32)]})))),
+     "data.source '{tmp}/d' split 'train': 1 of 32 images seen could not be decoded, more than "
+     "max_bad_fraction=0.001 allows; e.g. example 9: OSError: <*>"),
     ("parquet-truncated", lambda c: _pretrain(c, c.recipe(data={"source": str(_truncated_data(c))})),
      "data.source '{tmp}/data': {tmp}/data/test-00000-of-00001.parquet is not a readable parquet file, truncated "
      "or corrupt (Parquet magic bytes not found in footer); download or write it again"),
@@ -397,7 +413,13 @@ CASES = [
      "asked for (4 of 4 classes have fewer than 100)"),
     ("weights-unknown", lambda c: ["eval", "--from", c.run, "--weights", "best"], "--weights 'best': valid: 'ema', 'raw'"),
     ("res-option-bad", lambda c: ["eval", "--from", c.run, "--res", "big"],
-     "<*>model.res: expected a resolution such as 384 or 384x256, got 'big'"),
+     "--res big: model.res: expected a resolution such as 384 or 384x256, got 'big'"),
+    ("finetune-res-option-bad", lambda c: ["finetune", "--from", c.run, "--res", "17", "--out", c.out],
+     "--res 17: model.res: 17 is not divisible by the patch size 4 of <*>; nearest valid: 16 or 20"),
+    ("shots-option-bad", lambda c: ["fewshot", "--from", c.run, "--shots", "0"],
+     "--shots 0: fewshot.shots: each must be a whole number in [1, 100000], got [0]"),
+    ("bench-steps-zero", lambda c: ["bench", "--steps", "0"], "--steps 0: must be a whole number in [1, 65536]"),
+    ("bench-batch-negative", lambda c: ["bench", "--batch", "-4"], "--batch -4: must be a whole number in [1, 65536]"),
 ]
 CASE_IDS = [case.values[0] if hasattr(case, "values") else case[0] for case in CASES]
 

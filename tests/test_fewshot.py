@@ -18,7 +18,7 @@ from vitcli.engine.evaluate.fewshot import (
     ridge_weights,
     sample_shots,
 )
-from vitcli.errors import DataError, RecipeError
+from vitcli.errors import DataError
 
 
 def _labels(counts: list[int]) -> torch.Tensor:
@@ -143,7 +143,7 @@ def test_fewshot_eval_rejects_bad_data():
         fewshot_eval(train_x, train_y, test_x[:0], test_y[:0], shots=[1], seeds=1, l2_regs=[1.0])
     with pytest.raises(DataError, match="fewer than the 7 shots"):
         fewshot_eval(train_x, train_y, test_x, test_y, shots=[7], seeds=1, l2_regs=[1.0])
-    with pytest.raises(RecipeError, match="l2_reg"):
+    with pytest.raises(ValueError, match="ridge regularisers must be positive"):  # the recipe layer checks users' values
         fewshot_eval(train_x, train_y, test_x, test_y, shots=[1], seeds=1, l2_regs=[-1.0])
 
 

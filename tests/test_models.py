@@ -96,7 +96,6 @@ def test_overrides_rename_and_keep_mlp_ratio():
         (ModelCfg(name="vit_large_patch14_clip_224"), ["unknown variant", "timm name"]),
         (ModelCfg(name="R50+B/8"), ["model.patch: 8", "valid: 16 or 32"]),
         (ModelCfg(name="B/16", heads=5), ["model.heads: 5 does not divide model.width 768"]),
-        (ModelCfg(name="B/16", depth=0), ["model.depth: 0", "positive integer"]),
     ],
 )
 def test_bad_models_are_one_line_recipe_errors(cfg, fragments):

@@ -107,6 +107,7 @@ BAD = [
     ("bad res", MINIMAL + "model:\n  res: big\n", r"model\.res: expected a resolution such as 384 or 384x256, got 'big'"),
     ("unknown model", MINIMAL + "model:\n  name: X/16\n", r"model\.name: unknown variant .X/16."),
     ("not a mapping", "- a\n- b\n", r"a recipe must be a mapping"),
+    ("depth 0", MINIMAL + "model:\n  depth: 0\n", r"model\.depth: must be in \[1, 1024\], got 0"),
 ]
 
 

@@ -20,11 +20,17 @@ RECIPES = Path(__file__).resolve().parent / "recipes"  # shipped as package data
 FINETUNE_DEFAULT = RECIPES / "finetune" / "default.yaml"
 
 
-def recipe_overrides(res: str | None = None, extra: dict[str, str] | None = None) -> list[str]:
-    """Turn command options (--res, --data ...) into `--set` items applied before the user's own."""
-    items = [f"model.res={res}"] if res else []
-    items += [f"{key}={value}" for key, value in (extra or {}).items() if value is not None]
-    return items
+# The command options that set recipe keys: an error in their value names the option, not a file.
+_OPTIONS = {"model.res": "--res", "data.source": "--data", "data.eval_split": "--split", "fewshot.shots": "--shots",
+            "fewshot.seeds": "--seeds"}
+
+
+def recipe_overrides(res: str | None = None, extra: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """Turn command options (--res, --data ...) into overrides applied before the user's own `--set`s,
+    each paired with the option as typed (`--res big`) for error messages."""
+    given = {"model.res": res, **(extra or {})}
+    return [(f"{key}={value}", f"{_OPTIONS.get(key, key)} {str(value).strip('[]')}")
+            for key, value in given.items() if value is not None]
 
 
 def pretrain(path: Path, sets: list[str]) -> RecipeCfg:

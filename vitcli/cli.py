@@ -321,7 +321,10 @@ def bench_cmd(path: OptRecipeArg = None, model: Annotated[Optional[str], typer.O
     """
     from vitcli.engine.train.bench import bench
 
-    overrides = [*(sets or []), *([f"model.res={res}"] if res else [])]
+    for option, value, low in (("--steps", steps, 1), ("--batch", batch, 1), ("--warmup", warmup, 0)):
+        if not low <= value <= (1 << 16):
+            raise VitError(f"{option} {value}: must be a whole number in [{low}, 65536]")
+    overrides = [*(sets or []), *([(f"model.res={res}", f"--res {res}")] if res else [])]
     cfg = (recipe.load(path, overrides) if path
            else recipe.from_data({"model": {"name": model or "B/16"}}, "vit bench", overrides))
     emit(bench(cfg, steps=steps, warmup=warmup, batch=batch, model=model if path else None), as_json, "vit bench")

@@ -8,15 +8,16 @@ the file (and line for syntax errors), the key and what would be valid.
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from vitcli import schema
+from vitcli import files, ranges, schema
 from vitcli.config import RecipeCfg
-from vitcli.errors import RecipeError, VitError, did_you_mean, one_of
+from vitcli.errors import RecipeError, did_you_mean, one_of
 
 # Keys whose values are paths: a relative path in a recipe file is relative to that file, never to
 # wherever the user happens to run `vit` from. Paths given with --set are relative to the shell's cwd.
@@ -38,14 +39,72 @@ def read(path: str | Path) -> dict:
     return data
 
 
-def from_data(data: dict, origin: str, overrides: list[str] | tuple[str, ...] = ()) -> RecipeCfg:
-    """Build a checked config from already-parsed recipe data (e.g. a checkpoint's stored recipe)."""
+Override = str | tuple[str, str]  # "KEY=VALUE", or ("KEY=VALUE", "--res 384"): the option that gave it
+
+
+def from_data(data: dict, origin: str, overrides: list[Override] | tuple[Override, ...] = ()) -> RecipeCfg:
+    """Build a checked config from already-parsed recipe data (e.g. a checkpoint's stored recipe).
+
+    Each override is a `--set` item, or (item, what the user typed) when a command option made it, so
+    that an error names `--res big` or `--set optim.lr=0` rather than the recipe file.
+    """
     data = _deep_copy(data)
-    for item in overrides:
-        apply_override(data, item)
+    given: dict[str, str] = {}
+    for entry in overrides:
+        item, label = (entry, f"--set {entry}") if isinstance(entry, str) else entry
+        given[apply_override(data, item, label)] = label
     cfg = schema.from_dict(data, origin)
-    check(cfg, origin)
+    ranges.check(cfg, origin, given)
     return cfg
+
+
+MAX_DEPTH = 32  # a recipe is sections of keys with short lists: anything deeper is a mistake or an attack
+MAX_RECIPE_BYTES = 1 << 20
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """Valid YAML that a recipe may not hold (an alias, deep nesting, a duplicate key)."""
+
+
+class _Loader(yaml.SafeLoader):
+    """`yaml.safe_load` with three refusals: aliases (`*name`, which can expand a few hundred bytes
+    into gigabytes), nesting deeper than MAX_DEPTH (Python's recursion limit would end in a traceback)
+    and duplicate keys (YAML lets the last one win silently)."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Refused(None, None, f"alias *{event.anchor} is not allowed in a recipe; "
+                                              "write the value out (or share it with base:)", event.start_mark)
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise _Refused(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key (a list): the schema names it
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise _Refused(
+                    None, None, f"duplicate key {key!r} (first given on line {first}); give each key once",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str):
+    """Parse YAML text as recipes are parsed (safe types only, no aliases, bounded depth, unique keys)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
 class _Dumper(yaml.SafeDumper):
@@ -70,15 +129,22 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=3e-3")
+    if "\x00" in item:
+        raise RecipeError(f"--set {item!r}: contains a NUL byte")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
+        value = parse_yaml(text) if text.strip() else ""
+    except _Refused as exc:
+        raise RecipeError(f"--set {item[:80]}: {exc.problem}") from None
+    except (yaml.YAMLError, RecursionError):
         value = text  # not YAML (e.g. "a:b"): keep it as text, the field's type decides
     return key.strip().split("."), value
 
 
-def apply_override(data: dict, item: str) -> None:
-    """Set one dotted key in recipe data, checking the key path against the config schema."""
+def apply_override(data: dict, item: str, label: str | None = None) -> str:
+    """Set one dotted key in recipe data, checking the key path against the config schema; returns the key.
+
+    `label` is how errors name the override (default `--set KEY=VALUE`)."""
+    label = label or f"--set {item}"
     keys, value = parse_override(item)
     cls: Any = RecipeCfg
     node = data
@@ -91,9 +157,9 @@ def apply_override(data: dict, item: str) -> None:
             )
         if depth == len(keys) - 1:
             # Coerce now so a bad value is reported as the --set that gave it, not as the recipe file.
-            schema.coerce(value, typing.get_type_hints(cls)[key], f"--set {item}", ".".join(keys))
+            schema.coerce(value, typing.get_type_hints(cls)[key], label, ".".join(keys))
             node[key] = value
-            return
+            return ".".join(keys)
         cls = _field_class(cls, key)
         if cls is None:
             raise RecipeError(f"--set {item}: '{'.'.join(keys[:depth + 1])}' has no sub-keys")
@@ -122,19 +188,33 @@ def _read_with_bases(path: Path, stack: tuple[Path, ...]) -> dict:
     return merge(parent, data)
 
 
+def check_path(path: Path | str, what: str) -> None:
+    """A path given by the user must be one the OS can take: no NUL byte, names of at most 255 bytes."""
+    text = str(path)
+    if "\x00" in text:
+        raise RecipeError(f"{what} {text!r}: contains a NUL byte; give a path without one")
+    raw = os.fsencode(text)
+    if len(raw) > 4095 or any(len(part) > 255 for part in raw.split(b"/")):
+        raise RecipeError(f"{what} {text[:60]}...: too long ({len(raw)} bytes; at most 255 a name, 4095 in "
+                          "all); give a shorter path")
+
+
 def _read_yaml(path: Path, child: Path | None) -> dict:
+    who = f"{child}: base: " if child else ""
+    check_path(path, f"{who}recipe file")
     if not path.is_file():
-        who = f"{child}: base: " if child else ""
         hint = " (is a directory)" if path.is_dir() else ""
         raise RecipeError(f"{who}recipe file not found: {path}{hint}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = files.read_bytes(path, follow=True, limit=MAX_RECIPE_BYTES, error=RecipeError)
+        data = parse_yaml(raw.decode("utf-8"))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise RecipeError(f"{path}{line}: YAML syntax error: {exc.problem}") from None
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
-        raise RecipeError(f"{path}: cannot read recipe: {exc}") from None
+        kind = "" if isinstance(exc, _Refused) else "YAML syntax error: "
+        raise RecipeError(f"{path}{line}: {kind}{exc.problem}") from None
+    except (yaml.YAMLError, OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise RecipeError(f"{path}: cannot read recipe: {str(exc).splitlines()[0][:200]}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -181,75 +261,3 @@ def _deep_copy(data: Any) -> Any:
     if isinstance(data, list):
         return [_deep_copy(v) for v in data]
     return data
-
-
-def check(cfg: RecipeCfg, origin: str) -> None:
-    """Range checks that types alone cannot express; raises one RecipeError naming the key."""
-    from vitcli.models.variants import grid, resolve_variant
-
-    def bad(path: str, problem: str) -> RecipeError:
-        return RecipeError(f"{origin}: {path}: {problem}")
-
-    lrs = cfg.optim.lr if isinstance(cfg.optim.lr, tuple) else (cfg.optim.lr,)
-    if not lrs or min(lrs) <= 0:
-        raise bad("optim.lr", f"must be > 0, got {cfg.optim.lr}")
-    _check_positive(bad, {"train.batch_size": cfg.train.batch_size, "eval.batch_size": cfg.eval.batch_size,
-                          "train.micro_batch": cfg.train.micro_batch, "train.steps": cfg.train.steps,
-                          "train.epochs": cfg.train.epochs, "train.examples": cfg.train.examples,
-                          "fewshot.seeds": cfg.fewshot.seeds, "optim.clip_norm": cfg.optim.clip_norm})
-    _check_non_negative(bad, {"optim.weight_decay": cfg.optim.weight_decay, "schedule.warmup_steps":
-                              cfg.schedule.warmup_steps, "schedule.end_lr": cfg.schedule.end_lr,
-                              "eval.every": cfg.eval.every, "train.skip_nonfinite": cfg.train.skip_nonfinite,
-                              "train.checkpoint_every": cfg.train.checkpoint_every})
-    micro = cfg.train.micro_batch
-    if micro is not None and cfg.train.batch_size % micro:
-        raise bad("train.micro_batch", f"{micro} does not divide train.batch_size {cfg.train.batch_size}; "
-                  f"valid: {one_of(_divisors(cfg.train.batch_size))}")
-    given = [k for k in ("steps", "epochs", "examples") if getattr(cfg.train, k) is not None]
-    if len(given) > 1:
-        raise bad("train", f"give only one of steps, epochs or examples (got {', '.join(given)})")
-    for path, value in {"model.dropout": cfg.model.dropout, "model.drop_path": cfg.model.drop_path,
-                        "model.attn_dropout": cfg.model.attn_dropout, "train.ema": cfg.train.ema or 0.0,
-                        "train.label_smoothing": cfg.train.label_smoothing}.items():
-        if not 0.0 <= value < 1.0:
-            raise bad(path, f"must be in [0, 1), got {value}")
-    for path, value in {"data.min_area": cfg.data.min_area, "data.eval_crop": cfg.data.eval_crop,
-                        "data.max_bad_fraction": cfg.data.max_bad_fraction or 1.0}.items():
-        if not 0.0 < value <= 1.0:
-            raise bad(path, f"must be in (0, 1], got {value}")
-    if any(k <= 0 for k in cfg.fewshot.shots) or any(r <= 0 for r in cfg.fewshot.l2_reg):
-        raise bad("fewshot", f"shots and l2_reg must be > 0, got shots={list(cfg.fewshot.shots)} "
-                  f"l2_reg={list(cfg.fewshot.l2_reg)}")
-    _check_mpp(bad, cfg)
-    try:
-        grid(resolve_variant(cfg.model), cfg.model.res)
-    except VitError as exc:
-        raise RecipeError(f"{origin}: {exc}") from None
-
-
-def _check_mpp(bad, cfg: RecipeCfg) -> None:
-    """Masked patch prediction: fractions in range, and a target the patch size allows."""
-    mpp = cfg.mpp
-    if not 0.0 < mpp.corrupt <= 1.0:
-        raise bad("mpp.corrupt", f"must be in (0, 1], got {mpp.corrupt}")
-    if mpp.mask < 0 or mpp.random < 0 or mpp.mask + mpp.random > 1.0:
-        raise bad("mpp", f"mask and random must be >= 0 with mask + random <= 1 (the rest is kept), got "
-                  f"mask={mpp.mask} random={mpp.random}")
-    if not 1 <= mpp.bits <= 8:
-        raise bad("mpp.bits", f"must be in 1..8, got {mpp.bits}")
-
-
-def _check_positive(bad, values: dict) -> None:
-    for path, value in values.items():
-        if value is not None and value <= 0:
-            raise bad(path, f"must be > 0, got {value}")
-
-
-def _check_non_negative(bad, values: dict) -> None:
-    for path, value in values.items():
-        if value is not None and value < 0:
-            raise bad(path, f"must be >= 0, got {value}")
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0][:12]

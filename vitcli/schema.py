@@ -7,6 +7,7 @@ exactly the same rules as one read from YAML, without the engine ever importing 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Union
@@ -15,6 +16,8 @@ from vitcli.config import RecipeCfg
 from vitcli.errors import RecipeError, did_you_mean, one_of
 
 _NONE = type(None)
+MAX_INT = 2**62  # every count, step and seed fits int64 arithmetic with room to spare
+MAX_TEXT = 4096  # names, paths and specs; longer is a mistake (a path is at most 4095 bytes)
 
 
 def from_dict(data: Any, origin: str, cls: type = RecipeCfg) -> Any:
@@ -115,16 +118,26 @@ def _coerce_scalar(value: Any, hint: Any, origin: str, path: str) -> Any:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_INT:
+                raise _fail(origin, path, f"{value:.3g} is too large; valid: a whole number of magnitude at most 2^62")
             return value
         raise _fail(origin, path, f"expected a whole number, got {_show(value)}")
     if hint is float:
         if isinstance(value, str):
             value = _parse_number(value, origin, path, "a number")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 1e300:
+            value = math.inf
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise _fail(origin, path, f"expected a finite number, got {value}")
             return float(value)
         raise _fail(origin, path, f"expected a number, got {_show(value)}")
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            if "\x00" in str(value):
+                raise _fail(origin, path, "contains a NUL byte; give text without one")
+            if len(str(value)) > MAX_TEXT:
+                raise _fail(origin, path, f"is {len(str(value))} characters long; at most {MAX_TEXT}")
             return str(value)
         raise _fail(origin, path, f"expected text, got {_show(value)}")
     raise TypeError(f"unsupported config type {hint!r} at {path}")  # a bug in config.py, not user input
@@ -147,18 +160,29 @@ def _coerce_res(value: Any, origin: str, path: str) -> tuple[int, int]:
         parts = value.lower().split("x")
     else:
         parts = [value]
-    try:
-        nums = [int(p) for p in parts if not isinstance(p, bool)]
-    except (TypeError, ValueError):
-        nums = []
-    if len(nums) != len(parts) or len(nums) not in (1, 2) or min(nums) <= 0:
+    nums = [_whole(p) for p in parts]
+    if None in nums or len(nums) not in (1, 2) or min(nums) <= 0:
         raise _fail(origin, path, f"expected a resolution such as 384 or 384x256, got {_show(value)}")
     return (nums[0], nums[-1])
+
+
+def _whole(part: Any) -> int | None:
+    """A positive whole number written as an int, an integral float or digits; None for anything else."""
+    if isinstance(part, bool):
+        return None
+    if isinstance(part, float) and part.is_integer() and abs(part) < MAX_INT:
+        return int(part)
+    if isinstance(part, int):
+        return part if abs(part) <= MAX_INT else None
+    if isinstance(part, str) and part.strip().isdigit() and len(part.strip()) < 19:
+        return int(part)
+    return None
 
 
 def _show(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, (list, tuple)):
-        return f"a list {list(value)!r}"
-    return repr(value)
+        return f"a list {list(value)!r}"[:120]
+    text = repr(value)
+    return text if len(text) <= 120 else text[:100] + "...'"

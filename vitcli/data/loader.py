@@ -241,6 +241,7 @@ class ImageLoader(DataLoader):
         self.expected = expected  # examples per epoch on this rank; 0 when streaming
         self.seen = 0
         self.bad = 0
+        self.reason: tuple[int, str | None] = (0, None)  # an example of the bad images, for the error
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Iterate epoch `epoch` next, skipping its first `start` examples on this rank (resuming)."""
@@ -269,17 +270,22 @@ class ImageLoader(DataLoader):
 
     def _account(self, good: int, bad: list[int], reason: str | None) -> None:
         self.seen += good + len(bad)
-        if not bad:
+        if bad:
+            if self.bad == 0:
+                log.warning("%s: skipping undecodable image, example %d: %s", self.where, bad[0], reason)
+            self.bad += len(bad)
+            self.reason = (bad[0], reason)
+        if not self.bad:
             return
-        if self.bad == 0:
-            log.warning("%s: skipping undecodable image, example %d: %s", self.where, bad[0], reason)
-        self.bad += len(bad)
         allowed = self.max_bad_fraction * max(self.seen, self.expected)
         whole_batch = good == 0 and len(bad) > 1
-        if whole_batch or (self.seen >= _MIN_SEEN and self.bad > allowed):
+        # A data set smaller than _MIN_SEEN is judged once all of it has been seen.
+        judged = self.seen >= min(_MIN_SEEN, self.expected or _MIN_SEEN)
+        if whole_batch or (judged and self.bad > allowed):
+            example, why = self.reason
             raise DataError(
                 f"{self.where}: {self.bad} of {self.seen} images seen could not be decoded, more than "
-                f"max_bad_fraction={self.max_bad_fraction} allows; e.g. example {bad[0]}: {reason}"
+                f"max_bad_fraction={self.max_bad_fraction} allows; e.g. example {example}: {why}"
             )
 
     def _check_labels(self, labels: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,8 @@ def load_split(
                      source=source, split=split)
     label = _pick_column(features, label_column, LABEL_COLUMNS, datasets.ClassLabel, "label", where)
     ds = _as_image_column(ds, image, features[image], where)
+    if not streaming:
+        _check_no_nulls(ds, {image: "image", label: "label"}, where)
     n, names = _classes(ds, label, features[label], num_classes, streaming, where)
     return Split(
         dataset=ds,
@@ -178,11 +181,26 @@ def _script_error(source: str, e: RuntimeError) -> DataError:
                      "give parquet/arrow files, a save_to_disk directory or imagefolder:PATH")
 
 
+def _data_files(source: str, path: Path, suffix: str) -> list[Path]:
+    """The files ending in `suffix` under `path`, found within a bounded walk: a data set is a few
+    folders of files, and a source that is a huge tree (a home directory) is refused in a second
+    instead of scanned for minutes, here and again inside `datasets`."""
+    found, seen = [], 0
+    for root, dirs, names in os.walk(path):
+        seen += len(dirs) + len(names)
+        if seen > MAX_SCAN:
+            raise DataError(f"data.source {source!r}: holds more than {MAX_SCAN} files and folders, which is not a "
+                            "parquet/arrow data set; point data.source at the folder with the data files")
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / n for n in names if n.endswith(suffix)]
+    return sorted(found)
+
+
 def _check_parquet(source: str, path: Path) -> None:
     """Read every parquet footer first, so a truncated or empty file is named (datasets names none)."""
     import pyarrow.parquet as pq
 
-    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    files = [path] if path.is_file() else _data_files(source, path, ".parquet")
     for file in files:
         try:
             rows = pq.read_metadata(file).num_rows
@@ -289,6 +307,10 @@ def _from_parts(parts: datasets.DatasetDict, source: str, split: str, streaming:
     return ds.to_iterable_dataset() if streaming else ds
 
 
+MAX_CLASSES = 1_000_000  # a larger label is an id, not a class index: its head would not fit in memory
+MAX_SCAN = 100_000  # files and folders looked at under a local data.source before it is refused
+
+
 @functools.lru_cache(maxsize=1)
 def _digits() -> datasets.DatasetDict:
     """scikit-learn's UCI digits as grey 8x8 images, split once and for all into train/test."""
@@ -371,9 +393,31 @@ def _classes(ds, column: str, feature, given: int | None, streaming: bool, where
     if streaming:
         raise DataError(f"{where}: label column {column!r} has no ClassLabel feature; set num_classes when streaming")
     largest = label_range(ds, column)[1]
+    if largest >= MAX_CLASSES:
+        raise DataError(f"{where}: label column {column!r} holds the label {largest}, which would make a head of "
+                        f"{largest + 1} classes (more than {MAX_CLASSES}); labels must be class ids 0..K-1")
     log.warning("%s: label column %r has no class names; num_classes = largest label + 1 = %d",
                 where, column, largest + 1)
     return largest + 1, None
+
+
+def _check_no_nulls(ds: datasets.Dataset, columns: dict[str, str], where: str) -> None:
+    """A missing image or label is a hole in the data set, not an undecodable image: refuse it by name."""
+    import pyarrow.compute as pc
+
+    table = ds.with_format("arrow")
+    for column, kind in columns.items():
+        values = table[column]
+        nulls = values.null_count
+        if kind == "image" and not nulls:  # an Image column is a struct: both its bytes and path may be null
+            empty = pc.and_(pc.is_null(pc.struct_field(values, "bytes")), pc.is_null(pc.struct_field(values, "path")))
+            nulls = int(pc.sum(empty).as_py() or 0) if values.type.num_fields else 0
+        else:
+            empty = pc.is_null(values)
+        if nulls:
+            first = int(pc.index(empty, True).as_py())
+            raise DataError(f"{where}: {nulls} of {len(ds)} examples have no {kind} (null in column {column!r}, "
+                            f"e.g. example {first}); remove them or fill them in")
 
 
 def label_range(ds: datasets.Dataset, column: str) -> tuple[int, int]:

@@ -84,8 +84,6 @@ def eval_pil_transform(cfg: DataCfg, res: Res) -> v2.Compose:
     `eval_crop` 1.0 this is a plain resize to `res`.
     """
     size = tuple(res)
-    if not 0.0 < cfg.eval_crop <= 1.0:
-        raise DataError(f"data.eval_crop is {cfg.eval_crop}; valid: a fraction in (0, 1], e.g. 0.875 or 1.0")
     cover = tuple(round(s / cfg.eval_crop) for s in size)
     resize = ResizeKeepRatio(cover, longest=0.0, interpolation="bilinear")  # longest=0: cover, not fit
     return v2.Compose([v2.Lambda(to_rgb), resize, v2.CenterCrop(size)])

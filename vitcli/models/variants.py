@@ -83,11 +83,6 @@ def _suggestions() -> list[str]:
     return names + ["vit_base_r50_s16_384", "vit_large_r50_s32_384"]
 
 
-def _check_positive(field_: str, value: int | None) -> None:
-    if value is not None and (not isinstance(value, int) or value <= 0):
-        raise RecipeError(f"model.{field_}: {value!r} is not valid; valid: a positive integer")
-
-
 def resolve_variant(cfg: ModelCfg) -> Variant:
     """Turn `cfg.name` (paper or timm name) plus the width/depth/heads/mlp_dim/patch overrides into a Variant.
 
@@ -98,8 +93,6 @@ def resolve_variant(cfg: ModelCfg) -> Variant:
     if base is None:
         hint = did_you_mean(cfg.name, _suggestions())
         raise RecipeError(f"model.name: unknown variant {cfg.name!r}{hint}; valid: {_VALID_NAMES}")
-    for field_ in ("width", "depth", "heads", "mlp_dim", "patch"):
-        _check_positive(field_, getattr(cfg, field_))
     width = cfg.width or base.width
     v = replace(
         base,

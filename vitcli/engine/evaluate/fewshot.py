@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from vitcli.errors import DataError, RecipeError, RunError
+from vitcli.errors import DataError, RunError
 
 BIAS_FEATURE = 100.0  # big_vision's BIAS_CONSTANT: large so the bias is almost unregularised
 STD_EPS = 1e-5  # added to the std (as big_vision does) so constant feature dimensions stay finite
@@ -80,7 +80,7 @@ def sample_shots(
     `DataError` naming the class (its name when `class_names` is given) and its count.
     """
     if k < 1:
-        raise RecipeError(f"few-shot shots must be positive integers, got {k}")
+        raise ValueError(f"a k-shot draw needs k >= 1, got {k}")
     labels = labels.cpu()
     K = _num_classes(labels, num_classes)
     if int(labels.max()) >= K:
@@ -240,12 +240,13 @@ def _check_eval_inputs(
 
 
 def _check_options(shots: Sequence[int], seeds: int, l2_regs: Sequence[float]) -> None:
+    # The recipe layer has checked the user's values; these guard the solver's own contract.
     if not shots or any(int(k) != k or k < 1 for k in shots):
-        raise RecipeError(f"few-shot shots must be positive integers, got {list(shots)}")
+        raise ValueError(f"shot counts must be whole numbers >= 1, got {list(shots)}")
     if seeds < 1:
-        raise RecipeError(f"few-shot seeds must be at least 1, got {seeds}")
+        raise ValueError(f"the number of random draws must be >= 1, got {seeds}")
     if not l2_regs or any(not (l2 > 0 and math.isfinite(l2)) for l2 in l2_regs):
-        raise RecipeError(f"few-shot l2_reg must be positive finite numbers, got {list(l2_regs)}")
+        raise ValueError(f"ridge regularisers must be positive finite numbers, got {list(l2_regs)}")
 
 
 def _summary(accs: list[float], l2: float) -> dict:

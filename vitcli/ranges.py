@@ -1,0 +1,187 @@
+"""The value checks of a recipe that types alone cannot express: ranges, limits and relations.
+
+Called once by `recipe.from_data`, after the schema has built the config: every value the engine,
+models and data loaders receive has passed here, so they need not check recipe values again (their own
+errors speak of their own domain). Each problem is one `RecipeError` that blames where the value came
+from: the `--set` (or command option) that gave it, else the recipe file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+
+from vitcli.config import RecipeCfg
+from vitcli.errors import RecipeError, VitError, one_of
+
+MAX_TOKENS = 65536  # patches per image (e.g. 4096x4096 at patch 16); more cannot train or infer in memory
+MAX_SIDE = 16384  # pixels per side: one 16384^2 image is already 3 GB as float32
+MAX_CLASSES = 1_000_000  # a head this wide is 1e6 x width weights; ImageNet-21k has 21,843 classes
+MAX_BATCH = 1 << 16  # images in one micro-batch or evaluation batch
+MAX_GLOBAL_BATCH = 1 << 24
+MAX_SEED = 2**32 - 1  # numpy's generator takes 32-bit seeds; torch's take 64 bits
+_SIZES = {"width": 16384, "depth": 1024, "heads": 1024, "mlp_dim": 1 << 18, "patch": 1024,
+          "representation_size": 1 << 16}
+_RANGE = re.compile(r"(.+)\.(\d+)-(\d+)")
+
+Bad = Callable[[str, str], RecipeError]
+
+
+def check(cfg: RecipeCfg, origin: str, given: dict[str, str] | None = None) -> None:
+    """Raise one RecipeError for the first value out of range; `given` maps dotted keys to the option
+    (`--set optim.lr=0`, `--res big`) that set them, so the error names that instead of the file."""
+    given = given or {}
+
+    def bad(path: str, problem: str) -> RecipeError:
+        who = given.get(path) or next((v for k, v in given.items() if path.startswith(k + ".")), origin)
+        return RecipeError(f"{who}: {path}: {problem}")
+
+    _check_optim(cfg, bad)
+    _check_train(cfg, bad)
+    _check_data(cfg, bad)
+    _check_fewshot(cfg, bad)
+    _check_names(cfg, bad)
+    _check_mpp(cfg, bad)
+    _check_model(cfg, bad, given, origin)
+
+
+def _interval(bad: Bad, values: dict, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> None:
+    """Each non-None value must lie in the interval; the message writes it as [lo, hi), (lo, hi] ..."""
+    if hi == float("inf"):
+        shown = f"{'>' if lo_open else '>='} {_num(lo)}"
+    else:
+        shown = f"in {'(' if lo_open else '['}{_num(lo)}, {_num(hi)}{')' if hi_open else ']'}"
+    for path, value in values.items():
+        if value is None:
+            continue
+        if value < lo or value > hi or (lo_open and value == lo) or (hi_open and value == hi):
+            raise bad(path, f"must be {shown}, got {_num(value)}")
+
+
+def _num(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _check_optim(cfg: RecipeCfg, bad: Bad) -> None:
+    o, s = cfg.optim, cfg.schedule
+    lrs = o.lr if isinstance(o.lr, tuple) else (o.lr,)
+    if not lrs:
+        raise bad("optim.lr", "give at least one learning rate")
+    for lr in lrs:
+        if lr <= 0:
+            raise bad("optim.lr", f"must be > 0, got {o.lr if not isinstance(o.lr, tuple) else list(o.lr)}")
+    _interval(bad, {"optim.b1": o.b1, "optim.b2": o.b2, "optim.momentum": o.momentum}, 0, 1, hi_open=True)
+    _interval(bad, {"optim.layer_decay": o.layer_decay}, 0, 1, lo_open=True)
+    _interval(bad, {"optim.clip_norm": o.clip_norm}, 0, float("inf"), lo_open=True)
+    _interval(bad, {"optim.weight_decay": o.weight_decay, "schedule.end_lr": s.end_lr,
+                    "schedule.warmup_steps": s.warmup_steps}, 0, float("inf"))
+
+
+def _check_train(cfg: RecipeCfg, bad: Bad) -> None:
+    t, e = cfg.train, cfg.eval
+    _interval(bad, {"train.batch_size": t.batch_size}, 1, MAX_GLOBAL_BATCH)
+    _interval(bad, {"train.micro_batch": t.micro_batch, "eval.batch_size": e.batch_size,
+                    "fewshot.batch_size": cfg.fewshot.batch_size}, 1, MAX_BATCH)
+    _interval(bad, {"train.steps": t.steps, "train.examples": t.examples, "train.log_every": t.log_every,
+                    "train.keep_checkpoints": t.keep_checkpoints}, 1, float("inf"))
+    _interval(bad, {"train.epochs": t.epochs}, 0, 1e6, lo_open=True)
+    _interval(bad, {"train.checkpoint_every": t.checkpoint_every, "train.skip_nonfinite": t.skip_nonfinite,
+                    "eval.every": e.every}, 0, float("inf"))
+    _interval(bad, {"train.seed": t.seed}, 0, MAX_SEED)
+    _interval(bad, {"train.label_smoothing": t.label_smoothing, "train.ema": t.ema}, 0, 1, hi_open=True)
+    micro = t.micro_batch
+    if micro is not None and t.batch_size % micro:
+        raise bad("train.micro_batch", f"{micro} does not divide train.batch_size {t.batch_size}; "
+                  f"valid: {one_of(_divisors(t.batch_size))}")
+    given = [k for k in ("steps", "epochs", "examples") if getattr(t, k) is not None]
+    if len(given) > 1:
+        raise bad("train", f"give only one of steps, epochs or examples (got {', '.join(given)})")
+
+
+def _check_data(cfg: RecipeCfg, bad: Bad) -> None:
+    d, m = cfg.data, cfg.model
+    _interval(bad, {"model.dropout": m.dropout, "model.drop_path": m.drop_path,
+                    "model.attn_dropout": m.attn_dropout}, 0, 1, hi_open=True)
+    _interval(bad, {"data.min_area": d.min_area, "data.eval_crop": d.eval_crop}, 0, 1, lo_open=True)
+    _interval(bad, {"data.max_bad_fraction": d.max_bad_fraction}, 0, 1)
+    _interval(bad, {"data.mixup": d.mixup, "data.cutmix": d.cutmix}, 0, 1e3)
+    _interval(bad, {"data.workers": d.workers}, 0, 256)
+    _interval(bad, {"data.num_classes": d.num_classes}, 1, MAX_CLASSES)
+
+
+def _check_fewshot(cfg: RecipeCfg, bad: Bad) -> None:
+    f = cfg.fewshot
+    if not f.shots or any(k < 1 or k > 100_000 for k in f.shots):
+        raise bad("fewshot.shots", f"each must be a whole number in [1, 100000], got {list(f.shots)}"[:200])
+    if not f.l2_reg or any(r <= 0 for r in f.l2_reg):
+        raise bad("fewshot.l2_reg", f"each must be > 0, got {list(f.l2_reg)}"[:200])
+    _interval(bad, {"fewshot.seeds": f.seeds}, 1, 1000)
+    names = [d.name for d in f.datasets]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise bad("fewshot.datasets", f"the name {dup!r} is given twice; name each data set once")
+
+
+def _check_mpp(cfg: RecipeCfg, bad: Bad) -> None:
+    """Masked patch prediction: fractions in range, and a target the patch size allows."""
+    mpp = cfg.mpp
+    _interval(bad, {"mpp.corrupt": mpp.corrupt}, 0, 1, lo_open=True)
+    _interval(bad, {"mpp.bits": mpp.bits}, 1, 8)
+    if mpp.mask < 0 or mpp.random < 0 or mpp.mask + mpp.random > 1.0:
+        raise bad("mpp", f"mask and random must be >= 0 with mask + random <= 1 (the rest is kept), got "
+                  f"mask={mpp.mask} random={mpp.random}")
+
+
+def _check_names(cfg: RecipeCfg, bad: Bad) -> None:
+    name = cfg.run.name
+    if name is not None and (not name.strip() or "/" in name or name in (".", "..") or len(name.encode()) > 128):
+        raise bad("run.name", f"{name[:60]!r} is not a usable name; valid: up to 128 bytes without '/', e.g. "
+                  "'cifar10-b16' (run.out chooses the folder)")
+    paths = {"run.out": cfg.run.out, "data.source": cfg.data.source, "train.init_from": cfg.train.init_from,
+             **{f"fewshot.datasets[{i}].source": d.source for i, d in enumerate(cfg.fewshot.datasets)}}
+    for path, value in paths.items():
+        raw = os.fsencode(value or "")
+        if len(raw) > 4095 or any(len(part) > 255 for part in raw.split(b"/")):
+            raise bad(path, f"{value[:60]!r}... is too long ({len(raw)} bytes; at most 255 a name, 4095 in all)")
+
+
+def _check_model(cfg: RecipeCfg, bad: Bad, given: dict[str, str], origin: str) -> None:
+    from vitcli.models.variants import grid, resolve_variant
+
+    m = cfg.model
+    for key, limit in _SIZES.items():
+        _interval(bad, {f"model.{key}": getattr(m, key)}, 1, limit)
+    if max(m.res) > MAX_SIDE:
+        raise bad("model.res", f"{m.res[0]}x{m.res[1]} is larger than {MAX_SIDE} pixels a side: one such image "
+                  f"is {3 * m.res[0] * m.res[1] * 4 / 1e9:.3g} GB as float32 and its activations cannot fit in memory")
+    try:
+        variant = resolve_variant(m)
+        h, w = grid(variant, m.res)
+    except VitError as exc:
+        field = str(exc).partition(":")[0]
+        raise RecipeError(f"{given.get(field) or given.get('model.res') or origin}: {exc}") from None
+    if h * w > MAX_TOKENS:
+        gigabytes = 3 * m.res[0] * m.res[1] * 4 / 1e9
+        raise bad("model.res", f"{m.res[0]}x{m.res[1]} at patch {variant.patch} is {h * w} patches per image, more "
+                  f"than the {MAX_TOKENS} vit allows: the activations cannot fit in memory (the input image alone "
+                  f"is {gigabytes:.3g} GB as float32)")
+    for pattern in cfg.train.freeze:
+        match = _RANGE.fullmatch(pattern)
+        if match is None:
+            continue
+        lo, hi = int(match.group(2)), int(match.group(3))
+        top = variant.depth - 1 if match.group(1) == "blocks" else 10_000
+        if lo > hi or hi > top:
+            raise bad("train.freeze", f"range {pattern!r} is not within 0-{top}"
+                      f"{' (the model has ' + str(variant.depth) + ' blocks)' if match.group(1) == 'blocks' else ''}")
+
+
+def _divisors(n: int) -> list[int]:
+    found = []
+    for d in range(1, min(n, 1 << 20) + 1):
+        if n % d == 0:
+            found.append(d)
+            if len(found) == 12:
+                break
+    return found
