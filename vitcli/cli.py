@@ -301,6 +301,37 @@ def predict_cmd(inputs: Annotated[list[str], typer.Argument(
         raise typer.Exit(1)
 
 
+@app.command("export")
+@handle_errors
+def export_cmd(from_: Annotated[str, typer.Argument(
+        help="What to export: a run directory or any --from checkpoint (file, folder or hub name).",
+        show_default=False, metavar="RUN")],
+               fmt: Annotated[str, typer.Option("--format", help="timm, hf (transformers) or onnx.")] = "timm",
+               out: Annotated[Optional[Path], typer.Option(
+                   "--out", "-o", help="New directory to write into. Default: RUN-FORMAT beside the run.",
+                   show_default=False)] = None,
+               weights: WeightsOpt = "ema", as_json: JsonOpt = False) -> None:
+    """Write a model in a format other tools read: timm (safetensors + config.json), hf, onnx.
+
+    [b]timm[/b]: timm.create_model('local-dir:OUT', pretrained=True) builds it.
+    [b]hf[/b]: transformers.ViTForImageClassification.from_pretrained(OUT) loads it; a pre-logits layer becomes the pooler.
+    [b]onnx[/b]: onnxruntime runs it (needs pip install 'vitcli\\[export]').
+    What a format cannot hold is named in one line.
+
+    [b]Examples[/b]:
+      [cyan]vit export runs/demo --format hf[/]
+      [cyan]vit export runs/demo --format onnx --out exported/demo-onnx[/]
+      [cyan]vit export ViT-B_16.npz --format hf --out vit-b16-hf[/]
+    """
+    from vitcli.weights import convert, reader
+
+    source = reader.read(from_)
+    result = convert.export(source, fmt, out or convert.default_out(from_, source, fmt), weights=weights)
+    if result["not_carried"] and is_main_process():
+        err_console.print(Text(f"not carried: {result['not_carried']}"))
+    emit(result, as_json, f"vit export --format {fmt}")
+
+
 @app.command("bench")
 @handle_errors
 def bench_cmd(path: OptRecipeArg = None, model: Annotated[Optional[str], typer.Option(

@@ -34,6 +34,16 @@ _FOREIGN = (
 )
 
 
+_ARCH = ("name", "width", "depth", "heads", "mlp_dim", "pool", "representation_size")
+
+
+def model_cfg(desc: dict, **changes) -> ModelCfg:
+    """The ModelCfg that builds the model a description (`vitcli.models.describe`) describes."""
+    fields = {k: desc[k] for k in _ARCH}
+    fields.update(changes)
+    return ModelCfg(**fields, res=tuple(desc["res"]))
+
+
 def family_for(width: int, depth: int) -> str:
     """The paper family of that width and depth, else the one of the nearest width (names the variant)."""
     for fam, (w, d, _) in FAMILIES.items():

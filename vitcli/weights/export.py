@@ -1,4 +1,10 @@
-"""What a run leaves for other tools: final weights with timm's key names and a config.json."""
+"""What a run leaves for other tools: final weights with timm's key names and a config.json.
+
+The config.json is a timm hub config (architecture, model_args, pretrained_cfg, label_names), so
+`timm.create_model("local-dir:RUN", pretrained=True)` and timm's inference script use a run as they
+use any hub model; `vit_model` and `vit_recipe` let vit rebuild it exactly. `vit export` (convert.py)
+writes the other formats from these files.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,47 @@ import json
 from pathlib import Path
 
 from vitcli import schema
-from vitcli.config import RecipeCfg
+from vitcli.config import DataCfg, RecipeCfg
 from vitcli.files import write_json
 from vitcli.models.masked import is_pretraining_key
 from vitcli.models.posemb import TIMM_KINDS
 from vitcli.weights.reader import LABEL_NAMES
 from vitcli.weights.serialization import write_safetensors
+
+# data.norm -> (mean, std): the numbers timm's and transformers' preprocessing need (see data/transforms.py).
+NORMS = {"paper": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+         "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+
+
+def pretrained_cfg(desc: dict, norm: str, eval_crop: float, label_names: list[str] | None) -> dict:
+    """timm's pretrained_cfg of a vit model: the preprocessing that vit's own evaluation applies.
+
+    vit evaluates by resizing to res / eval_crop (bilinear, aspect kept) and centre-cropping res,
+    which is timm's crop_pct with crop_mode "center".
+    """
+    mean, std = NORMS[norm]
+    height, width = desc["res"]
+    cfg = {
+        "input_size": [3, height, width], "fixed_input_size": True, "interpolation": "bilinear",
+        "crop_pct": eval_crop, "crop_mode": "center", "mean": list(mean), "std": list(std),
+        "num_classes": desc["num_classes"], "classifier": "head",
+        "first_conv": "patch_embed.backbone.stem.conv" if desc.get("hybrid") else "patch_embed.proj",
+    }
+    if label_names is not None:
+        cfg[LABEL_NAMES] = list(label_names)
+    return cfg
+
+
+def timm_config(desc: dict, data: DataCfg | dict, label_names: list[str] | None) -> dict:
+    """The timm hub part of a config.json (what `timm.create_model('local-dir:...')` reads)."""
+    norm = data.norm if isinstance(data, DataCfg) else data.get("norm", "paper")
+    crop = data.eval_crop if isinstance(data, DataCfg) else data.get("eval_crop", 1.0)
+    return {
+        "architecture": desc["timm_name"], "num_classes": desc["num_classes"],
+        "num_features": desc["representation_size"] or desc["width"],
+        "global_pool": desc["timm_kwargs"]["global_pool"], "model_args": desc["timm_kwargs"],
+        "pretrained_cfg": pretrained_cfg(desc, norm, crop, label_names), LABEL_NAMES: label_names,
+    }
 
 
 def export(out: Path, setup, cfg: RecipeCfg, weights: dict, label_names: list[str] | None = None,
@@ -35,7 +76,5 @@ def export(out: Path, setup, cfg: RecipeCfg, weights: dict, label_names: list[st
         log(f"export: model.posemb {desc['posemb']} has no timm equivalent; {out / 'config.json'} rebuilds "
             "the model in vit only (timm.create_model would miss its position tables)")
     write_json(out / "config.json", {
-        "architecture": desc["timm_name"], "num_classes": desc["num_classes"],
-        "model_args": desc["timm_kwargs"], "vit_model": desc, "vit_recipe": schema.to_dict(cfg),
-        LABEL_NAMES: label_names,
+        **timm_config(desc, cfg.data, label_names), "vit_model": desc, "vit_recipe": schema.to_dict(cfg),
     })

@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vitcli.config import ModelCfg
 from vitcli.errors import CheckpointError
 from vitcli.models import build_model
 from vitcli.models.variants import R50_LAYERS
-from vitcli.weights.arch import describe_dims
+from vitcli.weights.arch import describe_dims, model_cfg
 
 _PREFIXES = ("opt/target/", "params/img/", "params/")  # flax optimizer and big_vision trees; "" otherwise
 _FLOATS = (np.float16, np.float32, np.float64)
@@ -136,9 +135,7 @@ def read_npz(path: Path) -> dict:
     try:
         a = _Arrays(path, npz, _prefix(path, npz))
         desc = describe_npz(path, a)
-        model = build_model(ModelCfg(**{k: desc[k] for k in (
-            "name", "width", "depth", "heads", "mlp_dim", "pool", "representation_size")}, res=tuple(desc["res"])),
-            desc["num_classes"])
+        model = build_model(model_cfg(desc), desc["num_classes"])
         try:
             _load_weights(model, str(path), prefix=a.prefix)
         except KeyError as exc:  # numpy: "'X is not a file in the archive'"
