@@ -138,3 +138,12 @@ def test_export_writes_only_into_out(run, tmp_path):
     assert sorted(p.relative_to(run.parent) for p in run.parent.rglob("*")) == before
     assert sorted(p.name for p in (tmp_path / "timm").iterdir()) == ["config.json", "model.safetensors"]
     assert convert.default_out(str(run), reader.read(run), "hf") == run.parent / "run-hf"
+
+
+def test_export_onnx_without_the_onnx_package_is_one_line(run, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if `pip install 'vitcli[export]'` had not been run
+    line = one_line_error("export", run, "--format", "onnx", "--out", tmp_path / "onnx")
+    assert "--format onnx needs the onnx package" in line and "pip install 'vitcli[export]'" in line
+    assert not (tmp_path / "onnx").exists()
