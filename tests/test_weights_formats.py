@@ -73,6 +73,18 @@ def test_npz_finetune_drops_the_pre_logits_layer_and_head(tmp_path):
     torch.testing.assert_close(model.state_dict()["blocks.1.mlp.fc2.weight"], src.state_dict()["blocks.1.mlp.fc2.weight"])
 
 
+def test_vit_finetune_from_an_npz_runs(tmp_path, tiny_data):
+    src = randomise(build_model(ModelCfg(**TINY, representation_size=24), 5))
+    path = write_npz(src, tmp_path / "ViT-Ti_4.npz")
+    sets = [f"data.source={tiny_data}", "train.batch_size=16", "train.steps=2", "schedule.warmup_steps=1",
+            "train.precision=fp32", "train.checkpoint_every=0", "data.workers=0"]
+    result = runner.invoke(app, ["finetune", "--from", str(path), "--out", str(tmp_path / "ft"),
+                                 *[a for item in sets for a in ("--set", item)]])
+    assert result.exit_code == 0, result.output
+    assert "head not loaded: 4 tensors of head/pre_logits dropped, new head kept" in result.output
+    assert reader.read(tmp_path / "ft").model["representation_size"] is None
+
+
 @pytest.mark.slow
 def test_npz_r50_hybrid_logits_equal(tmp_path):
     src = randomise(build_model(ModelCfg(**{**TINY, "name": "R50+Ti/16", "res": (32, 32), "depth": 1}), 3))

@@ -40,6 +40,8 @@ _ARCH = ("name", "width", "depth", "heads", "mlp_dim", "pool", "representation_s
 def model_cfg(desc: dict, **changes) -> ModelCfg:
     """The ModelCfg that builds the model a description (`vitcli.models.describe`) describes."""
     fields = {k: desc[k] for k in _ARCH}
+    if "posemb" in desc:  # descriptions written before position-embedding kinds existed are "learned"
+        fields["posemb"] = desc["posemb"]
     fields.update(changes)
     return ModelCfg(**fields, res=tuple(desc["res"]))
 
