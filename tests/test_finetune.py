@@ -25,7 +25,7 @@ from vitcli.engine import jobs
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.train import optim
 from vitcli.engine.train.model_setup import init_model
-from vitcli.errors import RunError
+from vitcli.errors import RecipeError, RunError
 from vitcli.models import build_model, resample_posemb
 from vitcli.weights import reader
 
@@ -211,67 +211,157 @@ def test_engine_finetune_with_freeze_and_layer_decay(pre, tmp_path):
     assert id(named["patch_embed.proj.weight"]) not in lr_of and id(named["blocks.0.norm1.weight"]) not in lr_of
 
 
-# -- the lr sweep -------------------------------------------------------------------------------------
+# -- the lr sweep: minival, retrain on all of train, test ---------------------------------------------
+SWEEP_STEPS = "train.steps=6"  # 6 x 16 = 96: the final run sees one whole epoch of the 96 training images
+
+
 @pytest.fixture(scope="module")
-def sweep(pre, tmp_path_factory) -> tuple[Path, Path]:
-    """A two-value sweep: lr 1e-5 barely moves the zero head, lr 0.1 learns the colours."""
+def sweep(pre, tmp_path_factory) -> tuple[Path, Path, dict]:
+    """A two-value sweep: lr 1e-5 barely moves the zero head, lr 0.1 learns the colours. Records which
+    training examples each run's loader served, keyed by the size of the split it read."""
+    from vitcli.data import sampler
+
     folder = tmp_path_factory.mktemp("sweep")
     path = folder / "sweep.yaml"
-    # An explicit held-out slice of train (24 images) makes the minival less noisy than 2% of 96.
-    path.write_text(yaml.safe_dump({"data": {"train_split": "train[:75%]", "eval_split": "train[75%:]"},
+    # 25% of the 96 training images (24) as the minival: less noisy than the 2% default of so few.
+    path.write_text(yaml.safe_dump({"data": {"train_split": "train", "eval_split": "test"}, "sweep": {"minival": 0.25},
                                     "optim": {"name": "sgd", "lr": [1e-5, 0.1]}, "run": {"name": "sweep"}}))
-    result = invoke("finetune", path, "--from", pre, *sets("train.steps=4"), "--out", folder / "out")
+    served: dict[int, list[set[int]]] = {}
+    original = sampler.Batches.__iter__
+
+    def counting(self):
+        if self.sampler.shuffle:  # training loaders shuffle; evaluation ones do not
+            runs = served.setdefault(self.sampler.size, [])
+            if self.sampler.epoch == 0 and self.sampler.start == 0:
+                runs.append(set())
+            for seed, chunk in original(self):
+                runs[-1].update(chunk)
+                yield seed, chunk
+        else:
+            yield from original(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sampler.Batches, "__iter__", counting)
+        result = invoke("finetune", path, "--from", pre, *sets(SWEEP_STEPS), "--out", folder / "out")
     assert result.exit_code == 0, result.output
-    return path, folder / "out"
+    return path, folder / "out", served
 
 
-def test_sweep_picks_the_best_minival_lr_and_keeps_its_weights(sweep):
-    _, out = sweep
+def test_sweep_follows_the_papers_protocol(sweep, pre):
+    _, out, served = sweep
     summary = json.loads((out / "sweep.json").read_text())
     rows = {row["lr"]: row for row in summary["sweep"]}
-    assert summary["minival_split"] == "train[75%:]" and summary["train_split"] == "train[:75%]"
-    assert rows[0.1]["minival_top1"] > rows[1e-5]["minival_top1"]
-    assert summary["best_lr"] == 0.1
-    assert (out / "model.safetensors").read_bytes() == (out / "lr-0.1" / "model.safetensors").read_bytes()
+    # The minival: the last 25% of train, as the recipe's sweep.minival says.
+    assert summary["minival_fraction"] == 0.25 and summary["minival_fraction_from"] == "sweep.minival"
+    assert summary["train_split"] == "train[:75%]" and summary["minival_split"] == "train[75%:]"
+    assert all(row["train_examples"] == 72 and row["minival_images"] == 24 for row in rows.values())
+    # Both reach top-1 1.0 on these easy colours (a head of tiny weights still ranks right): the loss decides.
+    assert rows[0.1]["minival_top1"] == rows[1e-5]["minival_top1"] == 1.0 and summary["best_lr"] == 0.1
+    assert rows[0.1]["minival_loss"] < rows[1e-5]["minival_loss"]
+    assert summary["choice"].startswith("lr 0.1 chosen: minival top-1 1.0000 tied with lr 1e-05; the lower minival")
+    # The final model: lr 0.1 retrained on all 96 training images, so not the minival winner's weights.
+    final = summary["final"]
+    assert final["lr"] == 0.1 and final["train_split"] == "train" and final["train_examples"] == 96
+    winner = (out / "lr-0.1" / "model.safetensors").read_bytes()
+    assert (out / "model.safetensors").read_bytes() == (out / "final" / "model.safetensors").read_bytes() != winner
+    assert yaml.safe_load((out / "final" / "recipe.yaml").read_text())["data"]["train_split"] == "train"
+    # What the loaders served: the two minival runs read a 72-image split, the final run all 96 images.
+    assert sorted(served) == [72, 96] and len(served[72]) == 2 and served[96] == [set(range(96))]
+    # The test score is the final model's on the whole test split (32 images), as `vit eval` measures it.
+    assert final["test_split"] == "test" and final["test_images"] == 32
+    check = invoke("eval", "--from", out, "--split", "test", "--json")
+    assert check.exit_code == 0, check.output
+    measured = json.loads(check.stdout.strip().splitlines()[-1])
+    assert measured["images"] == 32 and measured["top1"] == pytest.approx(final["test_top1"])
     assert reader.read(out).model["res"] == [16, 16]  # the sweep directory reads as a run directory
 
 
-def test_resumed_sweep_does_not_train_finished_values_again(sweep, pre, monkeypatch):
-    path, out = sweep
+def test_sweep_table_shows_minival_and_the_final_test(sweep):
+    from vitcli.engine.train.sweep import sweep_table
+
+    _, out, _ = sweep
+    buffer = io.StringIO()
+    Console(file=buffer, width=300).print(sweep_table(json.loads((out / "sweep.json").read_text())))
+    text = buffer.getvalue()
+    assert "chosen on train[75%:] (25% of train)" in text and "test top-1" in text
+    assert "final: retrained on all of train" in text and "train (96 images)" in text
+    assert "the lower minival loss breaks the tie" in text and "1e-05" in text
+
+
+def test_no_retrain_keeps_the_minival_winner_and_says_so(sweep, pre, tmp_path, monkeypatch):
+    import shutil
+
+    path, out, _ = sweep
+    cheap = tmp_path / "cheap"
+    for run in ("lr-1e-05", "lr-0.1"):  # the finished minival runs are shared, not trained again
+        shutil.copytree(out / run, cheap / run)
+    monkeypatch.setattr(jobs, "train", lambda *a, **k: pytest.fail("a finished minival run was trained again"))
+    result = invoke("finetune", path, "--from", pre, *sets(SWEEP_STEPS), "--out", cheap, "--no-retrain")
+    assert result.exit_code == 0, result.output
+    assert "not the paper's protocol" in result.output
+    summary = json.loads((cheap / "sweep.json").read_text())
+    assert summary["retrained"] is False and summary["final"]["train_examples"] == 72
+    assert summary["final"]["test_images"] == 32 and 0.0 <= summary["final"]["test_top1"] <= 1.0
+    assert (cheap / "model.safetensors").read_bytes() == (cheap / "lr-0.1" / "model.safetensors").read_bytes()
+    assert not (cheap / "final").exists()
+
+
+def test_resumed_sweep_does_not_train_finished_runs_again(sweep, pre, monkeypatch):
+    path, out, _ = sweep
 
     def no_training(*args, **kwargs):
-        raise AssertionError("a finished sweep value was trained again")
+        raise AssertionError("a finished sweep run was trained again")
 
     monkeypatch.setattr(jobs, "train", no_training)
-    result = invoke("finetune", path, "--from", pre, *sets("train.steps=4"), "--out", out, "--resume")
+    result = invoke("finetune", path, "--from", pre, *sets(SWEEP_STEPS), "--out", out, "--resume")
     assert result.exit_code == 0, result.output
-    assert result.output.count("finished earlier, not trained again") == 2
+    assert result.output.count("finished earlier, not trained again") == 3  # two lrs and the final run
     monkeypatch.undo()
-    changed = invoke("finetune", path, "--from", pre, *sets("train.steps=4", "optim.momentum=0.5"), "--out", out)
+    changed = invoke("finetune", path, "--from", pre, *sets(SWEEP_STEPS, "optim.momentum=0.5"), "--out", out)
     assert changed.exit_code == 2 and "optim.momentum" in changed.output
 
 
-def test_sweep_winner_is_reported_on_the_recipes_test_split(sweep, pre):
-    from vitcli.engine.train.sweep import _evaluate_winner, sweep_table
+def test_sweep_ties_go_to_the_lower_minival_loss_and_say_so():
+    from vitcli.engine.train.sweep import choose
 
-    _, out = sweep
-    cfg = assembly.from_checkpoint(reader.read(pre), None, [], FAST, finetune=True)
-    result = _evaluate_winner(cfg, 0.1, out, "train[75%:]")
-    assert result["eval_split"] == "test" and 0.0 <= result["eval_top1"] <= 1.0
-    summary = {**json.loads((out / "sweep.json").read_text()), **result}
-    buffer = io.StringIO()
-    Console(file=buffer, width=200).print(sweep_table(summary))
-    assert "best" in buffer.getvalue() and "1e-05" in buffer.getvalue() and "test: top-1" in buffer.getvalue()
+    rows = [{"lr": 0.01, "minival_top1": 0.9, "minival_loss": 0.4}, {"lr": 0.03, "minival_top1": 0.9,
+                                                                      "minival_loss": 0.3},
+            {"lr": 0.1, "minival_top1": 0.5, "minival_loss": 0.1}]
+    best, why = choose(rows)
+    assert best["lr"] == 0.03
+    assert why == ("lr 0.03 chosen: minival top-1 0.9000 tied with lr 0.01; the lower minival loss breaks the tie "
+                   "(0.3000 vs 0.4000)")
+    rows[1]["minival_loss"] = 0.4
+    best, why = choose(rows)
+    assert best["lr"] == 0.01 and "loss tied with lr 0.03; the first listed wins" in why
 
 
-def test_minival_is_carved_from_train_never_the_test_split(pre):
+@pytest.mark.parametrize("source, fraction", [("uoft-cs/cifar10", 0.02), ("/data/CIFAR-100", 0.02),
+                                              ("timm/oxford-iiit-pet", 0.10), ("nelorth/oxford-flowers", 0.10),
+                                              ("ILSVRC/imagenet-1k", 0.01), ("imagefolder:/x/my-birds", 0.02)])
+def test_minival_fraction_is_the_papers_per_data_set(pre, source, fraction):
     from vitcli.engine.train.sweep import minival_splits
 
-    cfg = assembly.from_checkpoint(reader.read(pre), None, [], FAST, finetune=True)
-    assert minival_splits(cfg) == ("train[:98%]", "train[98%:]")
-    imagenet = assembly.from_checkpoint(reader.read(pre), None, [], [
-        *FAST, "data.train_split=train[:99%]", "data.eval_split=validation"], finetune=True)
-    assert minival_splits(imagenet) == ("train[:98%]", "train[98%:]")
+    cfg = assembly.from_checkpoint(reader.read(pre), None, [], [*FAST, f"data.source={source}"], finetune=True)
+    train, minival, got, _ = minival_splits(cfg)
+    keep = f"{round(100 * (1 - fraction))}%"
+    assert (train, minival, got) == (f"train[:{keep}]", f"train[{keep}:]", fraction)
+
+
+def test_minival_is_carved_from_a_whole_train_split_never_the_test_split(pre):
+    from vitcli.engine.train.sweep import minival_splits
+
+    def cfg(*items):
+        return assembly.from_checkpoint(reader.read(pre), None, [], [*FAST, *items], finetune=True)
+
+    assert minival_splits(cfg())[:2] == ("train[:98%]", "train[98%:]")  # the tiny data set: not the paper's
+    assert minival_splits(cfg("data.eval_split=validation"))[:2] == ("train[:98%]", "train[98%:]")
+    with pytest.raises(RecipeError, match="carves its minival from a whole split"):
+        minival_splits(cfg("data.train_split=train[:99%]"))
+    with pytest.raises(RecipeError, match="is part of data.train_split 'train'"):
+        minival_splits(cfg("data.eval_split=train[98%:]"))
+    with pytest.raises(RecipeError, match="sweep.minival: must be a whole percent"):
+        cfg("sweep.minival=0.025")
 
 
 # -- refusals -----------------------------------------------------------------------------------------

@@ -97,6 +97,10 @@ def _check_train(cfg: RecipeCfg, bad: Bad) -> None:
     given = [k for k in ("steps", "epochs", "examples") if getattr(t, k) is not None]
     if len(given) > 1:
         raise bad("train", f"give only one of steps, epochs or examples (got {', '.join(given)})")
+    minival = cfg.sweep.minival  # split expressions take whole percents: train[:98%]
+    if minival is not None and not (0 < minival <= 0.5 and abs(100 * minival - round(100 * minival)) < 1e-9):
+        raise bad("sweep.minival", f"must be a whole percent of the train split in (0, 0.5], e.g. 0.02 or 0.1, "
+                  f"got {minival:g}")
 
 
 def _check_data(cfg: RecipeCfg, bad: Bad) -> None:

@@ -52,7 +52,9 @@ def train(cfg: RecipeCfg, out: Path, recipe_yaml: str, *, resume: bool = False,
                 rundir.record(out, recipe_yaml, recipe_data)  # only now is the resume known to be valid
             with StopRequest(resume_hint or f"--resume --out {out}") as stop:
                 results = trainer.run(stop)
-            summary = {"out": str(out), "steps": trainer.pos.step, **results}
+            # train_examples: the size of the split trained on (a sweep reports what its final model saw).
+            summary = {"out": str(out), "steps": trainer.pos.step,
+                       "train_examples": trainer.train_split.num_examples, **results}
             weights = trainer.setup.raw_state_dict()  # a collective under FSDP: every rank calls it
             if rt.is_main:
                 export(out, trainer.setup, cfg, weights, trainer.label_names, log.info)

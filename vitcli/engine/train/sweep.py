@@ -1,8 +1,15 @@
-"""The paper's learning-rate sweep: one independent run per value, the best on a held-out minival wins.
+"""The paper's learning-rate sweep (Appendix B.1.1): choose on a minival, retrain on all of train, test.
 
-`--set optim.lr=[0.001,0.003,0.01,0.03]` trains each value on `train[:98%]` and evaluates it on
-`train[98%:]` (the test split is never used to choose). Each value is a run directory of its own under
-`--out`, so an interrupted sweep resumes where it stopped; finished values are not trained again.
+`--set optim.lr=[0.001,0.003,0.01,0.03]` trains each value on the first part of the training split and
+evaluates it on the held-out rest, the minival (`sweep.minival`, by default the paper's fraction for the
+data set: 10% Pets and Flowers, 2% CIFAR, 1% ImageNet, else 2%); the test split is never used to choose.
+"For final results we train on the entire training set and evaluate on the respective test data": the
+chosen value is trained once more on the whole split (`final/`) and that model is reported on
+`data.eval_split`. `sweep.retrain: false` (`--no-retrain`) keeps the minival winner instead, trained on
+less data: cheaper, and not the paper's protocol.
+
+Each run is a directory of its own under `--out`, so an interrupted sweep resumes where it stopped;
+finished runs are not trained again. The chosen run's weights are copied to `--out` itself.
 """
 
 from __future__ import annotations
@@ -13,16 +20,16 @@ from pathlib import Path
 
 from rich.table import Table
 
-from vitcli import files, recipe, schema
-from vitcli.config import RecipeCfg
+from vitcli import files, recipe, schema, transfer
+from vitcli.config import RecipeCfg, SweepCfg
 from vitcli.engine import jobs
 from vitcli.engine.persistence import rundir
 from vitcli.engine.runtime.process import launch_rank
 from vitcli.engine.runtime.progress import Reporter
-from vitcli.errors import RunError
+from vitcli.errors import RecipeError, RunError
 
-MINIVAL = "98%"  # the paper holds out 2% of the training split to pick hyper-parameters
 _KEPT = ("model.safetensors", "model_ema.safetensors", "config.json")
+NOT_PAPER = "not the paper's protocol, which retrains the chosen lr on the whole training split"
 
 
 def is_sweep(cfg: RecipeCfg) -> bool:
@@ -30,70 +37,149 @@ def is_sweep(cfg: RecipeCfg) -> bool:
     return isinstance(cfg.optim.lr, tuple) and len(cfg.optim.lr) > 1
 
 
-def minival_splits(cfg: RecipeCfg) -> tuple[str, str]:
-    """(train, minival): the recipe's own when it already holds out a slice of train, else train[:98%].
+def minival_splits(cfg: RecipeCfg) -> tuple[str, str, float, str]:
+    """(train part, minival, fraction, why that fraction), carved from the end of `data.train_split`.
 
-    A recipe such as ImageNet's (`train[:99%]` / `validation`) evaluates on a split that is reported as
-    the result; choosing the lr there would tune on the test data, so such splits are re-derived.
+    The train split must be a whole split (e.g. `train`): split expressions cannot slice a slice, and a
+    test split that overlaps it would report a number measured on training images.
     """
-    train, held_out = cfg.data.train_split, cfg.data.eval_split or ""
-    base = train.partition("[")[0]
-    if "[" in train and held_out.partition("[")[0] == base and "[" in held_out:
-        return train, held_out
-    return f"{base}[:{MINIVAL}]", f"{base}[{MINIVAL}:]"
+    d = cfg.data
+    train = d.train_split.strip()
+    if "[" in train or "+" in train:
+        raise RecipeError(f"data.train_split {train!r}: an lr sweep carves its minival from a whole split; give "
+                          "the split's name (e.g. 'train') and the held-out fraction as sweep.minival")
+    if d.eval_split and d.eval_split.partition("[")[0].strip() == train:
+        raise RecipeError(f"data.eval_split {d.eval_split!r} is part of data.train_split {train!r}, on which the "
+                          "final model is retrained; give a separate test split (e.g. 'test') or null, and the "
+                          "minival fraction as sweep.minival")
+    fraction, why = transfer.minival_fraction(d.source, cfg.sweep.minival)
+    keep = f"{round(100 * (1 - fraction))}%"
+    return f"{train}[:{keep}]", f"{train}[{keep}:]", fraction, why
 
 
 def run_sweep(cfg: RecipeCfg, out: Path, *, resume: bool, allowed: frozenset[str], hint: str,
               log: Reporter | None = None) -> dict:
-    """Run every learning rate (resuming unfinished ones), pick the best minival top-1, keep its weights."""
+    """Run every learning rate on the minival, pick one, retrain it on all of train (unless told not to)."""
     out = Path(out)
     # Under torchrun every process runs the sweep; only rank 0 talks (the rule Runtime.create follows).
     log = log or Reporter(enabled=launch_rank() == 0)
     if (out / "recipe.json").is_file():
         raise RunError(f"--out {out}: holds a single run, not a sweep; choose a new --out for the sweep")
-    train_split, val_split = minival_splits(cfg)
+    train_split, val_split, fraction, why = minival_splits(cfg)
+    log.info(f"sweep: {len(cfg.optim.lr)} learning rates, each trained on {train_split} and chosen on the "
+             f"minival {val_split} ({fraction:.0%}: {why})")
+    run = dict(resume=resume, allowed=allowed, hint=hint, log=log)
     table = []
     for i, lr in enumerate(cfg.optim.lr):
-        sub = dataclasses.replace(
-            cfg, optim=dataclasses.replace(cfg.optim, lr=lr),
-            data=dataclasses.replace(cfg.data, train_split=train_split, eval_split=val_split))
-        run_dir = out / f"lr-{lr:g}"
-        result = _finished(run_dir, sub)
-        log.info(f"sweep {i + 1}/{len(cfg.optim.lr)}: lr {lr:g} -> {run_dir}"
-                 f"{' (finished earlier, not trained again)' if result else ''}")
-        if result is None:
-            # A value started earlier continues from its last checkpoint, even without --resume: the
-            # sweep directory is the unit the user asked to run, its values are never mixed (prepare checks).
-            again = resume or (run_dir / "recipe.json").is_file()
-            result = jobs.train(sub, run_dir, recipe.to_yaml(sub), resume=again, allowed_changes=allowed,
-                                resume_hint=hint)
-        table.append({"lr": lr, "minival_top1": result.get("ema_top1", result.get("top1")),
-                      "minival_loss": result.get("ema_loss", result.get("loss")), "steps": result.get("steps"),
-                      "out": str(run_dir)})
-    best = max(table, key=lambda row: row["minival_top1"] if row["minival_top1"] is not None else -1.0)
-    _keep_winner(Path(best["out"]), out)
-    summary = {"out": str(out), "best_lr": best["lr"], "best_minival_top1": best["minival_top1"],
-               "train_split": train_split, "minival_split": val_split, "sweep": table}
-    summary.update(_evaluate_winner(cfg, best["lr"], out, val_split))
+        sub = _with(cfg, lr, train_split, val_split)
+        result = _train(sub, out / f"lr-{lr:g}", f"sweep {i + 1}/{len(cfg.optim.lr)}: lr {lr:g}", **run)
+        table.append({"lr": lr, "minival_top1": _metric(result, "top1"), "minival_loss": _metric(result, "loss"),
+                      "minival_images": _count(_metric(result, "images")), "train_examples": result.get("train_examples"),
+                      "steps": result.get("steps"), "out": str(out / f"lr-{lr:g}")})
+    best, choice = choose(table)
+    log.info(f"sweep: {choice}")
+    summary = {"out": str(out), "best_lr": best["lr"], "choice": choice, "best_minival_top1": best["minival_top1"],
+               "minival_fraction": fraction, "minival_fraction_from": why, "train_split": train_split,
+               "minival_split": val_split, "retrained": cfg.sweep.retrain, "sweep": table}
+    if cfg.sweep.retrain:
+        final = _with(cfg, best["lr"], cfg.data.train_split, cfg.data.eval_split)
+        result = _train(final, out / "final", f"final: lr {best['lr']:g} on all of {cfg.data.train_split}", **run)
+        _keep_winner(out / "final", out)
+        summary["final"] = _final_row(cfg, best["lr"], result, out / "final")
+    else:
+        log.warn(f"--no-retrain: the model kept was trained on {train_split} only; {NOT_PAPER}")
+        _keep_winner(Path(best["out"]), out)
+        summary["final"] = _unretrained_row(cfg, best, out, val_split)
     files.write_json(out / "sweep.json", summary)
-    log.info(f"sweep: best lr {best['lr']:g} (minival top-1 {best['minival_top1']}); its weights are in {out}")
+    test = summary["final"].get("test_top1")
+    log.info(f"sweep: final model in {out}" + (f"; {summary['final']['test_split']} top-1 {test:.4f}"
+                                               if test is not None else ""))
     return summary
 
 
-def _evaluate_winner(cfg: RecipeCfg, lr: float, out: Path, val_split: str) -> dict:
-    """The winner on the recipe's own eval split (e.g. test), reported but never used to choose."""
-    split = cfg.data.eval_split
-    if not split or split == val_split:
-        return {}
-    from vitcli.weights import reader
+def _with(cfg: RecipeCfg, lr: float, train_split: str, eval_split: str | None) -> RecipeCfg:
+    """One run of the sweep: a single lr on the given splits. Its sweep section is the default, so that a
+    --no-retrain sweep and a full one share their finished minival runs."""
+    return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=lr), sweep=SweepCfg(),
+                               data=dataclasses.replace(cfg.data, train_split=train_split, eval_split=eval_split))
 
-    chosen = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=lr))
-    result = jobs.evaluate(chosen, reader.read(out), weights=cfg.eval.weights)
-    return {"eval_split": split, **{f"eval_{k}": result[k] for k in ("top1", "top5", "loss") if k in result}}
+
+def _train(sub: RecipeCfg, run_dir: Path, label: str, *, resume: bool, allowed: frozenset[str], hint: str,
+           log: Reporter) -> dict:
+    """Train one run of the sweep into `run_dir`, or return its results when it already finished."""
+    result = _finished(run_dir, sub)
+    log.info(f"{label} -> {run_dir}{' (finished earlier, not trained again)' if result else ''}")
+    if result is not None:
+        return result
+    # A run started earlier continues from its last checkpoint, even without --resume: the sweep
+    # directory is the unit the user asked to run, its runs are never mixed (prepare checks).
+    again = resume or (run_dir / "recipe.json").is_file()
+    return jobs.train(sub, run_dir, recipe.to_yaml(sub), resume=again, allowed_changes=allowed, resume_hint=hint)
+
+
+def _metric(result: dict, name: str) -> float | None:
+    """The run's final metric, of its EMA weights when it kept them (as `vit eval` reports by default)."""
+    return result.get(f"ema_{name}", result.get(name))
+
+
+def _count(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def choose(table: list[dict]) -> tuple[dict, str]:
+    """The row with the best minival top-1; a tie goes to the lower minival loss, then the first listed.
+
+    Returns the row and a sentence saying which lr won and why, for the log and the table.
+    """
+    def key(row):
+        top1, loss = row["minival_top1"], row["minival_loss"]
+        return (top1 if top1 is not None else -1.0, -(loss if loss is not None else float("inf")))
+
+    best = max(table, key=key)  # max keeps the first of equal keys
+    tied = [r for r in table if r is not best and r["minival_top1"] == best["minival_top1"]]
+    top1 = best["minival_top1"]
+    if top1 is None:
+        return best, f"lr {best['lr']:g} chosen: no run reported a minival top-1 (first listed)"
+    if not tied:
+        return best, f"lr {best['lr']:g} chosen: highest minival top-1 ({top1:.4f})"
+    others = ", ".join(f"{r['lr']:g}" for r in tied)
+    if all(r["minival_loss"] == best["minival_loss"] for r in tied):
+        return best, (f"lr {best['lr']:g} chosen: minival top-1 {top1:.4f} and loss tied with lr {others}; "
+                      "the first listed wins")
+    losses = ", ".join(f"{r['minival_loss']:.4f}" for r in tied)
+    return best, (f"lr {best['lr']:g} chosen: minival top-1 {top1:.4f} tied with lr {others}; the lower minival "
+                  f"loss breaks the tie ({best['minival_loss']:.4f} vs {losses})")
+
+
+def _final_row(cfg: RecipeCfg, lr: float, result: dict, run_dir: Path) -> dict:
+    """The retrained model: trained on all of train, its test numbers from the run's own final evaluation."""
+    row = {"lr": lr, "out": str(run_dir), "train_split": cfg.data.train_split,
+           "train_examples": result.get("train_examples"), "steps": result.get("steps"),
+           "test_split": cfg.data.eval_split}
+    if cfg.data.eval_split:
+        row.update(test_top1=_metric(result, "top1"), test_top5=_metric(result, "top5"),
+                   test_loss=_metric(result, "loss"), test_images=_count(_metric(result, "images")))
+    return row
+
+
+def _unretrained_row(cfg: RecipeCfg, best: dict, out: Path, val_split: str) -> dict:
+    """--no-retrain: the minival winner as it is, evaluated on the recipe's test split."""
+    row = {"lr": best["lr"], "out": best["out"], "train_split": cfg.data.train_split, "not_retrained": NOT_PAPER,
+           "train_examples": best.get("train_examples"), "steps": best.get("steps"),
+           "test_split": cfg.data.eval_split}
+    split = cfg.data.eval_split
+    if split and split != val_split:
+        from vitcli.weights import reader
+
+        result = jobs.evaluate(_with(cfg, best["lr"], cfg.data.train_split, split), reader.read(out),
+                               weights=cfg.eval.weights)
+        row.update(test_top1=result["top1"], test_top5=result["top5"], test_loss=result["loss"],
+                   test_images=_count(result["images"]))
+    return row
 
 
 def _finished(run_dir: Path, sub: RecipeCfg) -> dict | None:
-    """The results of a value that already ran to the end with exactly this recipe, else None."""
+    """The results of a run that already went to the end with exactly this recipe, else None."""
     done, saved = run_dir / "results.json", run_dir / "recipe.json"
     if not (done.is_file() and saved.is_file()):
         return None
@@ -103,24 +189,36 @@ def _finished(run_dir: Path, sub: RecipeCfg) -> dict | None:
 
 
 def _keep_winner(best: Path, out: Path) -> None:
-    """Copy the winner's final weights and config to the sweep directory, so it reads as a run directory."""
+    """Copy the kept run's final weights and config to the sweep directory, so it reads as a run directory."""
     for name in _KEPT:
         if (best / name).is_file():
             data = (best / name).read_bytes()
             files.atomic_write(out / name, lambda f, data=data: f.write(data))
 
 
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def sweep_table(summary: dict) -> Table:
-    """The sweep as a Rich table: one row per learning rate, the winner marked."""
-    table = Table(title=f"lr sweep ({summary['out']}): chosen on {summary['minival_split']}",
+    """The sweep as a Rich table: one row per learning rate (minival), then the final model (test)."""
+    final = summary["final"]
+    test = final.get("test_split") or "test"
+    table = Table(title=f"lr sweep ({summary['out']}): chosen on {summary['minival_split']} "
+                        f"({summary['minival_fraction']:.0%} of {summary['train_split'].partition('[')[0]})",
                   header_style="bold")
-    for col in ("lr", "minival top-1", "minival loss", "steps", "run directory", ""):
-        table.add_column(col, justify="left" if col in ("run directory", "") else "right")
+    for col in ("lr", "trained on", "minival top-1", "minival loss", f"{test} top-1", "steps", "run directory", ""):
+        table.add_column(col, justify="left" if col in ("trained on", "run directory", "") else "right")
     for row in summary["sweep"]:
-        top1, loss = row["minival_top1"], row["minival_loss"]
-        table.add_row(f"{row['lr']:g}", "-" if top1 is None else f"{top1:.4f}",
-                      "-" if loss is None else f"{loss:.4f}", str(row.get("steps", "")), row["out"],
-                      "best" if row["lr"] == summary["best_lr"] else "")
-    if "eval_top1" in summary:
-        table.caption = f"best lr {summary['best_lr']:g} on {summary['eval_split']}: top-1 {summary['eval_top1']:.4f}"
+        chosen = row["lr"] == summary["best_lr"]
+        kept = chosen and not summary["retrained"]
+        table.add_row(f"{row['lr']:g}", summary["train_split"], _num(row["minival_top1"]), _num(row["minival_loss"]),
+                      _num(final.get("test_top1")) if kept else "-", str(row.get("steps", "")), row["out"],
+                      ("chosen, kept (not retrained)" if kept else "chosen") if chosen else "")
+    if summary["retrained"]:
+        images = final.get("train_examples")
+        table.add_row(f"{final['lr']:g}", f"{final['train_split']}" + (f" ({images} images)" if images else ""),
+                      "-", "-", _num(final.get("test_top1")), str(final.get("steps", "")), final["out"],
+                      "final: retrained on all of train")
+    table.caption = summary["choice"] + ("" if summary["retrained"] else f"; --no-retrain: {NOT_PAPER}")
     return table
