@@ -67,13 +67,18 @@ def test_prefix_tokens_untouched():
     assert resample_posemb(no_prefix, (2, 8), num_prefix=0).shape == (1, 16, 4)
 
 
-def test_bilinear_matches_timm_and_bicubic_shape():
-    pe = posemb((4, 4))
-    ours = resample_posemb(pe, (6, 8), mode="bilinear")
-    theirs = resample_abs_pos_embed(pe, (6, 8), (4, 4), num_prefix_tokens=1, interpolation="bilinear",
-                                    antialias=False)
-    torch.testing.assert_close(ours, theirs)
-    assert resample_posemb(pe, (6, 8), mode="bicubic").shape == (1, 49, 4)
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("old, new", [((4, 4), (6, 8)), ((6, 6), (3, 4))])
+def test_bilinear_and_bicubic_match_timms_checkpoint_loading(mode, old, new):
+    # timm's checkpoint filter resamples with its defaults: align_corners=False, antialias=True.
+    pe = posemb(old)
+    ours = resample_posemb(pe, new, mode=mode)
+    theirs = resample_abs_pos_embed(pe, list(new), list(old), num_prefix_tokens=1, interpolation=mode)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    plain = resample_abs_pos_embed(pe, list(new), list(old), num_prefix_tokens=1, interpolation=mode,
+                                   antialias=False)
+    if mode == "bicubic" or new < old:  # antialiasing changes bicubic always, bilinear when shrinking
+        assert not torch.allclose(ours, plain)
 
 
 def test_dtype_is_kept():

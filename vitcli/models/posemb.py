@@ -3,7 +3,10 @@
 The paper (Section 3.2) interpolates the pre-trained position embeddings in 2-D according to their
 location in the image. Its reference code zooms the (h, w, D) grid linearly with the corner embeddings
 kept at the corners (`scipy.ndimage.zoom(order=1)`); that is `align_corners=True` bilinear interpolation,
-which is the "paper" mode here. timm resamples with `align_corners=False` instead; both are offered.
+which is the "paper" mode here. "bilinear" and "bicubic" are what timm's checkpoint loading does
+(`resample_abs_pos_embed`: `align_corners=False`, `antialias=True`; its default is bicubic), so a
+checkpoint resampled here equals the one timm would build. With `antialias=True` PyTorch's bicubic uses
+the a=-0.5 kernel (as PIL does) rather than -0.75, so it differs from plain bicubic even when upsampling.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def resample_posemb(
     if mode == "paper":
         image = F.interpolate(image, size=new_grid, mode="bilinear", align_corners=True)
     else:
-        image = F.interpolate(image, size=new_grid, mode=mode, align_corners=False, antialias=False)
+        image = F.interpolate(image, size=new_grid, mode=mode, align_corners=False, antialias=True)
     tokens = image.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim).to(posemb.dtype)
     return torch.cat([prefix, tokens], dim=1)
 
