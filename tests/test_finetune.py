@@ -434,3 +434,49 @@ def test_sweep_refuses_a_single_run_directory(pre, tmp_path):
     cfg = assembly.from_checkpoint(reader.read(pre), None, [], [*FAST, "optim.lr=[0.1,0.2]"], finetune=True)
     with pytest.raises(RunError, match="holds a single run"):
         run_sweep(cfg, pre, resume=False, allowed=frozenset(), hint="")
+
+
+# -- the length of a fine-tune, and what it will cost -----------------------------------------------------
+def _trainer(cfg, tmp_path):
+    from vitcli.engine.runtime.process import Runtime
+    from vitcli.engine.train.trainer import Trainer
+
+    log, buffer = capture()
+    rt = Runtime.create("cpu", "fp32", 0)
+    try:
+        return Trainer(cfg, rt, tmp_path / "run", log), buffer.getvalue()
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize("name, batch, steps, why", [
+    ("cifar10", 16, 320_000, "Table 4 of the paper for CIFAR-10: 10000 steps at batch 512"),
+    ("oxford-iiit-pet", 64, 4000, "Table 4 of the paper for Oxford-IIIT Pets: 500 steps at batch 512"),
+    ("my-colours", 32, 8000, "not one of the paper's data sets: 10 epochs of 96 images, within the paper's "
+                             "500-20000 steps at batch 512")])
+def test_finetune_without_a_length_sizes_itself(pre, tiny_data, tmp_path, name, batch, steps, why):
+    (tmp_path / name).symlink_to(tiny_data, target_is_directory=True)
+    items = [f"data.source={tmp_path / name}", f"train.batch_size={batch}", "data.workers=0", "train.precision=fp32"]
+    cfg = assembly.from_checkpoint(reader.read(pre), None, [], items, finetune=True)
+    assert cfg.train.steps is None and cfg.train.epochs is None and cfg.train.examples is None
+    trainer, log = _trainer(cfg, tmp_path)
+    assert trainer.total == steps
+    warmup = min(500, steps // 10)  # the defaults' 500 warmup steps, at most 10% of the run
+    assert trainer.cfg.schedule.warmup_steps == warmup
+    assert f"fine-tuning length: {steps} steps at batch {batch} ({why}" in log
+
+
+def test_a_warmup_longer_than_the_run_is_one_line(pre):
+    result = invoke("finetune", "--from", pre, *sets("schedule.warmup_steps=5"))
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: schedule.warmup_steps 5 is longer than the whole run of 3 steps"), lines
+
+
+def test_the_first_steps_print_the_projected_length(tiny_data, tmp_path):
+    cfg = recipe.from_data(tiny_recipe(tiny_data), "t", ["train.steps=8"])
+    log, buffer = capture()
+    jobs.train(cfg, tmp_path / "run", recipe.to_yaml(cfg), log=log)
+    lines = [line for line in buffer.getvalue().splitlines() if line.startswith("measured")]
+    assert len(lines) == 1 and " s per step over steps 2-6: 8 steps take about " in lines[0], lines
+    assert "ending around" in lines[0]

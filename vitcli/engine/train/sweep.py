@@ -68,7 +68,7 @@ def run_sweep(cfg: RecipeCfg, out: Path, *, resume: bool, allowed: frozenset[str
     train_split, val_split, fraction, why = minival_splits(cfg)
     log.info(f"sweep: {len(cfg.optim.lr)} learning rates, each trained on {train_split} and chosen on the "
              f"minival {val_split} ({fraction:.0%}: {why})")
-    run = dict(resume=resume, allowed=allowed, hint=hint, log=log)
+    run = {"resume": resume, "allowed": allowed, "hint": hint, "log": log}
     table = []
     for i, lr in enumerate(cfg.optim.lr):
         sub = _with(cfg, lr, train_split, val_split)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from vitcli import schema
+from vitcli import schema, transfer
 from vitcli.config import RecipeCfg, resolve_steps
 from vitcli.data import load_split, train_loader
 from vitcli.engine.evaluate.evaluators import build_evaluators, run_evaluators
@@ -40,6 +40,22 @@ class Position:
     skipped: int = 0  # non-finite steps skipped so far
 
 
+PACE_STEPS = 5  # steps timed (after the first) before the projected length of the run is printed
+
+
+def duration(seconds: float) -> str:
+    """A length of time for people: '45 s', '12 min', '3 h 05 min', '2 d 4 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = seconds / 60
+    if minutes < 90:
+        return f"{minutes:.0f} min"
+    hours, mins = divmod(round(minutes), 60)
+    if hours < 48:
+        return f"{hours} h {mins:02d} min"
+    return f"{hours // 24} d {hours % 24} h"
+
+
 class Trainer:
     """Holds everything one run needs; `run()` trains to the end or to a stop request."""
 
@@ -55,7 +71,7 @@ class Trainer:
         self.objective = build_objective(cfg, self.num_classes)
         self.setup = setup_model(cfg, self.num_classes, rt, reporter, prepare=self.objective.prepare)
         self.model = self.setup.model
-        self.total = resolve_steps(cfg.train, self.train_split.num_examples)
+        self.total = self._length()
         self.batches = batching.plan(cfg.train.batch_size, rt.world, cfg.train.micro_batch,
                                      self.setup.act_bytes, rt.device)
         self.steps_per_epoch = self._steps_per_epoch()
@@ -67,6 +83,27 @@ class Trainer:
         if resume:
             self._restore()
         reporter.info(f"{self.batches.describe()}; {self.total} steps ({self.steps_per_epoch} per epoch)")
+
+    def _length(self) -> int:
+        """Steps to train: the recipe's length, or for a fine-tune that gives none, the paper's (transfer.py)."""
+        train, n = self.cfg.train, self.train_split.num_examples
+        if train.init_from and all(getattr(train, k) is None for k in ("steps", "epochs", "examples")):
+            steps, why = transfer.finetune_steps(self.cfg.data.source, n, train.batch_size)
+            note = ""
+            warmup = self.cfg.schedule.warmup_steps
+            if warmup > steps // 10:  # e.g. the defaults' 500 warmup steps would be a whole 500-step run
+                self.cfg = replace(self.cfg, schedule=replace(self.cfg.schedule, warmup_steps=steps // 10))
+                note = f"; warmup {warmup} -> {steps // 10} steps (10% of the run)"
+            self.log.info(f"fine-tuning length: {steps} steps at batch {train.batch_size} ({why}{note}); "
+                          "train.steps, train.epochs or train.examples choose another")
+            return steps
+        total = resolve_steps(train, n)
+        warmup = self.cfg.schedule.warmup_steps
+        if warmup > total > 0:
+            raise RecipeError(f"schedule.warmup_steps {warmup} is longer than the whole run of {total} steps; "
+                              f"give a warm-up shorter than {total} steps (e.g. --set schedule.warmup_steps="
+                              f"{max(1, total // 10)}) or a longer run")
+        return total
 
     def _steps_per_epoch(self) -> int:
         n = self.train_split.num_examples
@@ -138,6 +175,7 @@ class Trainer:
         cfg = self.cfg.train
         self.log.start(self.total, self.pos.step)
         timer = (time.perf_counter(), self.pos.step)
+        self._pace: tuple[float, int] | None = None  # (time, step) after this process's first step
         try:
             while self.pos.step < self.total:
                 for micro_batches in self._epoch_batches():
@@ -224,7 +262,27 @@ class Trainer:
                       f"({self.pos.skipped}/{self.cfg.train.skip_nonfinite} allowed)")
         return False
 
+    def _project(self) -> None:
+        """Once, after the first few steps: the measured time per step and what the whole run will take.
+
+        Timed from the end of this process's first step, which also pays for one-off work (decoding a
+        cached data set, the first allocations), so the projection is not skewed by it.
+        """
+        now, step = time.perf_counter(), self.pos.step
+        if self._pace is None:
+            self._pace = (now, step)
+            return
+        started, first = self._pace
+        if step - first != PACE_STEPS or step >= self.total:
+            return
+        per_step = (now - started) / (step - first)
+        left = per_step * (self.total - step)
+        self.log.info(f"measured {per_step:.3g} s per step over steps {first + 1}-{step}: {self.total} steps take "
+                      f"about {duration(per_step * self.total)} (another {duration(left)}, ending around "
+                      f"{time.strftime('%H:%M', time.localtime(time.time() + left))}; evaluations extra)")
+
     def _after_step(self, timer: tuple[float, int]) -> tuple[float, int]:
+        self._project()
         cfg, step = self.cfg.train, self.pos.step
         logged = step % cfg.log_every == 0 or step == self.total
         if logged:
