@@ -554,10 +554,10 @@ def test_a_real_terminal_sees_one_line_and_no_traceback(args, expected, tmp_path
 def test_the_same_command_works_once_the_input_is_fixed(tmp_path, tiny_data, finished_run, monkeypatch):
     """A run that failed at start-up (here: bad labels) leaves only its recipe, which does not block --out."""
     c = Ctx(tmp_path, tiny_data, finished_run, monkeypatch)
-    path = c.recipe(data={"num_classes": 3}, train={"steps": 1})
+    path = c.recipe(data={"num_classes": 3}, train={"steps": 2})
     result, _, _ = run_case(lambda c: _pretrain(c, path), c)
     assert result.exit_code == 2 and sorted(p.name for p in c.out.iterdir()) == [".lock", "recipe.json",
                                                                                            "recipe.yaml"]
-    path = c.recipe(train={"steps": 1})
+    path = c.recipe(train={"steps": 2})
     result, _, _ = run_case(lambda c: _pretrain(c, path), c)
     assert result.exit_code == 0, result.output

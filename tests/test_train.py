@@ -74,7 +74,8 @@ def test_model_safetensors_loads_into_timm(tiny_data, tmp_path):
 def test_gradient_accumulation_matches_one_big_batch(tiny_data, tmp_path):
     # SGD: Adam's first step is lr * sign(g), which turns rounding noise in zero-gradient parameters
     # (the attention key bias) into full-size differences.
-    base = tiny_recipe(tiny_data, train={"batch_size": 32, "steps": 1, "seed": 3}, optim={"name": "sgd", "lr": 0.1})
+    base = tiny_recipe(tiny_data, train={"batch_size": 32, "steps": 1, "seed": 3}, optim={"name": "sgd", "lr": 0.1},
+                       schedule={"warmup_steps": 0})
     train(cfg_of(base, "train.micro_batch=32"), tmp_path / "a")
     train(cfg_of(base, "train.micro_batch=8"), tmp_path / "b")
     assert_same(weights(tmp_path / "a"), weights(tmp_path / "b"), atol=1e-5)
@@ -127,12 +128,12 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny_data, tmp_
 
 def test_output_directory_holding_another_run_is_refused(tiny_data, tmp_path):
     out = tmp_path / "run"
-    train(cfg_of(tiny_recipe(tiny_data), "train.steps=1"), out)
+    train(cfg_of(tiny_recipe(tiny_data), "train.steps=2"), out)
     before = sorted(p.name for p in out.rglob("*"))
     with pytest.raises(RunError, match="already holds another run; pass --resume"):
-        train(cfg_of(tiny_recipe(tiny_data), "train.steps=1", "optim.lr=0.1"), out)
+        train(cfg_of(tiny_recipe(tiny_data), "train.steps=2", "optim.lr=0.1"), out)
     with pytest.raises(RunError, match=r"recipe differs from the run .* at: optim\.lr"):
-        train(cfg_of(tiny_recipe(tiny_data), "train.steps=1", "optim.lr=0.1"), out, resume=True)
+        train(cfg_of(tiny_recipe(tiny_data), "train.steps=2", "optim.lr=0.1"), out, resume=True)
     assert sorted(p.name for p in out.rglob("*")) == before
 
 

@@ -101,8 +101,8 @@ class Trainer:
         warmup = self.cfg.schedule.warmup_steps
         if warmup > total > 0:
             raise RecipeError(f"schedule.warmup_steps {warmup} is longer than the whole run of {total} steps; "
-                              f"give a warm-up shorter than {total} steps (e.g. --set schedule.warmup_steps="
-                              f"{max(1, total // 10)}) or a longer run")
+                              f"give at most {total} warm-up steps (e.g. --set schedule.warmup_steps="
+                              f"{total // 10}) or a longer run")
         return total
 
     def _steps_per_epoch(self) -> int:
