@@ -82,6 +82,7 @@ class Trainer:
         self.pos = Position()
         if resume:
             self._restore()
+        self._check_warmup()
         reporter.info(f"{self.batches.describe()}; {self.total} steps ({self.steps_per_epoch} per epoch)")
 
     def _length(self) -> int:
@@ -97,13 +98,15 @@ class Trainer:
             self.log.info(f"fine-tuning length: {steps} steps at batch {train.batch_size} ({why}{note}); "
                           "train.steps, train.epochs or train.examples choose another")
             return steps
-        total = resolve_steps(train, n)
-        warmup = self.cfg.schedule.warmup_steps
+        return resolve_steps(train, n)
+
+    def _check_warmup(self) -> None:
+        """A warm-up longer than the run would never reach the peak lr (or decay): say so, in one line."""
+        warmup, total = self.cfg.schedule.warmup_steps, self.total
         if warmup > total > 0:
             raise RecipeError(f"schedule.warmup_steps {warmup} is longer than the whole run of {total} steps; "
                               f"give at most {total} warm-up steps (e.g. --set schedule.warmup_steps="
                               f"{total // 10}) or a longer run")
-        return total
 
     def _steps_per_epoch(self) -> int:
         n = self.train_split.num_examples
