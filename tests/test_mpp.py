@@ -155,7 +155,7 @@ def test_finetune_and_fewshot_from_an_mpp_run(tiny_data, tmp_path):
     train(cfg_of(mpp_recipe(tiny_data, checkpoint_every=3)), out)
     for source in (out, max((out / "checkpoints").iterdir())):  # export and raw checkpoint
         pretrained = reader.read(source)
-        sets = ["train.steps=2", "train.batch_size=16", "data.workers=0"]
+        sets = ["train.steps=2", "schedule.warmup_steps=1", "train.batch_size=16", "data.workers=0"]
         cfg = assembly.from_checkpoint(pretrained, None, [], sets, finetune=True)
         assert cfg.train.objective == "supervised" and cfg.model.res == (16, 16)
         result = train(cfg, tmp_path / f"ft-{source.name}")

@@ -204,21 +204,21 @@ def sweep_table(summary: dict) -> Table:
     """The sweep as a Rich table: one row per learning rate (minival), then the final model (test)."""
     final = summary["final"]
     test = final.get("test_split") or "test"
-    table = Table(title=f"lr sweep ({summary['out']}): chosen on {summary['minival_split']} "
-                        f"({summary['minival_fraction']:.0%} of {summary['train_split'].partition('[')[0]})",
-                  header_style="bold")
-    for col in ("lr", "trained on", "minival top-1", "minival loss", f"{test} top-1", "steps", "run directory", ""):
-        table.add_column(col, justify="left" if col in ("trained on", "run directory", "") else "right")
+    whole = summary["train_split"].partition("[")[0]
+    table = Table(title=f"lr sweep in {summary['out']} (lr-*/, final/): chosen on {summary['minival_split']}, "
+                        f"{summary['minival_fraction']:.0%} of {whole}", header_style="bold")
+    for col in ("lr", "trained on", "minival top-1", "minival loss", f"{test} top-1", "steps", ""):
+        table.add_column(col, justify="left" if col in ("trained on", "") else "right")
     for row in summary["sweep"]:
         chosen = row["lr"] == summary["best_lr"]
         kept = chosen and not summary["retrained"]
         table.add_row(f"{row['lr']:g}", summary["train_split"], _num(row["minival_top1"]), _num(row["minival_loss"]),
-                      _num(final.get("test_top1")) if kept else "-", str(row.get("steps", "")), row["out"],
-                      ("chosen, kept (not retrained)" if kept else "chosen") if chosen else "")
+                      _num(final.get("test_top1")) if kept else "-", str(row.get("steps", "")),
+                      ("chosen, kept" if kept else "chosen") if chosen else "")
     if summary["retrained"]:
         images = final.get("train_examples")
-        table.add_row(f"{final['lr']:g}", f"{final['train_split']}" + (f" ({images} images)" if images else ""),
-                      "-", "-", _num(final.get("test_top1")), str(final.get("steps", "")), final["out"],
-                      "final: retrained on all of train")
-    table.caption = summary["choice"] + ("" if summary["retrained"] else f"; --no-retrain: {NOT_PAPER}")
+        table.add_row(f"{final['lr']:g}", final["train_split"] + (f" ({images})" if images else ""), "-", "-",
+                      _num(final.get("test_top1")), str(final.get("steps", "")), "final")
+    table.caption = summary["choice"] + ("; retrained on all of train" if summary["retrained"]
+                                         else f"; --no-retrain: {NOT_PAPER}")
     return table
