@@ -53,6 +53,7 @@ def from_data(data: dict, origin: str, overrides: list[Override] | tuple[Overrid
     for entry in overrides:
         item, label = (entry, f"--set {entry}") if isinstance(entry, str) else entry
         given[apply_override(data, item, label)] = label
+    _one_length(data, given)
     cfg = schema.from_dict(data, origin)
     ranges.check(cfg, origin, given)
     return cfg
@@ -105,6 +106,20 @@ class _Loader(yaml.SafeLoader):
 def parse_yaml(text: str):
     """Parse YAML text as recipes are parsed (safe types only, no aliases, bounded depth, unique keys)."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
+_LENGTH_KEYS = ("steps", "epochs", "examples")
+
+
+def _one_length(data: dict, named) -> None:
+    """`--set train.steps=20` on a recipe that says `epochs: 40` means 20 steps, not a conflict: a length
+    given on the command line (`named`: the dotted keys set) replaces the file's length in another unit."""
+    given = [k for k in _LENGTH_KEYS if f"train.{k}" in named]
+    train = data.get("train")
+    if given and isinstance(train, dict):
+        for key in _LENGTH_KEYS:
+            if key not in given:
+                train.pop(key, None)
 
 
 class _Dumper(yaml.SafeDumper):

@@ -21,7 +21,7 @@ from vitcli.engine.evaluate.evaluators import build_evaluators, run_evaluators
 from vitcli.engine.persistence import checkpoints
 from vitcli.engine.persistence.metrics_log import MetricsLog
 from vitcli.engine.runtime.process import Runtime, rng_state, set_rng_state
-from vitcli.engine.runtime.progress import Reporter
+from vitcli.engine.runtime.progress import Reporter, duration
 from vitcli.engine.runtime.signals import StopRequest
 from vitcli.engine.train import batching, optim
 from vitcli.engine.train.model_setup import setup_model
@@ -80,6 +80,8 @@ class Trainer:
         self.evaluators = build_evaluators(cfg, rt, self.num_classes, reporter, self.label_names)
         self.metrics = MetricsLog(self.out / "metrics.jsonl" if rt.is_main else None)
         self.pos = Position()
+        self.seconds_before = 0.0  # training time of earlier processes of this run (resumed runs)
+        self.bar = None
         if resume:
             self._restore()
         self._check_warmup()
@@ -131,7 +133,13 @@ class Trainer:
             "model_config": self.setup.description,
             reader.LABEL_NAMES: self.label_names,
             "recipe": schema.to_dict(self.cfg),
+            "train_seconds": self.train_seconds,
         }
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds spent training so far, over every process that worked on this run."""
+        return self.bar.seconds if self.bar is not None else self.seconds_before
 
     def _restore(self) -> None:
         """Continue from the last checkpoint; every check comes before the first change to the run."""
@@ -159,6 +167,8 @@ class Trainer:
             raise CheckpointError(f"--resume: {last}: rng: not a valid random-generator state "
                                   f"({str(exc).strip().splitlines()[0][:120]})") from None
         self.pos = Position(**state["position"])
+        seconds = state.get("train_seconds")  # only shown and reported: a checkpoint without it counts 0
+        self.seconds_before = float(seconds) if isinstance(seconds, (int, float)) else 0.0
         self.metrics.truncate_after(self.pos.step, rerun_eval=self.pos.step >= self.total)
         self.log.info(f"resumed from {last} at step {self.pos.step} (epoch {self.pos.epoch})")
 
@@ -176,7 +186,8 @@ class Trainer:
     def run(self, stop: StopRequest) -> dict:
         """Train to `total` steps (or until `stop` is set), evaluating and checkpointing on the way."""
         cfg = self.cfg.train
-        self.log.start(self.total, self.pos.step)
+        self.bar = self.log.task("train", self.total, done=self.pos.step, per_item=self.batches.global_batch,
+                                 elapsed=self.seconds_before, status=self._status(None))
         timer = (time.perf_counter(), self.pos.step)
         self._pace: tuple[float, int] | None = None  # (time, step) after this process's first step
         try:
@@ -189,7 +200,8 @@ class Trainer:
                     if self.pos.step >= self.total:
                         break
         finally:
-            self.log.stop()
+            self.bar.close()
+        self.log.info(f"trained {self.pos.step} steps in {duration(self.train_seconds)}")
         results = run_evaluators(self.evaluators, self.setup, self.pos.step, self.metrics, self.log,
                                  final=True)
         if self.total > 0 and (cfg.checkpoint_every == 0 or self.pos.step % cfg.checkpoint_every):
@@ -300,11 +312,8 @@ class Trainer:
                    **{n: round(float(v), 6) for n, v in zip(names, values[1:].tolist())},
                    "lr": self.last["lr"], "grad_norm": float(self.last["grad_norm"]), "img_s": round(img_s, 2)}
             self.metrics.write(row)
-            extra = "".join(f" {n} {row[n]:.4f}" for n in names)
-            self.log.step(step, self.total, f"loss {row['loss']:.4f}{extra} lr {row['lr']:.2e} {img_s:.0f} img/s")
             timer = (now, step)
-        else:
-            self.log.step(step, self.total, "")
+        self.bar.update(step, self._status(self.last))
         every = self.cfg.eval.every
         if every and step % every == 0 and step < self.total:
             run_evaluators(self.evaluators, self.setup, step, self.metrics, self.log, final=False)
@@ -312,6 +321,18 @@ class Trainer:
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             self.save()
         return timer
+
+    def _status(self, last: dict | None):
+        """The display's figures of the step just done; read (a device sync) only when drawn."""
+        epochs = ("" if self.steps_per_epoch >= 1 << 62
+                  else f"epoch {min(self.pos.epoch + 1, math.ceil(self.total / self.steps_per_epoch))}/"
+                       f"{math.ceil(self.total / self.steps_per_epoch)}")
+        if last is None:
+            return epochs
+        extra = last.get("extra", {})  # objective-specific figures, e.g. masked-patch accuracy
+        return lambda: " ".join([epochs, f"loss {float(last['loss']):.4f}",
+                                 *(f"{n} {float(v):.4f}" for n, v in sorted(extra.items())),
+                                 f"lr {last['lr']:.2e}"]).strip()
 
     def _epoch_float(self) -> float:
         return self.pos.epoch + self.pos.epoch_step / self.steps_per_epoch
