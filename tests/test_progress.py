@@ -106,3 +106,13 @@ def test_a_disabled_reporter_prints_nothing_but_still_times():
     task.update(3)
     task.close()
     assert buffer.getvalue() == "" and task.seconds == 4.0
+
+
+def test_without_a_terminal_a_task_done_within_a_second_prints_only_its_last_line():
+    clock = Clock()
+    log, buffer = plain(clock)
+    with log.task("eval", 360) as task:
+        for _ in range(3):
+            clock.now += 0.1
+            task.advance(120)
+    assert buffer.getvalue().splitlines() == ["eval 360/360 (100%) 1200 img/s elapsed 0:00"]

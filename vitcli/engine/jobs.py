@@ -117,7 +117,7 @@ def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, weights: str = "ema",
     try:
         model, resampled = model_from(cfg, source, weights, log)
         data = eval_split(d, split, model.num_classes, source.label_names, ignore=ignore_labels, log=log.info)
-        evaluator = ClassificationEvaluator(data, d, cfg.model.res, cfg.eval.batch_size, rt)
+        evaluator = ClassificationEvaluator(data, d, cfg.model.res, cfg.eval.batch_size, rt, progress=log)
         metrics = evaluator.run(model.to(rt.device))
         if not math.isfinite(metrics["loss"]):
             raise RunError(f"{source.path}: the model's outputs are not finite (mean loss {metrics['loss']}); "
@@ -140,7 +140,8 @@ def fewshot(cfg: RecipeCfg, source: reader.Pretrained, *, weights: str = "ema",
     log = log or Reporter(enabled=rt.is_main)
     try:
         model, resampled = model_from(cfg, source, weights, log, need_head=False)
-        evaluator = FewshotEvaluator(fewshot_sets(cfg), cfg.fewshot, cfg.data, cfg.model.res, rt, log=log.info)
+        evaluator = FewshotEvaluator(fewshot_sets(cfg), cfg.fewshot, cfg.data, cfg.model.res, rt, log=log.info,
+                                     progress=log)
         evaluator.run(model.to(rt.device))
         rep = model.representation_size
         return {"checkpoint": str(source.path), "model": describe(cfg.model, model.num_classes)["variant"],

@@ -22,7 +22,21 @@ from vitcli.engine.evaluate.fewshot import check_shots, extract_features, fewsho
 from vitcli.engine.evaluate.labels import align
 from vitcli.engine.evaluate.metrics import ClassificationMeter
 from vitcli.engine.runtime.process import Runtime
+from vitcli.engine.runtime.progress import Reporter, Task
 from vitcli.errors import DataError
+
+
+def _quiet() -> Reporter:
+    return Reporter(enabled=False)
+
+
+def counted(batches, task: Task, world: int, total: int | None):
+    """Yield `batches`, advancing `task` by the images of every rank once each batch has been used."""
+    seen = 0
+    for images, labels in batches:
+        yield images, labels
+        seen += len(labels) * world  # the ranks' shards differ by one image at most
+        task.update(min(seen, total) if total is not None else seen)
 
 
 @dataclass
@@ -36,6 +50,7 @@ class ClassificationEvaluator:
     rt: Runtime
     name: str = "classification"
     per_class: dict[str, float] = field(default_factory=dict)
+    progress: Reporter = field(default_factory=_quiet)
 
     def __post_init__(self) -> None:
         check_labels(self.split)  # before training starts, not at its end
@@ -47,11 +62,14 @@ class ClassificationEvaluator:
         model.eval()
         meter = ClassificationMeter(self.split.num_classes)
         start = time.perf_counter()
-        loader = eval_loader(self.split, self.data, self.res, self.batch_size, rank=self.rt.rank, world=self.rt.world)
-        for images, labels in lockstep(loader, model, self.rt, self.res):
-            with self.rt.autocast():
-                logits = model(images.to(self.rt.device, non_blocking=True))
-            meter.update(logits.float().cpu(), labels)
+        total = self.split.num_examples
+        with self.progress.task("eval", total) as task:
+            loader = eval_loader(self.split, self.data, self.res, self.batch_size, rank=self.rt.rank,
+                                 world=self.rt.world)
+            for images, labels in counted(lockstep(loader, model, self.rt, self.res), task, self.rt.world, total):
+                with self.rt.autocast():
+                    logits = model(images.to(self.rt.device, non_blocking=True))
+                meter.update(logits.float().cpu(), labels)
         if self.rt.distributed:
             total = meter.to_tensor().to(self.rt.device)
             dist.all_reduce(total)
@@ -78,6 +96,7 @@ class FewshotEvaluator:
     name: str = "fewshot"
     log: Callable[[str], object] | None = None  # progress lines (vit fewshot); silent inside training
     details: dict = field(default_factory=dict)
+    progress: Reporter = field(default_factory=_quiet)
 
     def __post_init__(self) -> None:
         # Labels and class sizes are read from the Arrow columns now: a class too small for the
@@ -92,8 +111,8 @@ class FewshotEvaluator:
         """Extract features once per data set, then solve every shot count and seed from them."""
         out: dict[str, float] = {}
         for set_name, train, test in self.sets:
-            train_x, train_y = self._features(model, train)
-            test_x, test_y = self._features(model, test)
+            train_x, train_y = self._features(model, train, f"features {set_name} {train.split}")
+            test_x, test_y = self._features(model, test, f"features {set_name} {test.split}")
             if self.log:
                 self.log(f"few-shot {set_name}: {len(train_y)} train and {len(test_y)} test images, "
                          f"{train_x.shape[1]} features each; solving {len(self.cfg.shots)} shot counts x "
@@ -112,11 +131,13 @@ class FewshotEvaluator:
                        "num_classes": train.num_classes, "train_images": train.num_examples,
                        "test_images": test.num_examples} for name, train, test in self.sets}
 
-    def _features(self, model: nn.Module, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
-        loader = eval_loader(split, self.data, self.res, self.cfg.batch_size, rank=self.rt.rank, world=self.rt.world)
+    def _features(self, model: nn.Module, split: Split, label: str) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = torch.bfloat16 if self.rt.precision == "bf16" else None
-        batches = lockstep(loader, model, self.rt, self.res)
-        feats, labels = extract_features(model, batches, device=self.rt.device, autocast_dtype=dtype)
+        with self.progress.task(label, split.num_examples) as task:
+            loader = eval_loader(split, self.data, self.res, self.cfg.batch_size, rank=self.rt.rank,
+                                 world=self.rt.world)
+            batches = counted(lockstep(loader, model, self.rt, self.res), task, self.rt.world, split.num_examples)
+            feats, labels = extract_features(model, batches, device=self.rt.device, autocast_dtype=dtype)
         if self.rt.distributed:
             parts = [None] * self.rt.world
             dist.all_gather_object(parts, (feats, labels))
@@ -172,9 +193,11 @@ def build_evaluators(cfg: RecipeCfg, rt: Runtime, num_classes: int, log=None,
     if "classification" in cfg.eval.evaluators and data.eval_split:
         split = eval_split(data, data.eval_split, num_classes, label_names, whose="the training split",
                            hint=_SAME_CLASSES)
-        evaluators.append(ClassificationEvaluator(split, data, cfg.model.res, cfg.eval.batch_size, rt))
+        evaluators.append(ClassificationEvaluator(split, data, cfg.model.res, cfg.eval.batch_size, rt,
+                                                  progress=log or _quiet()))
     if "fewshot" in cfg.eval.evaluators:
-        evaluators.append(FewshotEvaluator(fewshot_sets(cfg), cfg.fewshot, data, cfg.model.res, rt))
+        evaluators.append(FewshotEvaluator(fewshot_sets(cfg), cfg.fewshot, data, cfg.model.res, rt,
+                                           progress=log or _quiet()))
     return evaluators
 
 

@@ -12,8 +12,9 @@ Everything goes to stderr, so `--json` output on stdout stays one clean JSON obj
 Every task shows its count, throughput, elapsed time and a labelled ETA; a task's `status` (training:
 epoch, loss, lr) may be a callable, called only when the display is drawn. So the figures shown are
 always those of the item just done, yet a GPU tensor is read (a device sync) a few times a second at
-most, not at every step. Without a terminal a task prints a line after its first item, then at most
-every `interval` seconds, each with the figures of that moment, and one at the end.
+most, not at every step. Without a terminal a task prints a line after a second, then at most
+every `interval` seconds, each with the figures of that moment, and one at the end (a task done within
+a second prints just that one).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 PLAIN_INTERVAL = 5.0  # seconds between lines without a terminal
+_FIRST_LINE_AFTER = 1.0  # without a terminal, a task done within a second prints only its last line
 _DRAW_INTERVAL = 0.25  # seconds between status updates on a terminal
 _RATE_WINDOW = 30.0  # throughput and ETA follow the last 30 s, so a slow first step fades out
 
@@ -86,7 +88,7 @@ class Task:
         if now > t0 and completed > c0:
             self._rate = (completed - c0) / (now - t0)
         finished = self.total is not None and completed >= self.total
-        self.reporter._on_update(self, now, force=first or finished)
+        self.reporter._on_update(self, now, force=first or finished, finished=finished)
 
     def close(self) -> None:
         """End the task: the last figures are drawn (or printed), the clock stops."""
@@ -119,7 +121,7 @@ class Task:
             parts.append(f"{rate:.1f} {self.rate_unit}" if rate < 100 else f"{rate:.0f} {self.rate_unit}")
         parts.append(f"elapsed {duration(self.seconds)}")
         eta = self._eta()
-        if self._end is None and self.total is not None:
+        if self._end is None and self.total is not None and self.completed < self.total:
             parts.append(f"ETA {duration(eta)}" if eta is not None else "ETA -")
         return " ".join(parts)
 
@@ -181,9 +183,11 @@ class Reporter:
                                           refresh_per_second=4)
                 self._progress.start()
             task._rich_id = self._progress.add_task(label, total=total, completed=done, owner=task)
+        else:
+            task._last_draw = task._start - self.interval + _FIRST_LINE_AFTER
         return task
 
-    def _on_update(self, task: Task, now: float, force: bool) -> None:
+    def _on_update(self, task: Task, now: float, force: bool, finished: bool) -> None:
         if not self.enabled:
             return
         if task._rich_id is not None:
@@ -191,7 +195,7 @@ class Reporter:
                 task._last_draw = now
                 task._refresh_status()
             self._progress.update(task._rich_id, completed=task.completed)
-        elif force or now - task._last_draw >= self.interval:
+        elif (force and finished) or now - task._last_draw >= self.interval:
             task._last_draw = now
             task._refresh_status()
             self.info(task.line())
