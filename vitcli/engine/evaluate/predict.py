@@ -34,8 +34,7 @@ def predict(model: nn.Module, inputs: ImageInputs, *, norm: str, batch_size: int
     loader = DataLoader(inputs, batch_size=batch_size, collate_fn=collate, num_workers=_workers(len(inputs)))
     rows: list[dict] = []
     failed: list[dict] = []
-    log.start(len(inputs), 0, label="predict")
-    try:
+    with log.task("predict", len(inputs)) as task:
         done = 0
         for indices, pixels, bad in loader:
             failed += [{"path": inputs.names[i], "error": error} for i, error in bad]
@@ -45,9 +44,7 @@ def predict(model: nn.Module, inputs: ImageInputs, *, norm: str, batch_size: int
                 probs, top = torch.softmax(logits.float(), dim=1).topk(k, dim=1)
                 rows += [_row(inputs.names[i], p, t, labels) for i, p, t in zip(indices, probs.cpu(), top.cpu())]
             done += len(indices) + len(bad)
-            log.step(done, len(inputs), f"{len(failed)} unreadable" if failed else "")
-    finally:
-        log.stop()
+            task.update(done, f"{len(failed)} unreadable" if failed else "")
     return rows, failed
 
 
