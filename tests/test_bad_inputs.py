@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -87,6 +88,39 @@ def _parquet(folder: Path, columns: dict[str, list], split: str = "train") -> Pa
 
 def _images(n: int, corrupt: set[int] = frozenset()) -> list[dict]:
     return [{"bytes": b"\x89PNG\r\n\x1a\n garbage" if i in corrupt else _png(i), "path": None} for i in range(n)]
+
+
+def _npz(c: Ctx, drop: tuple[str, ...]) -> Path:
+    """A Google .npz of a tiny ViT (vit_jax array names), without the arrays in `drop`."""
+    from foreign import write_npz
+
+    from vitcli.config import ModelCfg
+    from vitcli.models import build_model
+
+    model = build_model(ModelCfg(name="Ti/4", res=(16, 16), width=32, depth=1, heads=2, mlp_dim=64), 3)
+    return write_npz(model, c.tmp / "ViT.npz", drop=drop)
+
+
+def _hf_folder(c: Ctx, model_type: str) -> Path:
+    """A folder in transformers' layout whose config.json names another model type."""
+    from safetensors.torch import save_file
+
+    folder = c.tmp / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text(f'{{"model_type": "{model_type}", "hidden_size": 32}}')
+    save_file({"embeddings.cls_token": torch.zeros(1, 1, 32)}, str(folder / "model.safetensors"))
+    return folder
+
+
+def _offline(c: Ctx, name: str) -> str:
+    """A hub name, with the hub unreachable and an empty huggingface_hub cache under tmp."""
+    from huggingface_hub import constants
+
+    from vitcli import hub
+
+    c.monkeypatch.setattr(constants, "HF_HUB_CACHE", str(c.tmp / "hf-cache"))
+    c.monkeypatch.setattr(hub, "reachable", lambda timeout=hub.PROBE_TIMEOUT_S: False)
+    return name
 
 
 def _evil_pickle(path: Path, marker: Path) -> Path:
@@ -370,6 +404,24 @@ CASES = [
     ("from-empty-dir", lambda c: ["eval", "--from", c.tmp],
      "--from {tmp}: the directory holds no model.safetensors, pytorch_model.bin or checkpoints/ (is it a vit run, "
      "or a timm or Hugging Face model folder?)"),
+    ("npz-missing-array", lambda c: ["eval", "--from", _npz(c, drop=("Transformer/encoder_norm/scale",))],
+     "{tmp}/ViT.npz: missing array 'Transformer/encoder_norm/scale'; expected a vit_jax / big_vision ViT .npz "
+     "(e.g. ViT-B_16.npz, an AugReg file, R50+ViT-B_16.npz)"),
+    ("npz-unknown-layout", lambda c: (np.savez(c.tmp / "cnn.npz", **{"conv1/kernel": np.zeros((3, 3, 3, 8))}),
+                                      ["eval", "--from", c.tmp / "cnn.npz"])[1],
+     "{tmp}/cnn.npz: unknown .npz layout: no 'embedding/kernel' array (found conv1/kernel); expected a vit_jax / "
+     "big_vision ViT .npz (e.g. ViT-B_16.npz, an AugReg file, R50+ViT-B_16.npz)"),
+    ("hf-other-model-type", lambda c: ["eval", "--from", _hf_folder(c, "deit")],
+     "{tmp}/hf/model.safetensors: model_type 'deit' is not supported (vit reads transformers ViT checkpoints, "
+     "model_type 'vit'; DeiT, Swin, BEiT and hybrids are other models)"),
+    ("hub-name-offline", lambda c: ["finetune", "--from", _offline(c, "hf-hub:google/vit-base-patch16-224-in21k")],
+     "--from hf-hub:google/vit-base-patch16-224-in21k: cannot fetch google/vit-base-patch16-224-in21k: the hub is "
+     "unreachable (offline) and the cache has no copy; download config.json and model.safetensors from "
+     "https://huggingface.co/google/vit-base-patch16-224-in21k where you have internet and give --from THAT_FOLDER"),
+    ("hub-name-malformed", lambda c: ["eval", "--from", "hf-hub:google/vit/base"],
+     "--from 'hf-hub:google/vit/base': not a hub name; valid: hf-hub:ORG/NAME (e.g. "
+     "hf-hub:google/vit-base-patch16-224-in21k, hf-hub:timm/vit_base_patch16_224.augreg2_in21k_ft_in1k) or "
+     "timm:ARCH.TAG (e.g. timm:vit_base_patch16_224.augreg_in21k)"),
     ("ckpt-truncated", lambda c: ["eval", "--from", _truncated(c.ckpt(), c.tmp / "cut.pt")],
      "{tmp}/cut.pt: corrupt or truncated checkpoint (PytorchStreamReader failed reading zip archive: failed "
      "finding central directory)"),
