@@ -57,8 +57,19 @@ def _backbone(out: dict, sd: dict) -> None:
                 out[f"{dst}gn_proj/bias"] = _np(sd[f"{src}downsample.norm.bias"])
 
 
-def npz_arrays(model: torch.nn.Module, *, big_vision: bool = False) -> dict[str, np.ndarray]:
-    """The arrays of a Google .npz checkpoint of `model` (vit_jax layout, or big_vision's with params/)."""
+def _stack_blocks(out: dict, depth: int) -> dict:
+    """big_vision's scanned layout: one array per parameter, blocks along a leading axis."""
+    stacked = {k: v for k, v in out.items() if not k.startswith("Transformer/encoderblock_")}
+    for key in [k for k in out if k.startswith("Transformer/encoderblock_0/")]:
+        name = key.removeprefix("Transformer/encoderblock_0/")
+        stacked[f"Transformer/encoderblock/{name}"] = np.stack(
+            [out[f"Transformer/encoderblock_{i}/{name}"] for i in range(depth)])
+    return stacked
+
+
+def npz_arrays(model: torch.nn.Module, *, big_vision: bool = False, stacked: bool = False) -> dict[str, np.ndarray]:
+    """The arrays of a Google .npz checkpoint of `model` (vit_jax layout, or big_vision's with params/,
+    optionally with the blocks stacked as `nn.scan` saves them)."""
     sd = model.state_dict()
     heads = model.blocks[0].attn.num_heads
     out: dict[str, np.ndarray] = {}
@@ -78,12 +89,15 @@ def npz_arrays(model: torch.nn.Module, *, big_vision: bool = False) -> dict[str,
             sd["pre_logits.fc.bias"])
     if "head.weight" in sd:
         out["head/kernel"], out["head/bias"] = _np(sd["head.weight"].T), _np(sd["head.bias"])
+    if stacked:
+        out = _stack_blocks(out, len(model.blocks))
     return {("params/" if big_vision else "") + k: v for k, v in out.items()}
 
 
-def write_npz(model: torch.nn.Module, path: Path, *, big_vision: bool = False, drop: tuple[str, ...] = ()) -> Path:
+def write_npz(model: torch.nn.Module, path: Path, *, big_vision: bool = False, stacked: bool = False,
+              drop: tuple[str, ...] = ()) -> Path:
     """Write `model` as a Google .npz checkpoint, leaving out the arrays named in `drop`."""
-    arrays = {k: v for k, v in npz_arrays(model, big_vision=big_vision).items() if k not in drop}
+    arrays = {k: v for k, v in npz_arrays(model, big_vision=big_vision, stacked=stacked).items() if k not in drop}
     np.savez(path, **arrays)
     return path
 

@@ -50,11 +50,13 @@ def one_line_error(*args) -> str:
 
 
 # -- Google .npz -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("pool", "rep", "big_vision"), [("token", None, False), ("gap", None, True),
-                                                         ("token", 24, False), ("gap", 24, False)])
-def test_npz_logits_equal_the_model_that_wrote_it(tmp_path, pool, rep, big_vision):
+@pytest.mark.parametrize(("pool", "rep", "layout"), [("token", None, "vit_jax"), ("gap", None, "big_vision"),
+                                                     ("token", 24, "vit_jax"), ("gap", 24, "vit_jax"),
+                                                     ("gap", None, "big_vision_scan")])
+def test_npz_logits_equal_the_model_that_wrote_it(tmp_path, pool, rep, layout):
     src = randomise(build_model(ModelCfg(**TINY, pool=pool, representation_size=rep), 5))
-    source = reader.read(write_npz(src, tmp_path / "ViT-Ti_4.npz", big_vision=big_vision))
+    path = write_npz(src, tmp_path / "ViT-Ti_4.npz", big_vision=layout != "vit_jax", stacked=layout.endswith("scan"))
+    source = reader.read(path)
     desc = source.model
     assert (desc["pool"], desc["representation_size"], desc["heads"], desc["num_classes"]) == (pool, rep, 2, 5)
     assert source.recipe == {"data": {"norm": "paper"}}
