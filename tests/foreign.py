@@ -69,7 +69,11 @@ def _stack_blocks(out: dict, depth: int) -> dict:
 
 def npz_arrays(model: torch.nn.Module, *, big_vision: bool = False, stacked: bool = False) -> dict[str, np.ndarray]:
     """The arrays of a Google .npz checkpoint of `model` (vit_jax layout, or big_vision's with params/,
-    optionally with the blocks stacked as `nn.scan` saves them)."""
+    optionally with the blocks stacked as `nn.scan` saves them).
+
+    big_vision prepends the class token after adding the position embeddings: its table has no class-token
+    row, and the class token holds timm's class token plus that row.
+    """
     sd = model.state_dict()
     heads = model.blocks[0].attn.num_heads
     out: dict[str, np.ndarray] = {}
@@ -77,9 +81,11 @@ def npz_arrays(model: torch.nn.Module, *, big_vision: bool = False, stacked: boo
         _backbone(out, sd)
     out["embedding/kernel"] = _conv(sd["patch_embed.proj.weight"])
     out["embedding/bias"] = _np(sd["patch_embed.proj.bias"])
+    pos = sd["pos_embed"]
     if "cls_token" in sd:
-        out["cls"] = _np(sd["cls_token"])
-    out["pos_embedding" if big_vision else "Transformer/posembed_input/pos_embedding"] = _np(sd["pos_embed"])
+        out["cls"] = _np(sd["cls_token"] + pos[:, :1]) if big_vision else _np(sd["cls_token"])
+        pos = pos[:, 1:] if big_vision else pos
+    out["pos_embedding" if big_vision else "Transformer/posembed_input/pos_embedding"] = _np(pos)
     for i in range(len(model.blocks)):
         _block(out, f"Transformer/encoderblock_{i}/", sd, i, heads, big_vision)
     out["Transformer/encoder_norm/scale"], out["Transformer/encoder_norm/bias"] = _np(sd["norm.weight"]), _np(

@@ -52,7 +52,8 @@ def one_line_error(*args) -> str:
 # -- Google .npz -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("pool", "rep", "layout"), [("token", None, "vit_jax"), ("gap", None, "big_vision"),
                                                      ("token", 24, "vit_jax"), ("gap", 24, "vit_jax"),
-                                                     ("gap", None, "big_vision_scan")])
+                                                     ("gap", None, "big_vision_scan"),
+                                                     ("token", None, "big_vision")])
 def test_npz_logits_equal_the_model_that_wrote_it(tmp_path, pool, rep, layout):
     src = randomise(build_model(ModelCfg(**TINY, pool=pool, representation_size=rep), 5))
     path = write_npz(src, tmp_path / "ViT-Ti_4.npz", big_vision=layout != "vit_jax", stacked=layout.endswith("scan"))

@@ -91,8 +91,12 @@ def _hybrid_patch(a: _Arrays) -> int:
                           f"the paper's R50 hybrids ({', '.join(str(v) for v in R50_LAYERS.values())})")
 
 
-def describe_npz(path: Path, a: _Arrays) -> dict:
-    """The model description the arrays imply."""
+def describe_npz(path: Path, a: _Arrays) -> tuple[dict, bool]:
+    """The model description the arrays imply, and whether the class token has no position embedding.
+
+    big_vision adds the position embeddings to the patches and then prepends the class token, so its
+    table has no class-token row; a zero row in timm's layout (class token first, then add) is the same.
+    """
     if a.has("MAPHead_0/probe"):
         raise CheckpointError(f"{path}: the checkpoint pools with a MAP head (MAPHead_0), which the paper's ViT "
                               "does not have; vit reads class-token and GAP models")
@@ -106,12 +110,13 @@ def describe_npz(path: Path, a: _Arrays) -> dict:
     patch, width = (_hybrid_patch(a) if hybrid else int(kernel.shape[0])), int(kernel.shape[-1])
     token = a.has("cls")
     pos = a.get("pos_embedding" if big_vision else "Transformer/posembed_input/pos_embedding")
-    patches = int(pos.reshape(-1, width).shape[0]) - int(token)
+    rows = int(pos.reshape(-1, width).shape[0])
+    cls_unembedded = token and math.isqrt(rows) ** 2 == rows and math.isqrt(rows - 1) ** 2 != rows - 1
+    patches = rows - int(token and not cls_unembedded)
     side = math.isqrt(patches)
     if side * side != patches:
-        raise CheckpointError(f"{path}: unknown layout: {patches} position embeddings after the class token "
-                              "are not a square grid (a big_vision model whose class token has no position "
-                              "embedding is not supported)")
+        raise CheckpointError(f"{path}: unknown layout: {patches} position embeddings for the patches are not a "
+                              "square grid; vit reads square-grid checkpoints")
     depth, block = _depth(a)
     attn, mlp = ("MultiHeadDotProductAttention_0", "MlpBlock_0") if big_vision else (
         "MultiHeadDotProductAttention_1", "MlpBlock_3")
@@ -124,7 +129,7 @@ def describe_npz(path: Path, a: _Arrays) -> dict:
                          patch=patch, hybrid=hybrid, res=(side * patch, side * patch),
                          pool="token" if token else "gap", representation_size=rep, num_classes=classes,
                          where=str(path))
-    return desc
+    return desc, cls_unembedded
 
 
 def read_npz(path: Path) -> dict:
@@ -134,8 +139,10 @@ def read_npz(path: Path) -> dict:
     npz = _open(path)
     try:
         a = _Arrays(path, npz, _prefix(path, npz))
-        desc = describe_npz(path, a)
+        desc, cls_unembedded = describe_npz(path, a)
         model = build_model(model_cfg(desc), desc["num_classes"])
+        if cls_unembedded:  # a table without the class-token row, so that timm's loader copies it as it is
+            model.pos_embed = torch.nn.Parameter(model.pos_embed.data[:, 1:].clone())
         try:
             _load_weights(model, str(path), prefix=a.prefix)
         except KeyError as exc:  # numpy: "'X is not a file in the archive'"
@@ -145,6 +152,8 @@ def read_npz(path: Path) -> dict:
             raise CheckpointError(f"{path}: unknown layout ({str(exc).splitlines()[0][:200]}); "
                                   f"expected {_ACCEPTED}") from None
         sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if cls_unembedded:
+            sd["pos_embed"] = torch.cat([torch.zeros_like(sd["pos_embed"][:, :1]), sd["pos_embed"]], dim=1)
         if desc["representation_size"]:
             sd["pre_logits.fc.weight"] = torch.from_numpy(np.ascontiguousarray(a.get("pre_logits/kernel").T)).float()
             sd["pre_logits.fc.bias"] = torch.from_numpy(a.get("pre_logits/bias").copy()).float()
