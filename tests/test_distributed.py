@@ -111,3 +111,21 @@ def test_fsdp2_save_under_two_load_in_one(workdir, single):
     assert not any(type(v).__name__ == "DTensor" for v in ckpt["model"].values())
     result = json.loads(run_cli("eval", "--from", str(out / "checkpoints" / "step-00000004.pt"), "--json").stdout)
     assert result["images"] == 31  # the run's own eval split, from the checkpoint's recipe
+
+
+@pytest.mark.slow  # two torchrun trainings: ~20 s on a quiet machine
+def test_masked_patch_prediction_trains_the_same_under_ddp_and_fsdp2(workdir):
+    """Each rank draws its own share's corruption; DDP and FSDP2 must then reach the same weights."""
+    mpp = {"train": {"objective": "masked_patch"}, "eval": {"evaluators": []}}
+    outs = []
+    for parallel in ("ddp", "fsdp"):
+        out = workdir / f"mpp-{parallel}"
+        recipe_path = write_recipe(workdir / f"r-mpp-{parallel}", **{**mpp, "train": {**mpp["train"],
+                                                                                    "parallel": parallel}})
+        torchrun(2, "pretrain", recipe_path, "--out", str(out))
+        outs.append(out)
+        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        assert all("mpp_acc" in r for r in rows if "loss" in r)
+    ckpt = {o: torch.load(o / "checkpoints" / "step-00000004.pt", weights_only=True)["model"] for o in outs}
+    close(*ckpt.values())
+    assert "mask_token" in ckpt[outs[0]]

@@ -110,28 +110,36 @@ class ViT(VisionTransformer):
         extra = {n for n, _ in self.named_parameters() if n.startswith("pos_embed_") or ".attn.rel_" in n}
         return set(super().no_weight_decay()) | extra
 
-    def fit_posemb(self, sd: dict[str, torch.Tensor], mode: str) -> list[str]:
+    def fit_posemb(self, sd: dict[str, torch.Tensor], mode: str, old_grid: tuple[int, int] | None = None) -> list[str]:
         """Fit a checkpoint's position tables (state dict `sd`, changed in place) to this model's grid.
 
         Learned 2-D axes and relative offset tables are interpolated (`mode`), the fixed sine-cosine
-        table is recomputed; timm's learned table is left to `weights.fit`. Returns one note per change.
+        table is recomputed; timm's learned table is left to `weights.fit`. `old_grid` (the checkpoint's
+        patch grid, when known) only names the change. Returns one note, "position embeddings
+        resampled: 4x4 -> 6x6 (...)", when anything changed.
         """
-        notes = []
         own = dict(self.named_parameters()) | dict(self.named_buffers())
-        for key in [k for k in sd if k in own and sd[k].shape != own[k].shape]:
+        changed = [k for k in sd if k in own and sd[k].shape != own[k].shape and sd[k].ndim == own[k].ndim
+                   and sd[k].shape[-1] == own[k].shape[-1]]
+        how = None
+        if "pos_embed_row" in sd and "pos_embed_col" in sd:
+            old_grid = (sd["pos_embed_row"].shape[1], sd["pos_embed_col"].shape[1])
+        for key in changed:
             old, new = sd[key], own[key]
-            if self.posemb == "sincos2d" and key == "pos_embed" and old.ndim == 3 and old.shape[-1] == new.shape[-1]:
-                sd[key] = new.detach().clone()
-                notes.append(f"sincos2d position embeddings recomputed for {_fmt(self.patch_embed.grid_size)}")
-            elif key in ("pos_embed_row", "pos_embed_col") and old.shape[-1] == new.shape[-1]:
-                sd[key] = pe.resample_axis(old, new.shape[1], mode)
-                notes.append(f"{key} resampled: {old.shape[1]} -> {new.shape[1]} ({mode})")
-            elif key.endswith(".attn.rel_pos") and old.ndim == new.ndim and old.shape[-1] == new.shape[-1]:
-                sd[key] = pe.resample_relative(old, tuple(new.shape[:-1]), mode)
-                if not any(n.startswith("relative offsets") for n in notes):
-                    shape = lambda t: "x".join(map(str, t.shape[:-1]))
-                    notes.append(f"relative offsets resampled: {shape(old)} -> {shape(new)} ({mode})")
-        return notes
+            if self.posemb == "sincos2d" and key == "pos_embed":
+                sd[key], how = new.detach().clone(), "sincos2d recomputed"
+                old_grid = old_grid or pe.square_grid(old.shape[1] - (new.shape[1] - self.patch_embed.num_patches))
+            elif key in ("pos_embed_row", "pos_embed_col"):
+                sd[key], how = pe.resample_axis(old, new.shape[1], mode), f"{mode}, row and column tables"
+            elif key.endswith(".attn.rel_pos"):
+                sd[key], how = pe.resample_relative(old, tuple(new.shape[:-1]), mode), f"{mode}, relative offsets"
+                # 2-D offsets (2h-1, 2w-1) hold the old grid; 1-D ones (2n-1) only its size
+                two_d = ((old.shape[0] + 1) // 2, (old.shape[1] + 1) // 2) if old.ndim == 3 else None
+                old_grid = two_d or old_grid or pe.square_grid((old.shape[0] + 1) // 2)
+        if how is None:
+            return []
+        was = _fmt(old_grid) if old_grid else "checkpoint grid"
+        return [f"position embeddings resampled: {was} -> {_fmt(self.patch_embed.grid_size)} ({how})"]
 
     def enable_masked_patch(self, outputs: int) -> None:
         """Add the parts of masked patch prediction: the learnable [mask] embedding and a linear head of

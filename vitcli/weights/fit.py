@@ -114,7 +114,7 @@ def load_weights(
     if pretraining:
         notes.append(f"masked-patch parts not loaded: {len(pretraining)} tensors of mask_token/mpp_head dropped")
     if hasattr(model, "fit_posemb"):  # 2-D, relative and fixed tables: the model knows their layout
-        notes += model.fit_posemb(sd, mode)
+        notes += model.fit_posemb(sd, mode, old_grid)
     if "pos_embed" in sd and getattr(model, "pos_embed", None) is not None:
         sd["pos_embed"], note = _resample(model, sd, old_grid, mode)
         if note:
