@@ -2,16 +2,19 @@
 ablation, both at the scale of recipes/cifar10/scratch.yaml (ViT 4 x 128, patch 4, 32 px, batch 128).
 
     .venv/bin/python benchmarks/mpp_posemb_cifar10.py mpp --data ../shared/data/cifar10
-    .venv/bin/python benchmarks/mpp_posemb_cifar10.py posemb --data ../shared/data/cifar10 [--steps 300]
+    .venv/bin/python benchmarks/mpp_posemb_cifar10.py posemb --data ../shared/data/cifar10 [--steps 120]
 
-mpp     (1) fine-tuning recipe from random initialisation, 400 steps (recipes/mpp/cifar10_finetune.yaml)
-        (2) masked patch prediction on the training images, labels unused, 968 steps
-            (recipes/mpp/cifar10_cpu.yaml), then the same 400 fine-tuning steps from it
-        (3) supervised from scratch for 968 + 400 = 1,368 steps: recipes/cifar10/scratch.yaml (with
-            --scratch; otherwise its recorded result in benchmarks/README.md is quoted)
-        plus the few-shot accuracy (recipes/fewshot/cifar10.yaml) of the MPP backbone and of each model.
-posemb  recipes/cifar10/scratch.yaml for `--steps` steps with each model.posemb, then its test top-1 and
-        few-shot accuracy.
+mpp     (1) the fine-tuning recipe from random initialisation (recipes/mpp/cifar10_finetune.yaml run
+            by `vit pretrain`), `--ft-steps` steps
+        (2) masked patch prediction on the training images, labels unused (recipes/mpp/cifar10_cpu.yaml),
+            `--pre-steps` steps, then the same fine-tuning from it (`vit finetune`)
+        (3) supervised from scratch for pre + fine-tuning steps (the recipe of (1), longer)
+        plus the few-shot accuracy of the MPP backbone and of each model.
+posemb  recipes/cifar10/scratch.yaml for `--steps` steps (warm-up 20) with each model.posemb, then its
+        test top-1 and few-shot accuracy.
+
+Few-shot: recipes/fewshot/cifar10.yaml on 5% of the training split (2,500 images) and 20% of the test
+split (2,000), 1/5/10/25 shots x 3 seeds, to keep each evaluation short on a shared CPU.
 
 Each `vit` command runs under `flock /tmp/vit-heavy.lock nice -n 5` (the machine is shared), one at a
 time; results are kept in RUNS/bench-<part>.json so an interrupted benchmark continues where it stopped.
@@ -61,7 +64,8 @@ class Bench:
 def fewshot(bench: Bench, key: str, run: Path, data: str) -> dict:
     """Mean few-shot accuracy per shot count of a run's model on CIFAR-10 (the recipe's 20% of train)."""
     out = bench.step(f"{key}-fewshot", ["fewshot", "recipes/fewshot/cifar10.yaml", "--from", str(run),
-                                        "--set", f"data.source={data}"])
+                                        "--set", f"data.source={data}", "--set", "data.train_split=train[:5%]",
+                                        "--set", "data.eval_split=test[:20%]"])
     return {shot: r["mean"] for shot, r in next(iter(out["results"].values())).items()}
 
 
@@ -69,26 +73,28 @@ def top1(result: dict) -> float:
     return result.get("top1", float("nan"))
 
 
-def mpp(bench: Bench, data: str, runs: Path, scratch: bool) -> None:
+def mpp(bench: Bench, data: str, runs: Path, pre_steps: int, ft_steps: int) -> None:
     src = ["--set", f"data.source={data}"]
+    ft_len, pre_len = ["--set", f"train.steps={ft_steps}"], ["--set", f"train.steps={pre_steps}"]
     rows = []
-    random = bench.step("random-ft", ["pretrain", "recipes/mpp/cifar10_finetune.yaml", *src,
+    random = bench.step("random-ft", ["pretrain", "recipes/mpp/cifar10_finetune.yaml", *src, *ft_len,
                                       "--out", str(runs / "random-ft")])
-    rows.append(("random init, 400 fine-tuning steps", 400, top1(random), fewshot(bench, "random-ft",
-                                                                                  runs / "random-ft", data)))
-    pre = bench.step("mpp", ["pretrain", "recipes/mpp/cifar10_cpu.yaml", *src, "--out", str(runs / "mpp")])
+    rows.append((f"random init + {ft_steps} fine-tuning steps", ft_steps, top1(random),
+                 fewshot(bench, "random-ft", runs / "random-ft", data)))
+    pre = bench.step("mpp", ["pretrain", "recipes/mpp/cifar10_cpu.yaml", *src, *pre_len,
+                             "--out", str(runs / "mpp")])
     print(f"MPP pretraining: {pre}", file=sys.stderr)
-    rows.append(("MPP backbone (968 steps), no fine-tuning", 968, float("nan"),
+    rows.append((f"MPP backbone ({pre_steps} steps), not fine-tuned", pre_steps, float("nan"),
                  fewshot(bench, "mpp", runs / "mpp", data)))
     ft = bench.step("mpp-ft", ["finetune", "recipes/mpp/cifar10_finetune.yaml", "--from", str(runs / "mpp"),
-                               *src, "--out", str(runs / "mpp-ft")])
-    rows.append(("MPP 968 steps + 400 fine-tuning steps", 1368, top1(ft), fewshot(bench, "mpp-ft",
-                                                                                 runs / "mpp-ft", data)))
-    if scratch:
-        sup = bench.step("scratch", ["pretrain", "recipes/cifar10/scratch.yaml", *src,
-                                     "--out", str(runs / "scratch")])
-        rows.append(("supervised from scratch, 1,368 steps", 1368, top1(sup),
-                     fewshot(bench, "scratch", runs / "scratch", data)))
+                               *src, *ft_len, "--out", str(runs / "mpp-ft")])
+    rows.append((f"MPP {pre_steps} steps + {ft_steps} fine-tuning steps", pre_steps + ft_steps, top1(ft),
+                 fewshot(bench, "mpp-ft", runs / "mpp-ft", data)))
+    total = pre_steps + ft_steps
+    sup = bench.step("scratch", ["pretrain", "recipes/mpp/cifar10_finetune.yaml", *src,
+                                 "--set", f"train.steps={total}", "--out", str(runs / "scratch")])
+    rows.append((f"supervised from scratch, {total} steps", total, top1(sup),
+                 fewshot(bench, "scratch", runs / "scratch", data)))
     print("| run | steps | test top-1 | 1-shot | 5-shot | 10-shot | 25-shot |\n|---|---|---|---|---|---|---|")
     for name, steps, acc, shots in rows:
         cells = " | ".join(f"{100 * shots[s]:.2f}%" for s in ("1shot", "5shot", "10shot", "25shot"))
@@ -102,6 +108,7 @@ def posemb(bench: Bench, data: str, runs: Path, steps: int) -> None:
         result = bench.step(kind, ["pretrain", "recipes/cifar10/scratch.yaml", "--set", f"data.source={data}",
                                    "--set", f"model.posemb={kind}", "--set", "train.epochs=null",
                                    "--set", f"train.steps={steps}", "--set", "train.checkpoint_every=0",
+                                   "--set", "schedule.warmup_steps=20",
                                    "--out", str(out)])
         shots = fewshot(bench, kind, out, data)
         cells = " | ".join(f"{100 * shots[s]:.2f}%" for s in ("1shot", "5shot", "10shot", "25shot"))
@@ -114,12 +121,13 @@ def main() -> None:
     parser.add_argument("part", choices=["mpp", "posemb"])
     parser.add_argument("--data", required=True, help="CIFAR-10 source, e.g. ../shared/data/cifar10")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-mpp")
-    parser.add_argument("--steps", type=int, default=300, help="posemb: training steps per choice")
-    parser.add_argument("--scratch", action="store_true", help="mpp: also rerun the 1,368-step scratch recipe")
+    parser.add_argument("--steps", type=int, default=120, help="posemb: training steps per choice")
+    parser.add_argument("--pre-steps", type=int, default=200, help="mpp: masked-patch pretraining steps")
+    parser.add_argument("--ft-steps", type=int, default=200, help="mpp: fine-tuning steps")
     args = parser.parse_args()
     bench = Bench(args.runs, args.part)
     if args.part == "mpp":
-        mpp(bench, args.data, args.runs, args.scratch)
+        mpp(bench, args.data, args.runs, args.pre_steps, args.ft_steps)
     else:
         posemb(bench, args.data, args.runs, args.steps)
 
