@@ -45,7 +45,7 @@ def _expand(pattern: str) -> list[str]:
 
 def _layer_id(name: str, depth: int) -> int:
     # Embeddings are layer 0, block i is layer i+1, the final norm and head are layer depth+1.
-    if name.startswith(("patch_embed", "cls_token", "pos_embed", "reg_token")):
+    if name.startswith(("patch_embed", "cls_token", "pos_embed", "reg_token", "mask_token")):
         return 0
     match = re.match(r"blocks\.(\d+)\.", name)
     return int(match.group(1)) + 1 if match else depth + 1
