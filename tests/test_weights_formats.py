@@ -192,3 +192,14 @@ def test_timm_model_of_another_family_is_one_line(tmp_path):
                               global_pool="avg", class_token=False)  # timm's default GAP: fc_norm after pooling
     save_file(model.state_dict(), str(tmp_path / "gap.safetensors"))
     assert "fc_norm" in one_line_error("eval", "--from", tmp_path / "gap.safetensors")
+
+
+def test_a_config_json_of_another_tool_does_not_hide_the_shapes(tmp_path):
+    from safetensors.torch import save_file
+
+    src = randomise(build_model(ModelCfg(**{**TINY, "name": "S/4", "width": 384, "depth": 12, "heads": 6,
+                                            "mlp_dim": 1536}), 2))
+    save_file(src.state_dict(), str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"trained_with": "something else"}))
+    desc = reader.read(tmp_path).model
+    assert (desc["variant"], desc["heads"], "guessed" in desc) == ("S/4", 6, False)  # the paper's S: 6 heads

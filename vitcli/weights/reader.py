@@ -126,7 +126,7 @@ def _describe(path: Path, tensors: dict[str, torch.Tensor], names: list[str] | N
         fields = arch.from_timm_config(tensors, config, str(path))
         fields["label_names"] = names or _label_names(fields["label_names"], config_path)
         return Pretrained(path, tensors, **fields)
-    if config is None:
+    if config is None or not ({"vit_model", "vit_recipe"} & config.keys()):  # no config (or another tool's)
         return Pretrained(path, tensors, model=arch.from_state_dict(tensors, str(path)), label_names=names)
     model, recipe = _mapping(config, "vit_model", config_path), _mapping(config, "vit_recipe", config_path)
     names = names or _label_names(config.get(LABEL_NAMES), config_path)
