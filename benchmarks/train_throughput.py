@@ -54,7 +54,7 @@ def engine_step(model: ModelCfg, batch: int, precision: str, compile: bool, out:
         "eval": {"evaluators": []},
     }, "bench")
     rt = Runtime.create("cpu", precision, 0)
-    trainer = Trainer(cfg, rt, out / f"run-{len(list(out.iterdir()))}", Reporter(enabled=False))
+    trainer = Trainer(cfg, rt, out / f"run-{len(list(out.iterdir()))}", Reporter(enabled=False), recipe_data={})
     data = [(torch.randn(batch, 3, res, res), torch.randint(0, CLASSES, (batch,)))]
     return lambda: trainer._step(data)
 

@@ -367,7 +367,8 @@ CASES = [
      "--resume: {tmp} holds no vit run (no recipe.json); drop --resume to start a new run"),
     ("resume-other-recipe", lambda c: ["pretrain", c.recipe(optim={"lr": 0.1}), "--resume", "--out", c.run],
      "--resume: the recipe differs from the run in {run} at: optim.lr, train.checkpoint_every, train.steps; "
-     "resume with the same recipe (changeable with --set: train.steps, train.epochs, train.examples)"),
+     "resume with the same recipe (changeable with --set: train.steps, train.epochs, train.examples); "
+     "or continue it as it was, with no recipe: vit pretrain --resume --out {run}"),
     ("resume-recipe-json-torn", lambda c: (shutil.copytree(c.run, c.tmp / "r"),
                                            (c.tmp / "r/recipe.json").write_text("{"),
                                            ["pretrain", c.recipe(), "--resume", "--out", c.tmp / "r"])[2],
@@ -486,7 +487,7 @@ def finished_run(tiny_data, tmp_path_factory) -> Path:
 
     cfg = recipe.from_data(tiny_recipe(tiny_data), "tiny", ["train.steps=2", "train.checkpoint_every=1"])
     out = tmp_path_factory.mktemp("finished") / "run"
-    jobs.train(cfg, out, recipe.to_yaml(cfg), log=Reporter(enabled=False))
+    jobs.train(cfg, out, render=recipe.dump, log=Reporter(enabled=False))
     return out
 
 

@@ -255,7 +255,7 @@ def test_nan_loss_stops_naming_the_step_last_good_checkpoint_and_causes(tiny_dat
     poison_loss(monkeypatch, {4})
     cfg, out = nan_cfg(tiny_data), tmp_path / "run"
     with pytest.raises(RunError) as info:
-        jobs.train(cfg, out, recipe.to_yaml(cfg), log=Recorder())
+        jobs.train(cfg, out, render=recipe.dump, log=Recorder())
     last = out / "checkpoints" / "step-00000003.pt"
     assert str(info.value) == (
         f"non-finite loss or gradient at step 4 (loss nan, grad norm nan); last good checkpoint: {last}; likely "
@@ -269,7 +269,7 @@ def test_nan_loss_stops_naming_the_step_last_good_checkpoint_and_causes(tiny_dat
 def test_skip_nonfinite_skips_up_to_n_steps_each_logged(tiny_data, tmp_path, monkeypatch):
     poison_loss(monkeypatch, {2, 4})
     cfg, out, log = nan_cfg(tiny_data, "train.skip_nonfinite=2"), tmp_path / "run", Recorder()
-    result = jobs.train(cfg, out, recipe.to_yaml(cfg), log=log)
+    result = jobs.train(cfg, out, render=recipe.dump, log=log)
     assert result["steps"] == 6
     assert log.warnings == ["step 2: non-finite loss/gradient, update skipped (1/2 allowed)",
                             "step 4: non-finite loss/gradient, update skipped (2/2 allowed)"]
@@ -282,7 +282,7 @@ def test_one_more_nonfinite_step_than_allowed_stops_at_the_last_good_checkpoint(
     poison_loss(monkeypatch, {2, 5})
     cfg, out = nan_cfg(tiny_data, "train.skip_nonfinite=1"), tmp_path / "run"
     with pytest.raises(RunError, match=r"at step 5 .*last good checkpoint: .*step-00000004\.pt"):
-        jobs.train(cfg, out, recipe.to_yaml(cfg), log=Recorder())
+        jobs.train(cfg, out, render=recipe.dump, log=Recorder())
     assert finite(reader.latest(out))["step"] == 4
 
 
@@ -298,7 +298,7 @@ def test_weights_that_turn_nonfinite_are_never_checkpointed(tiny_data, tmp_path,
     monkeypatch.setattr(Trainer, "_step", step)
     cfg, out = nan_cfg(tiny_data), tmp_path / "run"
     with pytest.raises(RunError) as info:
-        jobs.train(cfg, out, recipe.to_yaml(cfg), log=Recorder())
+        jobs.train(cfg, out, render=recipe.dump, log=Recorder())
     last = out / "checkpoints" / "step-00000002.pt"
     assert str(info.value).startswith(f"step 3: weight pos_embed is NaN or infinite, so no checkpoint was "
                                       f"written; last good checkpoint: {last}; likely causes:")
@@ -326,7 +326,7 @@ def test_resume_removes_temp_files_and_torn_metrics_lines(tiny_data, tmp_path):
     from vitcli.engine.persistence import rundir
 
     cfg, out = nan_cfg(tiny_data, "train.steps=2"), tmp_path / "run"
-    jobs.train(cfg, out, recipe.to_yaml(cfg), log=Recorder())
+    jobs.train(cfg, out, render=recipe.dump, log=Recorder())
     stale = [out / "checkpoints" / ".step-00000003.pt.k1ll3d.tmp", out / ".metrics.jsonl.abc.tmp"]
     for path in stale:
         path.write_bytes(b"half a checkpoint")

@@ -69,7 +69,7 @@ def run(tiny_data, tmp_path_factory):
                        fewshot={"shots": [1, 2], "seeds": 2})
     cfg = recipe.from_data(data, "test")
     out = tmp_path_factory.mktemp("eval") / "run"
-    jobs.train(cfg, out, recipe.to_yaml(cfg), log=Reporter(enabled=False))
+    jobs.train(cfg, out, render=recipe.dump, log=Reporter(enabled=False))
     return out
 
 
@@ -127,6 +127,14 @@ def test_ema_and_raw_weights_differ(run):
     assert (ema["weights"], raw["weights"]) == ("ema", "raw")
     assert ema["loss"] != pytest.approx(raw["loss"], abs=1e-6)
     assert "--weights 'best'" in error_line(invoke("eval", "--from", run, "--weights", "best"))
+
+
+def test_recipe_eval_weights_is_honoured_and_the_option_overrides_it(run, tmp_path):
+    spec = tmp_path / "raw.yaml"
+    spec.write_text(yaml.safe_dump({"eval": {"weights": "raw"}}))
+    assert one_json(invoke("eval", spec, "--from", run, "--json"))["weights"] == "raw"
+    assert one_json(invoke("eval", spec, "--from", run, "--weights", "ema", "--json"))["weights"] == "ema"
+    assert one_json(invoke("fewshot", spec, "--from", run, "--shots", 1, "--seeds", 1, "--json"))["weights"] == "raw"
 
 
 def test_eval_at_another_resolution_resamples_and_says_so(run):

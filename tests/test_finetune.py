@@ -54,7 +54,7 @@ def pre(tiny_data, tmp_path_factory) -> Path:
     """A pretrained run directory: tiny ViT with representation_size 16, 4 classes, 16 px."""
     out = tmp_path_factory.mktemp("pre") / "run"
     cfg = recipe.from_data(tiny_recipe(tiny_data, model={"representation_size": 16}), "t", ["train.steps=6"])
-    jobs.train(cfg, out, recipe.to_yaml(cfg), log=Reporter(enabled=False))
+    jobs.train(cfg, out, render=recipe.dump, log=Reporter(enabled=False))
     return out
 
 
@@ -80,7 +80,7 @@ def tiny_yaml(tiny_data, tmp_path_factory) -> Path:
 def finetune_model(source_path: Path, recipe_path: Path | None, *extra: str):
     """Assemble the fine-tune recipe as `vit finetune` does, then build and initialise its model."""
     source = reader.read(source_path)
-    cfg = assembly.from_checkpoint(source, recipe_path, [], [*FAST, *extra], finetune=True)
+    cfg = assembly.from_checkpoint(source, recipe_path, [], [*FAST, *extra], assembly.FINETUNE)
     model = build_model(cfg.model, 4)
     log, buffer = capture()
     init_model(model, cfg, 4, log)
@@ -176,7 +176,7 @@ def test_cli_finetune_at_non_square_res_on_the_checkpoints_data(pre, tmp_path):
 def test_new_data_keeps_the_checkpoints_pixel_normalisation(pre, tiny_yaml):
     source = reader.read(pre)
     source.recipe["data"]["norm"] = "imagenet"
-    cfg = assembly.from_checkpoint(source, tiny_yaml, [], FAST, finetune=True)
+    cfg = assembly.from_checkpoint(source, tiny_yaml, [], FAST, assembly.FINETUNE)
     assert cfg.data.source == yaml.safe_load(tiny_yaml.read_text())["data"]["source"]
     assert cfg.data.norm == "imagenet"
 
@@ -185,9 +185,9 @@ def test_new_data_keeps_the_checkpoints_pixel_normalisation(pre, tiny_yaml):
 def test_engine_finetune_with_freeze_and_layer_decay(pre, tmp_path):
     source = reader.read(pre)
     cfg = assembly.from_checkpoint(source, None, ["model.res=24"], [
-        *FAST, "optim.lr=0.1", "optim.layer_decay=0.5", "train.freeze=[patch_embed, blocks.0-0]"], finetune=True)
+        *FAST, "optim.lr=0.1", "optim.layer_decay=0.5", "train.freeze=[patch_embed, blocks.0-0]"], assembly.FINETUNE)
     log, buffer = capture()
-    result = jobs.train(cfg, tmp_path / "ft", recipe.to_yaml(cfg), log=log)
+    result = jobs.train(cfg, tmp_path / "ft", render=recipe.dump, log=log)
     assert result["steps"] == 3
     assert "position embeddings resampled: 4x4 -> 6x6 (paper)" in buffer.getvalue()
     after, before = load_file(str(tmp_path / "ft" / "model.safetensors")), source.state_dict
@@ -342,7 +342,7 @@ def test_sweep_ties_go_to_the_lower_minival_loss_and_say_so():
 def test_minival_fraction_is_the_papers_per_data_set(pre, source, fraction):
     from vitcli.engine.train.sweep import minival_splits
 
-    cfg = assembly.from_checkpoint(reader.read(pre), None, [], [*FAST, f"data.source={source}"], finetune=True)
+    cfg = assembly.from_checkpoint(reader.read(pre), None, [], [*FAST, f"data.source={source}"], assembly.FINETUNE)
     train, minival, got, _ = minival_splits(cfg)
     keep = f"{round(100 * (1 - fraction))}%"
     assert (train, minival, got) == (f"train[:{keep}]", f"train[{keep}:]", fraction)
@@ -352,7 +352,7 @@ def test_minival_is_carved_from_a_whole_train_split_never_the_test_split(pre):
     from vitcli.engine.train.sweep import minival_splits
 
     def cfg(*items):
-        return assembly.from_checkpoint(reader.read(pre), None, [], [*FAST, *items], finetune=True)
+        return assembly.from_checkpoint(reader.read(pre), None, [], [*FAST, *items], assembly.FINETUNE)
 
     assert minival_splits(cfg())[:2] == ("train[:98%]", "train[98%:]")  # the tiny data set: not the paper's
     assert minival_splits(cfg("data.eval_split=validation"))[:2] == ("train[:98%]", "train[98%:]")
@@ -431,7 +431,7 @@ def test_res_not_divisible_by_the_patch_names_the_nearest_sizes(pre):
 def test_sweep_refuses_a_single_run_directory(pre, tmp_path):
     from vitcli.engine.train.sweep import run_sweep
 
-    cfg = assembly.from_checkpoint(reader.read(pre), None, [], [*FAST, "optim.lr=[0.1,0.2]"], finetune=True)
+    cfg = assembly.from_checkpoint(reader.read(pre), None, [], [*FAST, "optim.lr=[0.1,0.2]"], assembly.FINETUNE)
     with pytest.raises(RunError, match="holds a single run"):
         run_sweep(cfg, pre, resume=False, allowed=frozenset(), hint="")
 
@@ -457,7 +457,7 @@ def _trainer(cfg, tmp_path):
 def test_finetune_without_a_length_sizes_itself(pre, tiny_data, tmp_path, name, batch, steps, why):
     (tmp_path / name).symlink_to(tiny_data, target_is_directory=True)
     items = [f"data.source={tmp_path / name}", f"train.batch_size={batch}", "data.workers=0", "train.precision=fp32"]
-    cfg = assembly.from_checkpoint(reader.read(pre), None, [], items, finetune=True)
+    cfg = assembly.from_checkpoint(reader.read(pre), None, [], items, assembly.FINETUNE)
     assert cfg.train.steps is None and cfg.train.epochs is None and cfg.train.examples is None
     trainer, log = _trainer(cfg, tmp_path)
     assert trainer.total == steps
@@ -476,7 +476,7 @@ def test_a_warmup_longer_than_the_run_is_one_line(pre):
 def test_the_first_steps_print_the_projected_length(tiny_data, tmp_path):
     cfg = recipe.from_data(tiny_recipe(tiny_data), "t", ["train.steps=8"])
     log, buffer = capture()
-    jobs.train(cfg, tmp_path / "run", recipe.to_yaml(cfg), log=log)
+    jobs.train(cfg, tmp_path / "run", render=recipe.dump, log=log)
     lines = [line for line in buffer.getvalue().splitlines() if line.startswith("measured")]
     assert len(lines) == 1 and " s per step over steps 2-6: 8 steps take about " in lines[0], lines
     assert "ending around" in lines[0]

@@ -26,7 +26,7 @@ def run(tiny_data, tmp_path_factory):
     torch.set_num_threads(1)
     cfg = recipe.from_data(tiny_recipe(tiny_data, train={"steps": 6, "device": "cpu", "checkpoint_every": 3}), "t")
     out = tmp_path_factory.mktemp("labels") / "run"
-    jobs.train(cfg, out, recipe.to_yaml(cfg), log=Reporter(enabled=False))
+    jobs.train(cfg, out, render=recipe.dump, log=Reporter(enabled=False))
     return out
 
 

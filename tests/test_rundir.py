@@ -32,7 +32,7 @@ def cfg(tiny_data, *sets: str):
 
 
 def train(c, out, **kw):
-    return jobs.train(c, out, recipe.to_yaml(c), log=QUIET, **kw)
+    return jobs.train(c, out, log=QUIET, render=recipe.dump, **kw)
 
 
 @pytest.fixture(scope="module")

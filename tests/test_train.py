@@ -27,7 +27,7 @@ def cfg_of(data: dict, *sets: str):
 
 
 def train(cfg, out, **kw):
-    return jobs.train(cfg, out, recipe.to_yaml(cfg), log=QUIET, **kw)
+    return jobs.train(cfg, out, render=recipe.dump, log=QUIET, **kw)
 
 
 def weights(out) -> dict[str, torch.Tensor]:
@@ -101,9 +101,10 @@ def run_trainer(cfg, out, resume=False, stop_at=None):
     from vitcli.engine.persistence import rundir
 
     rt = Runtime.create("cpu", cfg.train.precision, cfg.train.seed)
-    rundir.prepare(out, recipe.to_yaml(cfg), schema.to_dict(cfg), resume=resume, allowed=set())
+    data = schema.to_dict(cfg)
+    rundir.prepare(out, recipe.dump(data), data, resume=resume, allowed=set())
     rt.seed_everything()
-    trainer = Trainer(cfg, rt, out, QUIET, resume=resume)
+    trainer = Trainer(cfg, rt, out, QUIET, resume=resume, recipe_data=data)
     ref = [trainer]
     stop = StopAt(ref, stop_at) if stop_at else StopRequest("")
     trainer.run(stop)

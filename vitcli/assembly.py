@@ -1,18 +1,34 @@
-"""From command-line options to the recipe each command runs.
+"""The recipe each command runs: one ordered merge of layers, the precedence written once (`PRECEDENCE`).
 
 `vit finetune`, `eval` and `fewshot` may start from a checkpoint alone: the checkpoint describes its
-model and the recipe it was trained with, so the recipe is assembled from (in increasing priority) the
-checkpoint, the RECIPE file, the command's own options and `--set` overrides.
+model and the recipe it was trained with. What a command takes from that checkpoint is data (a `Start`
+policy per command), not `if mode ==` branches.
 """
 
 from __future__ import annotations
 
+import json
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitcli import recipe
-from vitcli.config import ModelCfg, RecipeCfg
-from vitcli.errors import CheckpointError, RecipeError
+from vitcli import files, recipe
+from vitcli.config import EvalCfg, ModelCfg, RecipeCfg
+from vitcli.errors import CheckpointError, RecipeError, RunError
 from vitcli.models.variants import resolve_variant
+
+# Lowest priority first; each layer's keys win over every layer above it in this list. The dict layers
+# are deep-merged (mappings merge, lists are replaced); `options` and `sets` are KEY=VALUE items applied
+# in order on the merged data, each checked against the schema and named in its own error.
+PRECEDENCE = (
+    "defaults",      # every field's default (config.py), then the command's own defaults (a zero head)
+    "checkpoint",    # the --from checkpoint's stored recipe: the sections the command carries over
+    "recipe",        # the RECIPE file, or the command's default recipe when none is given
+    "architecture",  # the checkpoint's architecture; a RECIPE that contradicts it is refused, not overridden
+    "command",       # what the command fixes: finetune's train.init_from and dropped pre-logits layer
+    "options",       # the command's own options: --res, --data, --split, --shots, --seeds, --weights
+    "sets",          # --set KEY=VALUE, in the order given
+)
 
 # Model fields that define the architecture: they come from the checkpoint when it records them.
 _ARCH_KEYS = ("name", "width", "depth", "heads", "mlp_dim", "patch", "pool", "representation_size", "posemb")
@@ -20,24 +36,117 @@ RECIPES = Path(__file__).resolve().parent / "recipes"  # shipped as package data
 FINETUNE_DEFAULT = RECIPES / "finetune" / "default.yaml"
 
 
+@dataclass(frozen=True)
+class Layers:
+    """One command's recipe, layer by layer (see `PRECEDENCE`)."""
+
+    defaults: dict = field(default_factory=dict)
+    checkpoint: dict = field(default_factory=dict)
+    recipe: dict = field(default_factory=dict)
+    architecture: dict = field(default_factory=dict)
+    command: dict = field(default_factory=dict)
+    options: tuple[recipe.Override, ...] = ()
+    sets: tuple[recipe.Override, ...] = ()
+
+
+def resolve(layers: Layers, origin: str) -> RecipeCfg:
+    """Merge the layers in `PRECEDENCE` order into one checked config; `origin` prefixes its errors."""
+    data: dict = {}
+    items: list[recipe.Override] = []
+    for name in PRECEDENCE:
+        layer = getattr(layers, name)
+        if isinstance(layer, dict):
+            data = recipe.merge(data, layer)
+        else:
+            items += layer
+    return recipe.from_data(data, origin, items)
+
+
+@dataclass(frozen=True)
+class Start:
+    """What a command takes from the checkpoint it starts from."""
+
+    carried: tuple[str, ...]  # sections of the stored recipe taken over as they were (data: `carried_data`)
+    new_head: bool  # the paper's transfer: no head, no tanh pre-logits layer, a zero-initialised new head
+    trains_from_it: bool  # train.init_from is the checkpoint
+    default_recipe: Path | None = None  # the recipe used when no RECIPE is given
+    default_name: str = ""  # run.name suffix with the default recipe: "<checkpoint>-<suffix>"
+    data_in_fewshot_sets: bool = False  # fewshot.datasets name their own sources, so data.source may be empty
+
+    def defaults(self) -> dict:
+        return {"model": {"head_init": "zero"}} if self.new_head else {}
+
+    def fixed(self, checkpoint: Path) -> dict:
+        """The `command` layer: keys the command sets whatever the RECIPE says (--set still wins)."""
+        out: dict = {}
+        if self.new_head:
+            out["model"] = {"representation_size": None}
+        if self.trains_from_it:
+            out["train"] = {"init_from": str(checkpoint)}
+        return out
+
+
+_ALL_BUT_DATA_AND_RUN = ("model", "optim", "schedule", "train", "eval", "fewshot")
+FINETUNE = Start(carried=(), new_head=True, trains_from_it=True, default_recipe=FINETUNE_DEFAULT,
+                 default_name="finetune")
+# Eval and few-shot keep the checkpoint's own settings unless the RECIPE says otherwise.
+EVALUATE = Start(carried=_ALL_BUT_DATA_AND_RUN, new_head=False, trains_from_it=False, data_in_fewshot_sets=True)
+FEWSHOT = EVALUATE
+
+
+def carried_data(stored: dict | None, given: dict) -> dict:
+    """THE DATA CARRY RULE: what the checkpoint's data section contributes under a RECIPE's `given` one.
+
+    A RECIPE without data.source runs on the checkpoint's own data: every data key it leaves unset comes
+    from the checkpoint. A RECIPE with new data keeps only the checkpoint's pixel normalisation, since the
+    same network needs pixels scaled as in its training or every feature shifts.
+    """
+    if not stored:
+        return {}
+    if not given.get("source"):
+        return dict(stored)
+    return {"norm": stored["norm"]} if "norm" in stored else {}
+
+
 # The command options that set recipe keys: an error in their value names the option, not a file.
 _OPTIONS = {"model.res": "--res", "data.source": "--data", "data.eval_split": "--split", "fewshot.shots": "--shots",
-            "fewshot.seeds": "--seeds"}
+            "fewshot.seeds": "--seeds", "eval.weights": "--weights"}
 
 
-def recipe_overrides(res: str | None = None, extra: dict[str, str] | None = None) -> list[tuple[str, str]]:
-    """Turn command options (--res, --data ...) into overrides applied before the user's own `--set`s,
-    each paired with the option as typed (`--res big`) for error messages."""
-    given = {"model.res": res, **(extra or {})}
-    return [(f"{key}={value}", f"{_OPTIONS.get(key, key)} {str(value).strip('[]')}")
-            for key, value in given.items() if value is not None]
+def recipe_overrides(res: str | None = None, extra: dict[str, object] | None = None,
+                     weights: str | None = None) -> tuple[tuple[str, str], ...]:
+    """The `options` layer: command options (--res, --data, --weights ...) as overrides applied before
+    the user's own `--set`s, each paired with the option as typed (`--res big`) for error messages."""
+    if weights is not None:
+        valid = typing.get_args(typing.get_type_hints(EvalCfg)["weights"])
+        if weights not in valid:
+            raise RecipeError(f"--weights {weights!r}: valid: {', '.join(map(repr, valid))}")
+    given = {"model.res": res, **(extra or {}), "eval.weights": weights}
+    return tuple((f"{key}={value}", f"{_OPTIONS.get(key, key)} {str(value).strip('[]')}")
+                 for key, value in given.items() if value is not None)
 
 
 def pretrain(path: Path, sets: list[str]) -> RecipeCfg:
-    """The recipe of `vit pretrain`."""
-    cfg = recipe.load(path, sets)
+    """The recipe of `vit pretrain RECIPE`: defaults < RECIPE < --set."""
+    cfg = resolve(Layers(recipe=recipe.read(path), sets=tuple(sets)), str(path))
     require_source(cfg, str(path))
     return cfg
+
+
+def resumed(out: Path, sets: list[str]) -> RecipeCfg:
+    """The recipe of `vit pretrain --resume --out RUN` without a RECIPE: the run's own < --set."""
+    saved = Path(out) / "recipe.json"
+    # A run's own files are read as the run directory's rules say: regular files only, never a link.
+    if not files.check_regular(saved, follow=False, who="--resume: "):
+        raise RunError(f"--resume: {out} holds no vit run (no recipe.json); give the RECIPE to start a new run")
+    try:
+        stored = json.loads(files.read_bytes(saved, limit=1 << 20))
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RunError(f"--resume: {saved} is unreadable ({exc}); give the RECIPE to continue the run") from None
+    if not isinstance(stored, dict):
+        raise RunError(f"--resume: {saved} is not a recipe (a JSON object); give the RECIPE to continue the run")
+    # The stored recipe is the resolved one, so it sits where a RECIPE would: above every default.
+    return resolve(Layers(recipe=stored, sets=tuple(sets)), str(saved))
 
 
 def require_source(cfg: RecipeCfg, origin: str) -> None:
@@ -47,61 +156,68 @@ def require_source(cfg: RecipeCfg, origin: str) -> None:
                           "imagefolder:PATH or builtin:digits (or --set data.source=...)")
 
 
-def from_checkpoint(source, recipe_path: Path | None, options: list[str], sets: list[str], *,
-                    finetune: bool) -> RecipeCfg:
+def from_checkpoint(source, recipe_path: Path | None, options: tuple[str, ...] | list[str],
+                    sets: list[str], start: Start) -> RecipeCfg:
     """Assemble the recipe of finetune/eval/fewshot from a checkpoint, an optional RECIPE and options."""
     stored = source.recipe or {}
-    own_model: dict = {}  # what the RECIPE file itself says of the model, before anything is merged in
+    own: dict = {}  # what the RECIPE file itself says of the model (its bases included): checked, not merged
     if recipe_path is not None:
-        data = recipe.read(recipe_path)
-        origin = str(recipe_path)
-        own_model = dict(data.get("model") or {})
-    elif finetune:
-        data = recipe.read(FINETUNE_DEFAULT)
-        data["run"]["name"] = f"{Path(source.path).stem if source.path.is_file() else source.path.name}-finetune"
-        origin = str(FINETUNE_DEFAULT)
+        given, origin = recipe.read(recipe_path), str(recipe_path)
+        own = dict(given.get("model") or {})
+    elif start.default_recipe is not None:
+        given, origin = recipe.read(start.default_recipe), str(start.default_recipe)
+        stem = source.path.stem if source.path.is_file() else source.path.name
+        given["run"]["name"] = f"{stem}-{start.default_name}"
     else:
-        data, origin = {}, str(source.path)
-    if not data.get("data", {}).get("source") and "data" in stored:
-        data["data"] = recipe.merge(stored["data"], data.get("data", {}))
-    elif "norm" in stored.get("data", {}) and "norm" not in data.get("data", {}):
-        # New data, same network: pixels must be scaled as in pretraining, or every feature shifts.
-        data.setdefault("data", {})["norm"] = stored["data"]["norm"]
-    if not finetune:  # eval/fewshot keep the checkpoint's own settings unless the recipe says otherwise
-        data = recipe.merge(_without(stored, ("data", "run")), data)
-    named = any(item.partition("=")[0].strip() == "model.name" for item in sets)
-    data["model"] = _model_section(source, data.get("model", {}), own_model, recipe_path, finetune, named)
-    if finetune:
-        data.setdefault("train", {})["init_from"] = str(source.path)
-    cfg = recipe.from_data(data, origin, [*options, *sets])
-    if finetune or not cfg.fewshot.datasets:  # a few-shot recipe's data sets name their own sources
+        given, origin = {}, str(source.path)
+    checkpoint = {key: stored[key] for key in start.carried if key in stored}
+    data = carried_data(stored.get("data"), given.get("data") or {})
+    if data:
+        checkpoint["data"] = data
+    named = any("name" in (layer.get("model") or {}) for layer in (checkpoint, given)) or any(
+        (item if isinstance(item, str) else item[0]).partition("=")[0].strip() == "model.name"
+        for item in (*options, *sets))
+    layers = Layers(defaults=start.defaults(), checkpoint=_with_res(checkpoint, source.model), recipe=given,
+                    architecture=_architecture(source, own, recipe.merge(checkpoint, given).get("model") or {},
+                                               recipe_path, start, named),
+                    command=start.fixed(source.path), options=tuple(options), sets=tuple(sets))
+    cfg = resolve(layers, origin)
+    if not (start.data_in_fewshot_sets and cfg.fewshot.datasets):
         require_source(cfg, origin)
     return cfg
 
 
-def _model_section(source, model: dict, own: dict, recipe_path: Path | None, finetune: bool, named: bool) -> dict:
-    """The recipe's model section: the architecture from the checkpoint when it records one."""
+def _with_res(checkpoint: dict, desc: dict | None) -> dict:
+    """The checkpoint layer with the resolution the checkpoint was trained at, unless it says one already."""
+    if desc is None or desc.get("res") is None:
+        return checkpoint
+    model = {"res": desc["res"], **(checkpoint.get("model") or {})}
+    return {**checkpoint, "model": model}
+
+
+def _architecture(source, own: dict, below: dict, recipe_path: Path | None, start: Start, named: bool) -> dict:
+    """The `architecture` layer: the checkpoint's variant, after refusing a RECIPE that contradicts it.
+
+    `below` is the model section of the layers under this one: a dimension the weights could not record
+    (`guessed`, e.g. the heads of a bare state dict) is left to it when it says one.
+    """
     desc = source.model
     if desc is None:
-        if "name" not in model and not named:
+        if not named:
             raise RecipeError(f"--from {source.path}: the checkpoint does not say which variant it is; "
                               "give a RECIPE with model.name or --set model.name=... (e.g. 'B/16')")
-        merged = dict(model)
-    else:
-        clash = _clashes(own, desc, finetune)
-        if clash:
-            raise CheckpointError(f"--from {source.path}: the checkpoint's model differs from {recipe_path}: "
-                                  f"{'; '.join(clash)}; drop these keys from the recipe to use the checkpoint's")
-        merged = _checkpoint_arch(desc, model)
-    if finetune:
-        # The paper's transfer: drop the pretraining head and its tanh pre-logits layer; the new head
-        # starts at zero (timm state dicts included, whatever the recipe's base said for pretraining).
-        merged["representation_size"] = None
-        merged.setdefault("head_init", "zero")
-    return merged
+        return {}
+    clash = _clashes(own, desc, start.new_head)
+    if clash:
+        raise CheckpointError(f"--from {source.path}: the checkpoint's model differs from {recipe_path}: "
+                              f"{'; '.join(clash)}; drop these keys from the recipe to use the checkpoint's")
+    guessed = desc.get("guessed", ())
+    arch = {k: desc.get(k) for k in _ARCH_KEYS if k in desc and not (k in guessed and below.get(k))}
+    arch["name"] = desc.get("name", desc.get("variant"))
+    return {"model": arch}
 
 
-def _clashes(own: dict, desc: dict, finetune: bool) -> list[str]:
+def _clashes(own: dict, desc: dict, new_head: bool) -> list[str]:
     """Architecture keys the RECIPE file sets differently from the checkpoint, as 'key (recipe x, checkpoint y)'.
 
     Variants are compared by their dimensions, so 'B/16' and 'vit_base_patch16_224' agree.
@@ -114,23 +230,8 @@ def _clashes(own: dict, desc: dict, finetune: bool) -> list[str]:
         out += [f"{k} (recipe {getattr(mine, k)!r}, checkpoint {desc.get(k)!r})" for k in dims
                 if k in desc and k not in desc.get("guessed", ()) and getattr(mine, k) != desc[k]]
     for key in ("pool", "representation_size", "posemb"):
-        if finetune and key == "representation_size":
-            continue  # fine-tuning drops the pre-logits layer whatever the checkpoint had
+        if new_head and key == "representation_size":
+            continue  # a new head drops the pre-logits layer whatever the checkpoint had
         if own.get(key) is not None and key in desc and own[key] != desc[key]:
             out.append(f"{key} (recipe {own[key]!r}, checkpoint {desc[key]!r})")
     return out
-
-
-def _checkpoint_arch(desc: dict, model: dict) -> dict:
-    """The recipe's model section with the checkpoint's architecture written over it."""
-    # A dimension the weights could not record (the heads of a bare state dict) is the recipe's, if it says.
-    arch = {k: desc.get(k) for k in _ARCH_KEYS if k in desc and not (k in desc.get("guessed", ()) and model.get(k))}
-    arch["name"] = desc.get("name", desc.get("variant"))
-    merged = {**model, **arch}
-    merged.setdefault("res", desc.get("res"))
-    return merged
-
-
-def _without(data: dict, keys: tuple[str, ...]) -> dict:
-    return {k: v for k, v in data.items() if k not in keys}
-

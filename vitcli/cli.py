@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vitcli import assembly, recipe, tables
-from vitcli.errors import VitError
+from vitcli.errors import RecipeError, VitError
 
 app = typer.Typer(
     name="vit",
@@ -64,7 +64,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object wit
 NoRetrainOpt = Annotated[bool, typer.Option(
     "--no-retrain", help="lr sweep: keep the minival winner instead of retraining it on the whole train split "
     "(cheaper; not the paper's protocol).")]
-WeightsOpt = Annotated[str, typer.Option("--weights", help="ema or raw: which weights of the checkpoint.")]
+WeightsOpt = Annotated[Optional[str], typer.Option(
+    "--weights", help="ema or raw: which weights of the checkpoint (eval, fewshot, predict: default the "
+    "recipe's eval.weights, ema).", show_default=False)]
 IgnoreLabelsOpt = Annotated[bool, typer.Option(
     "--ignore-labels", help="Score data label i as the head's output i, even where the class names differ.")]
 
@@ -162,18 +164,27 @@ def recipe_check(paths: Annotated[list[Path], typer.Argument(help="Recipe files.
 
 @app.command("pretrain")
 @handle_errors
-def pretrain_cmd(path: RecipeArg, sets: SetOpt = None, out: OutOpt = None, resume: ResumeOpt = False,
-                 as_json: JsonOpt = False) -> None:
+def pretrain_cmd(path: Annotated[Optional[Path], typer.Argument(
+        help="Recipe YAML file; optional with --resume --out RUN, which continues the run from its own recipe.",
+        show_default=False, metavar="RECIPE")] = None, sets: SetOpt = None, out: OutOpt = None,
+                 resume: ResumeOpt = False, as_json: JsonOpt = False) -> None:
     """Train a ViT from scratch as a recipe describes.
 
     [b]Examples[/b]:
       [cyan]vit pretrain recipes/demo.yaml[/]
       [cyan]vit pretrain recipes/cifar10/scratch.yaml --set data.source=../shared/data/cifar10[/]
       [cyan]vit pretrain recipes/demo.yaml --out runs/demo --resume[/]
+      [cyan]vit pretrain --resume --out runs/demo[/]  (continues the run from its own recipe)
       [cyan]torchrun --nproc-per-node 8 -m vitcli pretrain recipes/imagenet1k/b16.yaml[/]
     """
-    cfg = assembly.pretrain(path, sets or [])
-    _train(cfg, out, resume, sets or [], f"vit pretrain {path}", as_json)
+    if path is None:
+        if not (resume and out):
+            raise RecipeError("RECIPE: missing; give a recipe file, or --resume --out RUN to continue a run "
+                              "from its own recipe")
+        cfg = assembly.resumed(out, sets or [])
+    else:
+        cfg = assembly.pretrain(path, sets or [])
+    _train(cfg, out, resume, sets or [], f"vit pretrain {path or ''}".rstrip(), as_json)
 
 
 @app.command("finetune")
@@ -199,7 +210,7 @@ def finetune_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., res: ResOpt = 
 
     source = reader.read(from_)
     options = assembly.recipe_overrides(res, {"sweep.retrain": "false" if no_retrain else None})
-    cfg = assembly.from_checkpoint(source, path, options, sets or [], finetune=True)
+    cfg = assembly.from_checkpoint(source, path, options, sets or [], assembly.FINETUNE)
     hint = (f"vit finetune {path or ''} --from {from_}".replace("  ", " ") + (f" --res {res}" if res else "")
             + (" --no-retrain" if no_retrain else ""))
     _train(cfg, out, resume, sets or [], hint, as_json)
@@ -214,10 +225,12 @@ def _train(cfg, out: Optional[Path], resume: bool, sets: list[str], command: str
     allowed = frozenset(item.partition("=")[0].strip() for item in sets)
     # The hint repeats the run's overrides: without them a resume would be refused as another recipe.
     hint = " ".join([command, *(f"--set {shlex.quote(item)}" for item in sets), "--resume", f"--out {out}"])
+    # recipe.yaml is the run's recipe rendered for people: YAML stays in recipe.py, the engine writes it.
     if is_sweep(cfg):
-        emit(run_sweep(cfg, out, resume=resume, allowed=allowed, hint=hint), as_json, sweep_table)
+        emit(run_sweep(cfg, out, resume=resume, allowed=allowed, hint=hint, render=recipe.dump), as_json,
+             sweep_table)
     else:
-        results = jobs.train(cfg, out, recipe.to_yaml(cfg), resume=resume, allowed_changes=allowed, resume_hint=hint)
+        results = jobs.train(cfg, out, resume=resume, allowed_changes=allowed, resume_hint=hint, render=recipe.dump)
         emit(results, as_json, f"results ({out})")
 
 
@@ -227,7 +240,7 @@ def eval_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., data: Annotated[Op
         "--data", help="Data source to evaluate on (hub id, local dir, imagefolder:PATH).", show_default=False)] = None,
              split: Annotated[Optional[str], typer.Option("--split", help="Split, e.g. test or train[98%:].",
                                                           show_default=False)] = None,
-             res: ResOpt = None, weights: WeightsOpt = "ema", ignore_labels: IgnoreLabelsOpt = False,
+             res: ResOpt = None, weights: WeightsOpt = None, ignore_labels: IgnoreLabelsOpt = False,
              sets: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Evaluate a checkpoint: top-1, top-5, loss and per-class accuracy on a split.
 
@@ -242,9 +255,9 @@ def eval_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., data: Annotated[Op
     from vitcli.weights import reader
 
     source = reader.read(from_)
-    options = assembly.recipe_overrides(res, {"data.source": data, "data.eval_split": split})
-    cfg = assembly.from_checkpoint(source, path, options, sets or [], finetune=False)
-    emit(jobs.evaluate(cfg, source, weights=weights, ignore_labels=ignore_labels), as_json, tables.eval_table)
+    options = assembly.recipe_overrides(res, {"data.source": data, "data.eval_split": split}, weights)
+    cfg = assembly.from_checkpoint(source, path, options, sets or [], assembly.EVALUATE)
+    emit(jobs.evaluate(cfg, source, ignore_labels=ignore_labels), as_json, tables.eval_table)
 
 
 @app.command("fewshot")
@@ -253,7 +266,7 @@ def fewshot_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., shots: Annotate
         "--shots", help="Shot counts per class, comma-separated, e.g. 1,5,10,25.", show_default=False)] = None,
                 seeds: Annotated[Optional[int], typer.Option("--seeds", help="Random draws per shot count.",
                                                              show_default=False)] = None,
-                res: ResOpt = None, weights: WeightsOpt = "ema", sets: SetOpt = None, as_json: JsonOpt = False) -> None:
+                res: ResOpt = None, weights: WeightsOpt = None, sets: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Few-shot linear evaluation (the paper's protocol): closed-form ridge regression on frozen features.
 
     [b]Examples[/b]:
@@ -265,8 +278,9 @@ def fewshot_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., shots: Annotate
 
     source = reader.read(from_)
     extra = {"fewshot.shots": f"[{shots}]" if shots else None, "fewshot.seeds": seeds}
-    cfg = assembly.from_checkpoint(source, path, assembly.recipe_overrides(res, extra), sets or [], finetune=False)
-    emit(jobs.fewshot(cfg, source, weights=weights), as_json, tables.fewshot_table)
+    options = assembly.recipe_overrides(res, extra, weights)
+    cfg = assembly.from_checkpoint(source, path, options, sets or [], assembly.FEWSHOT)
+    emit(jobs.fewshot(cfg, source), as_json, tables.fewshot_table)
 
 
 @app.command("predict")

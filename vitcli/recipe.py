@@ -136,7 +136,12 @@ _Dumper.add_representer(list, _represent_list)
 
 def to_yaml(cfg: RecipeCfg) -> str:
     """The resolved recipe as YAML: every field, defaults included, loadable again with `load`."""
-    return yaml.dump(schema.to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    return dump(schema.to_dict(cfg))
+
+
+def dump(data: dict) -> str:
+    """Recipe data (`schema.to_dict` of a config) as YAML; what a run's recipe.yaml holds."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -158,33 +163,65 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 def apply_override(data: dict, item: str, label: str | None = None) -> str:
     """Set one dotted key in recipe data, checking the key path against the config schema; returns the key.
 
-    `label` is how errors name the override (default `--set KEY=VALUE`)."""
+    `label` is how errors name the override (default `--set KEY=VALUE`). A key may index a list of
+    sections: `fewshot.datasets[0].source=...` sets a field of the first item.
+    """
     label = label or f"--set {item}"
     keys, value = parse_override(item)
     cls: Any = RecipeCfg
-    node = data
-    for depth, key in enumerate(keys):
+    node: Any = data
+    for depth, part in enumerate(keys):
+        key, index = _split_index(part, label)
         fields = {f.name: f for f in dataclasses.fields(cls)}
+        where = ".".join(keys[:depth] + [key])
         if key not in fields:
-            where = ".".join(keys[: depth + 1])
             raise RecipeError(
                 f"--set {item}: unknown key '{where}'{did_you_mean(key, fields)}; valid: {one_of(fields)}"
             )
+        hint = typing.get_type_hints(cls)[key]
+        if index is not None:
+            node, hint = _list_item(node, key, index, hint, label, where)
+            key = index
         if depth == len(keys) - 1:
             # Coerce now so a bad value is reported as the --set that gave it, not as the recipe file.
-            schema.coerce(value, typing.get_type_hints(cls)[key], label, ".".join(keys))
+            schema.coerce(value, hint, label, ".".join(keys))
             node[key] = value
             return ".".join(keys)
-        cls = _field_class(cls, key)
+        cls = hint if dataclasses.is_dataclass(hint) else None
         if cls is None:
             raise RecipeError(f"--set {item}: '{'.'.join(keys[:depth + 1])}' has no sub-keys")
+        if index is not None:  # an item of a list of sections: it must already be a mapping to set into
+            node = node[key]
+            if not isinstance(node, dict):
+                raise RecipeError(f"{label}: '{where}[{index}]' is {node!r}, not a mapping of keys")
+            continue
         child = node.get(key)
         node = node.setdefault(key, {}) if child is None or isinstance(child, dict) else {}
 
 
-def _field_class(cls: type, key: str) -> type | None:
-    hint = typing.get_type_hints(cls)[key]
-    return hint if dataclasses.is_dataclass(hint) else None
+def _split_index(part: str, label: str) -> tuple[str, int | None]:
+    """`datasets[0]` -> ('datasets', 0); `lr` -> ('lr', None)."""
+    name, bracket, rest = part.partition("[")
+    if not bracket:
+        return part, None
+    if not rest.endswith("]") or not rest[:-1].strip().isdigit():
+        raise RecipeError(f"{label}: '{part}': expected a list index such as {name}[0]")
+    return name, int(rest[:-1])
+
+
+def _list_item(node: dict, key: str, index: int, hint: Any, label: str, where: str) -> tuple[list, Any]:
+    """The list under `key` (to set item `index` in) and the type of its items; one error otherwise."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is not tuple or len(args) != 2 or args[1] is not Ellipsis \
+            or not dataclasses.is_dataclass(args[0]):
+        raise RecipeError(f"{label}: '{where}' is not a list of sections; drop the [{index}]")
+    items = node.get(key) if isinstance(node, dict) else None
+    count = len(items) if isinstance(items, list) else 0
+    if index >= count:
+        valid = f"valid: 0 to {count - 1}" if count else "the recipe lists none; set the whole list instead"
+        raise RecipeError(f"{label}: '{where}[{index}]': index out of range, {where} has {count} "
+                          f"item(s); {valid}")
+    return items, args[0]
 
 
 def _read_with_bases(path: Path, stack: tuple[Path, ...]) -> dict:

@@ -7,7 +7,9 @@ prints. Eval and few-shot are evaluators run on a model built from a checkpoint:
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,22 +36,34 @@ from vitcli.weights.export import export
 from vitcli.weights.fit import load_weights
 
 
-def train(cfg: RecipeCfg, out: Path, recipe_yaml: str, *, resume: bool = False,
-          allowed_changes: frozenset[str] = frozenset(), resume_hint: str = "", log: Reporter | None = None) -> dict:
-    """Run `fit` for a recipe into run directory `out`; return the final evaluation and where things are."""
+def recipe_as_json(recipe_data: dict) -> str:
+    """The default text of a run's recipe.yaml when the caller renders none."""
+    return json.dumps(recipe_data, indent=1) + "\n"  # JSON is YAML too: `vit recipe show` reads it
+
+
+def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: frozenset[str] = frozenset(),
+          resume_hint: str = "", log: Reporter | None = None, render: Callable[[dict], str] = recipe_as_json) -> dict:
+    """Run `fit` for a recipe into run directory `out`; return the final evaluation and where things are.
+
+    The recipe becomes plain data once, here: recipe.json, every checkpoint and config.json store that
+    same dict. `render` turns it into the text of the run's recipe.yaml; the CLI passes `recipe.dump`
+    (block-style YAML), since the engine never imports a YAML library.
+    """
     rt = Runtime.create(cfg.train.device, cfg.train.precision, cfg.train.seed)
     log = log or Reporter(enabled=rt.is_main)
     recipe_data = schema.to_dict(cfg)
+    recipe_text = render(recipe_data)
     try:
         # One writer per run directory, for the run's whole life (the lock goes when the process does).
         with rundir.writer(out, resume=resume) if rt.is_main else contextlib.nullcontext():
             if rt.is_main:
-                rundir.prepare(out, recipe_yaml, recipe_data, resume=resume, allowed=set(allowed_changes))
+                rundir.prepare(out, recipe_text, recipe_data, resume=resume, allowed=set(allowed_changes))
             rt.barrier()
             rt.seed_everything()
-            trainer = Trainer(cfg, rt, out, log, resume=resume)  # a resume reads and checks its checkpoint
+            # A resume reads and checks its checkpoint here.
+            trainer = Trainer(cfg, rt, out, log, resume=resume, recipe_data=recipe_data)
             if resume and rt.is_main:
-                rundir.record(out, recipe_yaml, recipe_data)  # only now is the resume known to be valid
+                rundir.record(out, recipe_text, recipe_data)  # only now is the resume known to be valid
             with StopRequest(resume_hint or f"--resume --out {out}") as stop:
                 results = trainer.run(stop)
             # train_examples: the size of the split trained on (a sweep reports what its final model saw).
@@ -57,7 +71,7 @@ def train(cfg: RecipeCfg, out: Path, recipe_yaml: str, *, resume: bool = False,
                        "train_examples": trainer.train_split.num_examples, **results}
             weights = trainer.setup.raw_state_dict()  # a collective under FSDP: every rank calls it
             if rt.is_main:
-                export(out, trainer.setup, cfg, weights, trainer.label_names, log.info)
+                export(out, trainer.setup, recipe_data, weights, trainer.label_names, log.info)
                 files.write_json(out / "results.json", summary)
                 log.info(f"run directory: {out} (model.safetensors, metrics.jsonl, checkpoints/)")
             return summary
@@ -65,15 +79,14 @@ def train(cfg: RecipeCfg, out: Path, recipe_yaml: str, *, resume: bool = False,
         rt.close()
 
 
-def model_from(cfg: RecipeCfg, source: reader.Pretrained, weights: str, log: Reporter, *,
+def model_from(cfg: RecipeCfg, source: reader.Pretrained, log: Reporter, *,
                need_head: bool = True) -> tuple[torch.nn.Module, str | None]:
     """Build the recipe's model around a checkpoint's weights, its head and tanh pre-logits layer kept.
 
-    `weights` is "ema" (the raw weights when the checkpoint has no EMA copy) or "raw". Returns the model
-    and the position-embedding resampling it needed ("4x4 -> 8x8 (paper)"), or None at its own grid.
+    `eval.weights` is "ema" (the raw weights when the checkpoint has no EMA copy) or "raw". Returns the
+    model and the position-embedding resampling it needed ("4x4 -> 8x8 (paper)"), or None at its own grid.
     """
-    if weights not in ("ema", "raw"):
-        raise RecipeError(f"--weights {weights!r}: valid: 'ema', 'raw'")
+    weights = cfg.eval.weights
     if weights == "ema" and source.ema is None:
         log.info("the checkpoint has no EMA weights; using the raw weights")
     state = source.weights(weights)
@@ -101,7 +114,7 @@ def model_from(cfg: RecipeCfg, source: reader.Pretrained, weights: str, log: Rep
     return model, (resampled[0] if resampled else None)
 
 
-def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, weights: str = "ema", ignore_labels: bool = False,
+def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, ignore_labels: bool = False,
              log: Reporter | None = None) -> dict:
     """`vit eval`: top-1/top-5, mean loss and per-class top-1 of a checkpoint on the recipe's eval split.
 
@@ -115,7 +128,7 @@ def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, weights: str = "ema",
     rt = Runtime.create(cfg.train.device, cfg.train.precision, cfg.train.seed)
     log = log or Reporter(enabled=rt.is_main)
     try:
-        model, resampled = model_from(cfg, source, weights, log)
+        model, resampled = model_from(cfg, source, log)
         data = eval_split(d, split, model.num_classes, source.label_names, ignore=ignore_labels, log=log.info)
         evaluator = ClassificationEvaluator(data, d, cfg.model.res, cfg.eval.batch_size, rt, progress=log)
         metrics = evaluator.run(model.to(rt.device))
@@ -124,7 +137,7 @@ def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, weights: str = "ema",
                            "the weights are corrupt or the run diverged")
         return {"checkpoint": str(source.path), "model": describe(cfg.model, model.num_classes)["variant"],
                 "data": d.source, "split": split, "res": list(cfg.model.res),
-                "weights": "ema" if weights == "ema" and source.ema is not None else "raw",
+                "weights": _weights_used(cfg, source),
                 "posemb_resampled": resampled, "num_classes": model.num_classes,
                 "labels": _label_match(data, source, ignore_labels),
                 "top1": metrics["top1"], "top5": metrics["top5"], "loss": metrics["loss"],
@@ -133,19 +146,18 @@ def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, weights: str = "ema",
         rt.close()
 
 
-def fewshot(cfg: RecipeCfg, source: reader.Pretrained, *, weights: str = "ema",
-            log: Reporter | None = None) -> dict:
+def fewshot(cfg: RecipeCfg, source: reader.Pretrained, *, log: Reporter | None = None) -> dict:
     """`vit fewshot`: the paper's few-shot linear evaluation of a checkpoint's frozen pre-logits features."""
     rt = Runtime.create(cfg.train.device, cfg.train.precision, cfg.train.seed)
     log = log or Reporter(enabled=rt.is_main)
     try:
-        model, resampled = model_from(cfg, source, weights, log, need_head=False)
+        model, resampled = model_from(cfg, source, log, need_head=False)
         evaluator = FewshotEvaluator(fewshot_sets(cfg), cfg.fewshot, cfg.data, cfg.model.res, rt, log=log.info,
                                      progress=log)
         evaluator.run(model.to(rt.device))
         rep = model.representation_size
         return {"checkpoint": str(source.path), "model": describe(cfg.model, model.num_classes)["variant"],
-                "res": list(cfg.model.res), "weights": "ema" if weights == "ema" and source.ema is not None else "raw",
+                "res": list(cfg.model.res), "weights": _weights_used(cfg, source),
                 "posemb_resampled": resampled, "features": "pre_logits" if rep else cfg.model.pool,
                 "feature_dim": int(rep or model.embed_dim), "shots": list(cfg.fewshot.shots),
                 "seeds": cfg.fewshot.seeds, "l2_reg": list(cfg.fewshot.l2_reg),
@@ -207,3 +219,7 @@ def _label_match(split, source: reader.Pretrained, ignore: bool) -> str:
     if split.label_map is not None:
         return "matched by name"
     return "by name" if source.label_names is not None and split.class_names is not None else "by index"
+
+
+def _weights_used(cfg: RecipeCfg, source: reader.Pretrained) -> str:
+    return "ema" if cfg.eval.weights == "ema" and source.ema is not None else "raw"

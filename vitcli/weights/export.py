@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vitcli import schema
-from vitcli.config import DataCfg, RecipeCfg
+from vitcli.config import DataCfg
 from vitcli.files import write_json
 from vitcli.models.masked import is_pretraining_key
 from vitcli.models.posemb import TIMM_KINDS
@@ -55,13 +54,14 @@ def timm_config(desc: dict, data: DataCfg | dict, label_names: list[str] | None)
     }
 
 
-def export(out: Path, setup, cfg: RecipeCfg, weights: dict, label_names: list[str] | None = None,
+def export(out: Path, setup, recipe_data: dict, weights: dict, label_names: list[str] | None = None,
            log=print) -> None:
     """Final weights with timm's key names, and a config.json that rebuilds the model in timm or vit.
 
-    The head's class names (when the training data had them) go into both files, so a model file
-    copied on its own still says what its outputs mean. A model whose position embedding timm has no
-    equivalent for is still exported, for vit; `log` says so in one line.
+    `recipe_data` is the run's resolved recipe as plain data (what recipe.json holds). The head's class
+    names (when the training data had them) go into both files, so a model file copied on its own still
+    says what its outputs mean. A model whose position embedding timm has no equivalent for is still
+    exported, for vit; `log` says so in one line.
     """
     meta = {"format": "pt", "producer": "vitcli"}
     if label_names is not None:
@@ -76,5 +76,6 @@ def export(out: Path, setup, cfg: RecipeCfg, weights: dict, label_names: list[st
         log(f"export: model.posemb {desc['posemb']} has no timm equivalent; {out / 'config.json'} rebuilds "
             "the model in vit only (timm.create_model would miss its position tables)")
     write_json(out / "config.json", {
-        **timm_config(desc, cfg.data, label_names), "vit_model": desc, "vit_recipe": schema.to_dict(cfg),
+        **timm_config(desc, recipe_data.get("data") or {}, label_names), "vit_model": desc,
+        "vit_recipe": recipe_data,
     })

@@ -121,7 +121,8 @@ def check_resume(out: Path, recipe_yaml: str, recipe_data: dict, allowed: set[st
     refused = [k for k in differing if k not in allowed or k not in RESUMABLE_CHANGES]
     if refused:
         raise RunError(f"--resume: the recipe differs from the run in {out} at: {', '.join(refused[:8])}; "
-                       f"resume with the same recipe (changeable with --set: {', '.join(RESUMABLE_CHANGES[:3])})")
+                       f"resume with the same recipe (changeable with --set: {', '.join(RESUMABLE_CHANGES[:3])}); "
+                       f"or continue it as it was, with no recipe: vit pretrain --resume --out {out}")
     if _edited_and_changed(out / "recipe.yaml", recipe_yaml):
         raise RunError(f"--resume: {out}/recipe.yaml was edited since the run wrote it, and this resume would "
                        "overwrite it; copy it elsewhere (pass the copy as RECIPE to use it) or delete it, then "

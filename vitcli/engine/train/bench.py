@@ -135,7 +135,7 @@ def _time_steps(cfg: RecipeCfg, rt: Runtime, micro_batches: list, steps: int, wa
         # holds one batch.
         source = _stand_in_source(Path(out) / "data", cfg.train.micro_batch, cfg.data.num_classes)
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=str(source)))
-        trainer = Trainer(cfg, rt, Path(out) / "run", Reporter(enabled=False))
+        trainer = Trainer(cfg, rt, Path(out) / "run", Reporter(enabled=False), recipe_data={})  # never saved
         for _ in range(warmup):
             trainer._step(micro_batches)
         _sync(rt.device)

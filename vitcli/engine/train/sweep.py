@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.table import Table
 
-from vitcli import files, recipe, schema, transfer
+from vitcli import files, schema, transfer
 from vitcli.config import RecipeCfg, SweepCfg
 from vitcli.engine import jobs
 from vitcli.engine.persistence import rundir
@@ -58,8 +59,11 @@ def minival_splits(cfg: RecipeCfg) -> tuple[str, str, float, str]:
 
 
 def run_sweep(cfg: RecipeCfg, out: Path, *, resume: bool, allowed: frozenset[str], hint: str,
-              log: Reporter | None = None) -> dict:
-    """Run every learning rate on the minival, pick one, retrain it on all of train (unless told not to)."""
+              log: Reporter | None = None, render: Callable[[dict], str] = jobs.recipe_as_json) -> dict:
+    """Run every learning rate on the minival, pick one, retrain it on all of train (unless told not to).
+
+    `render` writes each run's recipe.yaml, as in `jobs.train`.
+    """
     out = Path(out)
     # Under torchrun every process runs the sweep; only rank 0 talks (the rule Runtime.create follows).
     log = log or Reporter(enabled=launch_rank() == 0)
@@ -68,7 +72,7 @@ def run_sweep(cfg: RecipeCfg, out: Path, *, resume: bool, allowed: frozenset[str
     train_split, val_split, fraction, why = minival_splits(cfg)
     log.info(f"sweep: {len(cfg.optim.lr)} learning rates, each trained on {train_split} and chosen on the "
              f"minival {val_split} ({fraction:.0%}: {why})")
-    run = {"resume": resume, "allowed": allowed, "hint": hint, "log": log}
+    run = {"resume": resume, "allowed": allowed, "hint": hint, "log": log, "render": render}
     table = []
     for i, lr in enumerate(cfg.optim.lr):
         sub = _with(cfg, lr, train_split, val_split)
@@ -105,7 +109,7 @@ def _with(cfg: RecipeCfg, lr: float, train_split: str, eval_split: str | None) -
 
 
 def _train(sub: RecipeCfg, run_dir: Path, label: str, *, resume: bool, allowed: frozenset[str], hint: str,
-           log: Reporter) -> dict:
+           log: Reporter, render: Callable[[dict], str]) -> dict:
     """Train one run of the sweep into `run_dir`, or return its results when it already finished."""
     result = _finished(run_dir, sub)
     log.info(f"{label} -> {run_dir}{' (finished earlier, not trained again)' if result else ''}")
@@ -114,7 +118,7 @@ def _train(sub: RecipeCfg, run_dir: Path, label: str, *, resume: bool, allowed: 
     # A run started earlier continues from its last checkpoint, even without --resume: the sweep
     # directory is the unit the user asked to run, its runs are never mixed (prepare checks).
     again = resume or (run_dir / "recipe.json").is_file()
-    return jobs.train(sub, run_dir, recipe.to_yaml(sub), resume=again, allowed_changes=allowed, resume_hint=hint)
+    return jobs.train(sub, run_dir, resume=again, allowed_changes=allowed, resume_hint=hint, render=render)
 
 
 def _metric(result: dict, name: str) -> float | None:
@@ -171,8 +175,7 @@ def _unretrained_row(cfg: RecipeCfg, best: dict, out: Path, val_split: str) -> d
     if split and split != val_split:
         from vitcli.weights import reader
 
-        result = jobs.evaluate(_with(cfg, best["lr"], cfg.data.train_split, split), reader.read(out),
-                               weights=cfg.eval.weights)
+        result = jobs.evaluate(_with(cfg, best["lr"], cfg.data.train_split, split), reader.read(out))
         row.update(test_top1=result["top1"], test_top5=result["top5"], test_loss=result["loss"],
                    test_images=_count(result["images"]))
     return row

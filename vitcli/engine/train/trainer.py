@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from vitcli import schema, transfer
+from vitcli import transfer
 from vitcli.config import RecipeCfg, resolve_steps
 from vitcli.data import load_split, train_loader
 from vitcli.engine.evaluate.evaluators import build_evaluators, run_evaluators
@@ -59,8 +59,10 @@ def duration(seconds: float) -> str:
 class Trainer:
     """Holds everything one run needs; `run()` trains to the end or to a stop request."""
 
-    def __init__(self, cfg: RecipeCfg, rt: Runtime, out: Path, reporter: Reporter, resume: bool = False):
+    def __init__(self, cfg: RecipeCfg, rt: Runtime, out: Path, reporter: Reporter, resume: bool = False, *,
+                 recipe_data: dict):
         self.cfg, self.rt, self.out, self.log = cfg, rt, Path(out), reporter
+        self.recipe_data = recipe_data  # the resolved recipe as plain data, stored in every checkpoint
         data = cfg.data
         supervised = cfg.train.objective == "supervised"
         self.train_split = load_split(data.source, data.train_split, image_column=data.image_column,
@@ -132,7 +134,7 @@ class Trainer:
             "rng": rng_state(),
             "model_config": self.setup.description,
             reader.LABEL_NAMES: self.label_names,
-            "recipe": schema.to_dict(self.cfg),
+            "recipe": self.recipe_data,
             "train_seconds": self.train_seconds,
         }
 
