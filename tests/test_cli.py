@@ -29,9 +29,17 @@ def test_every_command_has_help_with_examples(command):
 
 
 def test_top_level_help_lists_every_command():
+    import re
+
+    import typer
+
     result = invoke("--help")
-    for name in ("pretrain", "finetune", "eval", "fewshot", "models", "recipe"):
-        assert name in result.output
+    assert result.exit_code == 0, result.output
+    names = set(typer.main.get_command(app).commands)
+    assert {"pretrain", "finetune", "eval", "fewshot", "models", "bench", "recipe"} <= names
+    # A command row of the help's command panel: the name, two or more spaces, then its summary.
+    listed = set(re.findall(r"^\W*([a-z]+)  +\S", result.output.split("Commands", 1)[1], flags=re.MULTILINE))
+    assert names <= listed, names - listed
 
 
 def test_models_table_lists_the_paper_variants():

@@ -37,10 +37,49 @@ def test_every_shipped_recipe_validates(path):
     recipe.load(path)
 
 
-def test_shipped_recipes_open_with_their_command():
-    for path in RECIPES:
-        first = path.read_text().splitlines()[0]
-        assert first.startswith("#"), path
+def _header(path: Path) -> list[str]:
+    """The comment block a recipe opens with, without the '# '."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[1:].strip())
+    return lines
+
+
+BASES = {(p.parent / line.split(":", 1)[1].strip()).resolve() for p in RECIPES
+         for line in p.read_text().splitlines() if line.startswith("base:")}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_recipe_header_names_a_runnable_command_and_its_expected_result(path):
+    import shlex
+
+    import typer
+
+    from vitcli import assembly
+    from vitcli.cli import app
+
+    header = _header(path)
+    assert header, f"{path}: no header comment"
+    if path.resolve() in BASES and not header[0].startswith(("vit ", "torchrun ")):
+        assert any("Not run on its own" in line for line in header), f"{path}: a base must say it is not run alone"
+        return
+    words = shlex.split(header[0])
+    if words[0] == "torchrun":
+        assert "-m" in words and words[words.index("-m") + 1] == "vitcli", header[0]
+        words = words[words.index("-m") + 1:]
+    assert words[0] in ("vit", "vitcli"), header[0]
+    commands = typer.main.get_command(app).commands
+    assert words[1] in commands, f"{path}: '{words[1]}' is not a vit command"
+    ctx = commands[words[1]].make_context(words[1], words[2:])  # parses every option as `vit` would
+    named = ctx.params.get("path")
+    if named is None:  # the command's default recipe (vit finetune without a RECIPE)
+        assert path.resolve() == assembly.FINETUNE.default_recipe.resolve(), header[0]
+    else:
+        assert (ROOT / named).is_file() and (ROOT / named).resolve() == path.resolve(), header[0]
+        recipe.load(ROOT / named, ctx.params.get("sets") or [])  # its --set keys exist and their values fit
+    assert any(line.startswith("Expect") for line in header), f"{path}: the header names no expected result"
 
 
 def test_base_inheritance_child_overrides(tmp_path):
@@ -61,11 +100,12 @@ def test_relative_paths_resolve_against_the_recipe_file(tmp_path):
 def test_overrides_coerce_types_and_lists(tmp_path):
     path = write(tmp_path, "r.yaml", MINIMAL)
     cfg = recipe.load(path, ["optim.lr=3e-3", "fewshot.shots=[1,5]", "model.res=384x256", "train.ema=0.9999",
-                             "train.precision=fp32", "optim.lr=[0.001,0.01]"][:5])
+                             "train.precision=fp32"])
     assert cfg.optim.lr == pytest.approx(3e-3)
     assert cfg.fewshot.shots == (1, 5)
     assert cfg.model.res == (384, 256)
     assert cfg.train.ema == 0.9999
+    assert cfg.train.precision == "fp32"
     sweep = recipe.load(path, ["optim.lr=[0.001,0.01]"])
     assert sweep.optim.lr == (0.001, 0.01)
 
@@ -150,3 +190,36 @@ def test_override_errors_name_the_override(tmp_path):
         recipe.load(path, ["optim.lrr=1"])
     with pytest.raises(RecipeError, match="expected KEY=VALUE"):
         recipe.load(path, ["optim.lr"])
+
+
+FEWSHOT_SETS = MINIMAL + ("fewshot:\n  datasets:\n    - {name: a, source: hub/a}\n"
+                          "    - {name: b, source: hub/b, test_split: val}\n")
+
+
+def test_overrides_address_items_of_a_list_of_sections(tmp_path):
+    path = write(tmp_path, "r.yaml", FEWSHOT_SETS)
+    cfg = recipe.load(path, ["fewshot.datasets[1].source=other/b", "fewshot.datasets[0].train_split=train[:10%]"])
+    assert [d.source for d in cfg.fewshot.datasets] == ["hub/a", "other/b"]
+    assert cfg.fewshot.datasets[0].train_split == "train[:10%]" and cfg.fewshot.datasets[1].test_split == "val"
+    whole = recipe.load(path, ["fewshot.datasets[0]={name: c, source: hub/c}"])
+    assert whole.fewshot.datasets[0].name == "c"
+
+
+@pytest.mark.parametrize("item, message", [
+    ("fewshot.datasets[2].source=x", (r"'fewshot\.datasets\[2\]': index out of range, fewshot\.datasets has 2 "
+                                      r"item\(s\); valid: 0 to 1")),
+    ("optim.lr[0]=1", r"'optim\.lr' is not a list of sections; drop the \[0\]"),
+    ("fewshot.datasets[x].source=y", r"'datasets\[x\]': expected a list index such as datasets\[0\]"),
+    ("fewshot.datasets[0].sourc=y", r"unknown key 'fewshot\.datasets\[0\]\.sourc' \(did you mean 'source'\?\)"),
+    ("fewshot.datasets[0].name=[1]", r"fewshot\.datasets\[0\]\.name: expected text"),
+])
+def test_bad_list_index_overrides_are_one_clear_error(tmp_path, item, message):
+    path = write(tmp_path, "r.yaml", FEWSHOT_SETS)
+    with pytest.raises(RecipeError, match=message) as info:
+        recipe.load(path, [item])
+    assert str(info.value).startswith(f"--set {item}: ") and "\n" not in str(info.value)
+
+
+def test_list_index_into_an_empty_list_says_so(tmp_path):
+    with pytest.raises(RecipeError, match=r"has 0 item\(s\); the recipe lists none; set the whole list instead"):
+        recipe.load(write(tmp_path, "r.yaml", MINIMAL), ["fewshot.datasets[0].source=x"])
