@@ -92,6 +92,7 @@ FINETUNE = Start(carried=(), new_head=True, trains_from_it=True, default_recipe=
 # Eval and few-shot keep the checkpoint's own settings unless the RECIPE says otherwise.
 EVALUATE = Start(carried=_ALL_BUT_DATA_AND_RUN, new_head=False, trains_from_it=False, data_in_fewshot_sets=True)
 FEWSHOT = EVALUATE
+PREDICT = EVALUATE
 
 
 def carried_data(stored: dict | None, given: dict) -> dict:

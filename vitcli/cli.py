@@ -297,7 +297,7 @@ def predict_cmd(inputs: Annotated[list[str], typer.Argument(
                     show_default=False)] = None,
                 batch: Annotated[Optional[int], typer.Option(
                     "--batch", help="Images per forward pass; default: eval.batch_size.", show_default=False)] = None,
-                res: ResOpt = None, weights: WeightsOpt = "ema", sets: SetOpt = None, as_json: JsonOpt = False) -> None:
+                res: ResOpt = None, weights: WeightsOpt = None, sets: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Predict the classes of images: the top-k class names and probabilities of each.
 
     Images are prepared as vit eval prepares its data. Files that cannot be read are listed at the end
@@ -314,8 +314,9 @@ def predict_cmd(inputs: Annotated[list[str], typer.Argument(
     if as_json and csv is not None:
         raise VitError("--json and --csv: choose one (--json prints to stdout, --csv writes a file)")
     source = reader.read(from_)
-    cfg = assembly.from_checkpoint(source, None, assembly.recipe_overrides(res), sets or [], finetune=False)
-    results = jobs.predict(cfg, source, inputs, split=split, top_k=top_k, batch_size=batch, weights=weights)
+    options = assembly.recipe_overrides(res, weights=weights)
+    cfg = assembly.from_checkpoint(source, None, options, sets or [], assembly.PREDICT)
+    results = jobs.predict(cfg, source, inputs, split=split, top_k=top_k, batch_size=batch)
     if csv is not None:
         tables.write_predictions_csv(csv, results["predictions"], top_k)
         err_console.print(f"predictions written to {csv}", markup=False)

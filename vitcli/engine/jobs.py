@@ -167,7 +167,7 @@ def fewshot(cfg: RecipeCfg, source: reader.Pretrained, *, log: Reporter | None =
 
 
 def predict(cfg: RecipeCfg, source: reader.Pretrained, inputs: list[str], *, split: str | None = None,
-            top_k: int = 5, batch_size: int | None = None, weights: str = "ema", log: Reporter | None = None) -> dict:
+            top_k: int = 5, batch_size: int | None = None, log: Reporter | None = None) -> dict:
     """`vit predict`: top-k class names and probabilities of every image in `inputs`.
 
     An input is an image file, a folder (searched recursively) or a data source (its `split`, by
@@ -196,7 +196,7 @@ def predict(cfg: RecipeCfg, source: reader.Pretrained, inputs: list[str], *, spl
         if not any(len(g) for g in groups):
             raise DataError(f"no images to predict in {', '.join(map(repr, inputs))}; give image files, folders "
                             "of images, or a data source (imagefolder:PATH, a parquet folder, a hub id)")
-        model, resampled = model_from(cfg, source, weights, log)
+        model, resampled = model_from(cfg, source, log)
         model.to(rt.device)
         rows = []
         for group in (g for g in groups if len(g)):
@@ -205,7 +205,7 @@ def predict(cfg: RecipeCfg, source: reader.Pretrained, inputs: list[str], *, spl
             rows += got
             unreadable += failed
         return {"checkpoint": str(source.path), "model": describe(cfg.model, model.num_classes)["variant"],
-                "res": list(cfg.model.res), "weights": "ema" if weights == "ema" and source.ema is not None else "raw",
+                "res": list(cfg.model.res), "weights": _weights_used(cfg, source),
                 "posemb_resampled": resampled, "label_names": source.label_names, "top_k": top_k,
                 "images": len(rows), "predictions": rows, "unreadable": unreadable}
     finally:
