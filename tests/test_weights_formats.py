@@ -30,8 +30,9 @@ runner = CliRunner()
 
 def vit_forward(source: reader.Pretrained, x: torch.Tensor = BATCH) -> torch.Tensor:
     """What `vit eval` / `vit fewshot` run: the recipe assembled from the checkpoint, its model, a forward."""
-    cfg = assembly.from_checkpoint(source, None, ["data.source=builtin:digits"], [], finetune=False)
-    model, _ = jobs.model_from(cfg, source, "raw", Reporter(enabled=False), need_head=False)
+    options = ["data.source=builtin:digits", "eval.weights=raw"]
+    cfg = assembly.from_checkpoint(source, None, options, [], assembly.EVALUATE)
+    model, _ = jobs.model_from(cfg, source, Reporter(enabled=False), need_head=False)
     with torch.no_grad():
         return model.eval()(x)
 
@@ -68,7 +69,7 @@ def test_npz_logits_equal_the_model_that_wrote_it(tmp_path, pool, rep, layout):
 def test_npz_finetune_drops_the_pre_logits_layer_and_head(tmp_path):
     src = randomise(build_model(ModelCfg(**TINY, representation_size=24), 5))
     path = write_npz(src, tmp_path / "pre.npz")
-    cfg = assembly.from_checkpoint(reader.read(path), None, [], ["data.source=builtin:digits"], finetune=True)
+    cfg = assembly.from_checkpoint(reader.read(path), None, [], ["data.source=builtin:digits"], assembly.FINETUNE)
     assert cfg.model.representation_size is None and cfg.train.init_from == str(path)
     model = build_model(cfg.model, 4)
     init_model(model, cfg, 4, Reporter(enabled=False))
@@ -156,7 +157,7 @@ def test_hf_vitmodel_pooler_is_the_pre_logits_layer(tmp_path):
     assert source.label_names is None  # transformers' placeholder names (LABEL_0, ...) are not class names
     with torch.no_grad():  # no head: vit's output is the tanh pre-logits features, HF's pooler_output
         assert max_diff(vit_forward(source), hf(pixel_values=BATCH).pooler_output) <= 1e-4
-    cfg = assembly.from_checkpoint(source, None, [], ["data.source=builtin:digits"], finetune=True)
+    cfg = assembly.from_checkpoint(source, None, [], ["data.source=builtin:digits"], assembly.FINETUNE)
     assert cfg.model.representation_size is None  # fine-tuning drops it, as the paper does
 
 
