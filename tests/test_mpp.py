@@ -156,12 +156,12 @@ def test_finetune_and_fewshot_from_an_mpp_run(tiny_data, tmp_path):
     for source in (out, max((out / "checkpoints").iterdir())):  # export and raw checkpoint
         pretrained = reader.read(source)
         sets = ["train.steps=2", "schedule.warmup_steps=1", "train.batch_size=16", "data.workers=0"]
-        cfg = assembly.from_checkpoint(pretrained, None, [], sets, finetune=True)
+        cfg = assembly.from_checkpoint(pretrained, None, [], sets, assembly.FINETUNE)
         assert cfg.train.objective == "supervised" and cfg.model.res == (16, 16)
         result = train(cfg, tmp_path / f"ft-{source.name}")
         assert result["steps"] == 2 and "top1" in result
     few = assembly.from_checkpoint(reader.read(out), None, [], ["fewshot.shots=[1,2]", "fewshot.seeds=1"],
-                                   finetune=False)
+                                   assembly.FEWSHOT)
     results = jobs.fewshot(few, reader.read(out), log=QUIET)
     assert set(results["results"]["tiny_data0"]) == {"1shot", "2shot"}
 
