@@ -160,6 +160,7 @@ def test_kinds_skip_weight_decay_and_bad_widths_are_named():
 def test_export_says_in_one_line_when_timm_cannot_rebuild_the_model(tmp_path):
     from types import SimpleNamespace
 
+    from vitcli import schema
     from vitcli.config import RecipeCfg
     from vitcli.weights.export import export
 
@@ -168,7 +169,7 @@ def test_export_says_in_one_line_when_timm_cannot_rebuild_the_model(tmp_path):
         model = build_model(cfg.model, 10)
         setup = SimpleNamespace(ema=None, description=describe(cfg.model, 10))
         lines = []
-        export(tmp_path, setup, cfg, model.state_dict(), log=lines.append)
+        export(tmp_path, setup, schema.to_dict(cfg), model.state_dict(), log=lines.append)
         assert len(lines) == int(expect_line)
         if expect_line:
             assert "model.posemb relative has no timm equivalent" in lines[0] and "\n" not in lines[0]
