@@ -31,7 +31,7 @@ def run(tiny_data, tmp_path_factory) -> Path:
     """A finished tiny run (class token, no pre-logits layer, 4 named classes)."""
     out = tmp_path_factory.mktemp("export") / "run"
     cfg = recipe.from_data(tiny_recipe(tiny_data), "t", ["train.steps=2"])
-    jobs.train(cfg, out, recipe.to_yaml(cfg), log=Reporter(enabled=False))
+    jobs.train(cfg, out, render=recipe.dump, log=Reporter(enabled=False))
     return out
 
 
