@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from vitcli import transfer
+from vitcli import schema, transfer
 from vitcli.config import RecipeCfg, resolve_steps
 from vitcli.data import load_split, train_loader
 from vitcli.engine.evaluate.evaluators import build_evaluators, run_evaluators
@@ -60,9 +60,11 @@ class Trainer:
     """Holds everything one run needs; `run()` trains to the end or to a stop request."""
 
     def __init__(self, cfg: RecipeCfg, rt: Runtime, out: Path, reporter: Reporter, resume: bool = False, *,
-                 recipe_data: dict):
+                 recipe_data: dict | None = None):
         self.cfg, self.rt, self.out, self.log = cfg, rt, Path(out), reporter
-        self.recipe_data = recipe_data  # the resolved recipe as plain data, stored in every checkpoint
+        # The resolved recipe as plain data, stored in every checkpoint: jobs.train passes the dict that
+        # recipe.json and config.json hold; a Trainer built on its own makes it.
+        self.recipe_data = recipe_data if recipe_data is not None else schema.to_dict(cfg)
         data = cfg.data
         supervised = cfg.train.objective == "supervised"
         self.train_split = load_split(data.source, data.train_split, image_column=data.image_column,
