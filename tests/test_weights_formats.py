@@ -133,11 +133,14 @@ def _hf_model(cls_name: str, tmp_path: Path, **config):
     return randomise(model)
 
 
-@pytest.mark.parametrize("what", ["folder", "model.safetensors", "pytorch_model.bin"])
+@pytest.mark.parametrize("what", ["folder", "model.safetensors", "pytorch_model.bin", "sharded"])
 def test_hf_classifier_logits_and_labels(tmp_path, what):
     labels = {0: "cat", 1: "dog", 2: "eel"}
     hf = _hf_model("ViTForImageClassification", tmp_path, id2label=labels, label2id={v: k for k, v in labels.items()})
-    hf.save_pretrained(tmp_path)
+    hf.save_pretrained(tmp_path, **({"max_shard_size": "20KB"} if what == "sharded" else {}))
+    if what == "sharded":
+        assert len(list(tmp_path.glob("model-*-of-*.safetensors"))) > 1
+        what = "model.safetensors.index.json"
     if what == "pytorch_model.bin":  # the older format on the hub, with the same (legacy) names
         from safetensors.torch import load_file
 
@@ -147,6 +150,8 @@ def test_hf_classifier_logits_and_labels(tmp_path, what):
     assert source.label_names == ["cat", "dog", "eel"] and source.model["num_classes"] == 3
     with torch.no_grad():
         assert max_diff(vit_forward(source), hf(pixel_values=BATCH).logits) <= 1e-4
+    if what.endswith(".index.json"):  # the folder finds the index too
+        assert reader.read(tmp_path).state_dict.keys() == source.state_dict.keys()
 
 
 def test_hf_vitmodel_pooler_is_the_pre_logits_layer(tmp_path):

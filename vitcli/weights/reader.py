@@ -49,7 +49,8 @@ class Pretrained:
 
 _ACCEPTED = ("give a vit run directory or checkpoint (.pt), a timm or Hugging Face ViT (a folder with config.json, "
              "or its model.safetensors / .pth / .bin), a Google .npz, or a hub name (hf-hub:ORG/NAME, timm:ARCH.TAG)")
-_FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+_FOLDER_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+_INDEX = ".safetensors.index.json"  # transformers' sharded weights: a weight_map of tensor -> shard file
 
 
 def read(source: str | Path) -> Pretrained:
@@ -66,6 +67,8 @@ def read(source: str | Path) -> Pretrained:
     if path.is_dir():
         return _read_dir(path)
     files.check_regular(path, follow=True, error=CheckpointError, who="--from ")  # a FIFO would block
+    if path.name.endswith(_INDEX):
+        return _read_shards(path)
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
@@ -85,7 +88,8 @@ def _read_dir(folder: Path) -> Pretrained:
     run = os.path.lexists(folder / "checkpoints") or os.path.lexists(folder / "recipe.yaml")
     for name in _FOLDER_WEIGHTS:
         if files.check_regular(folder / name, follow=not run, error=CheckpointError, who="--from "):
-            return _read_safetensors(folder / name) if name.endswith(".safetensors") else _read_pickle(folder / name)
+            reader = {".safetensors": _read_safetensors, ".json": _read_shards, ".bin": _read_pickle}
+            return reader[Path(name).suffix](folder / name)
     last = latest(folder)
     if last is not None:
         return _read_pickle(last)
@@ -111,6 +115,21 @@ def _read_safetensors(path: Path) -> Pretrained:
     tensors = check_dtypes(serialization.read_safetensors(path), path)
     names = _label_names(serialization.safetensors_metadata(path).get(LABEL_NAMES), path)
     return _describe(path, tensors, names)
+
+
+def _read_shards(index: Path) -> Pretrained:
+    """Sharded safetensors: every shard the index names (beside it, by plain file name), merged."""
+    weight_map = (json_beside(index, index.name) or {}).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index}: expected a weight_map of tensor names to shard files")
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(map(str, weight_map.values()))):
+        if Path(shard).name != shard or not shard.endswith(".safetensors"):
+            raise CheckpointError(f"{index}: shard {shard!r} is not a .safetensors file beside the index")
+        if not files.check_regular(index.with_name(shard), follow=True, error=CheckpointError):
+            raise CheckpointError(f"{index}: shard {shard} is missing; download every shard it names")
+        tensors.update(check_dtypes(serialization.read_safetensors(index.with_name(shard)), index.with_name(shard)))
+    return _describe(index, tensors)
 
 
 def _describe(path: Path, tensors: dict[str, torch.Tensor], names: list[str] | None = None) -> Pretrained:

@@ -9,6 +9,7 @@ to download the files and how to point `--from` at them.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from vitcli.errors import CheckpointError, did_you_mean
 
 HF_PREFIX, TIMM_PREFIX = "hf-hub:", "timm:"
 _REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
-_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _OPTIONAL = ("preprocessor_config.json",)
 _VALID = ("valid: hf-hub:ORG/NAME (e.g. hf-hub:google/vit-base-patch16-224-in21k, "
           "hf-hub:timm/vit_base_patch16_224.augreg2_in21k_ft_in1k) or timm:ARCH.TAG "
@@ -86,7 +87,10 @@ def _download(repo: str, revision: str | None) -> Path:
     config = Path(hf_hub_download(repo, "config.json", revision=revision))
     for filename in _WEIGHTS:
         try:
-            hf_hub_download(repo, filename, revision=revision)
+            weights = Path(hf_hub_download(repo, filename, revision=revision))
+            if filename.endswith(".index.json"):  # sharded: fetch every shard it names
+                for shard in sorted(set(json.loads(weights.read_text()).get("weight_map", {}).values())):
+                    hf_hub_download(repo, str(shard), revision=revision)
             break
         except EntryNotFoundError:  # offline, a file absent from the cache is this error too
             if filename == _WEIGHTS[-1]:
