@@ -196,10 +196,9 @@ def finetune_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., res: ResOpt = 
 
     Without a RECIPE it fine-tunes on the checkpoint's own data with the paper's defaults (recipes/finetune/default.yaml).
 
-    A list of learning rates is the paper's sweep: each value trains on train minus a held-out minival
-    (sweep.minival; default the paper's 10% for Pets and Flowers, 2% CIFAR, 1% ImageNet, else 2%), the best
-    minival top-1 wins (a tie: the lower minival loss), then that value is retrained on the whole train split
-    and reported on the test split (data.eval_split). --no-retrain keeps the minival winner instead.
+    Without a length (train.steps, train.epochs or train.examples) a fine-tune sizes itself: the paper's Table 4 for its data sets (ImageNet 20,000 steps, CIFAR-10/100 10,000, Pets and Flowers 500, at batch 512), otherwise 10 epochs kept within 500-20,000 steps of 512 images; the same number of images at another batch size, with a warmup of at most 10% of the run. The first steps print the measured time per step and the projected total. A length given with --set replaces the recipe's in any unit.
+
+    A list of learning rates is the paper's sweep: each value trains on train minus a held-out minival (sweep.minival; default the paper's 10% for Pets and Flowers, 2% CIFAR, 1% ImageNet, else 2%), the best minival top-1 wins (a tie: the lower minival loss), then that value is retrained on the whole train split and reported on the test split (data.eval_split). --no-retrain keeps the minival winner instead.
 
     [b]Examples[/b]:
       [cyan]vit finetune --from runs/imagenet1k-b16 --res 384[/]
@@ -216,13 +215,19 @@ def finetune_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., res: ResOpt = 
     _train(cfg, out, resume, sets or [], hint, as_json)
 
 
+LENGTH_KEYS = ("train.steps", "train.epochs", "train.examples")
+
+
 def _train(cfg, out: Optional[Path], resume: bool, sets: list[str], command: str, as_json: bool) -> None:
     from vitcli.engine import jobs
     from vitcli.engine.persistence.rundir import default_out
     from vitcli.engine.train.sweep import is_sweep, run_sweep, sweep_table
 
     out = Path(out or cfg.run.out or default_out(cfg.run.name))
-    allowed = frozenset(item.partition("=")[0].strip() for item in sets)
+    allowed = {item.partition("=")[0].strip() for item in sets}
+    if allowed & set(LENGTH_KEYS):  # a new length in one unit clears the others (recipe.py): all may change
+        allowed |= set(LENGTH_KEYS)
+    allowed = frozenset(allowed)
     # The hint repeats the run's overrides: without them a resume would be refused as another recipe.
     hint = " ".join([command, *(f"--set {shlex.quote(item)}" for item in sets), "--resume", f"--out {out}"])
     # recipe.yaml is the run's recipe rendered for people: YAML stays in recipe.py, the engine writes it.

@@ -78,8 +78,9 @@ def run_sweep(cfg: RecipeCfg, out: Path, *, resume: bool, allowed: frozenset[str
         sub = _with(cfg, lr, train_split, val_split)
         result = _train(sub, out / f"lr-{lr:g}", f"sweep {i + 1}/{len(cfg.optim.lr)}: lr {lr:g}", **run)
         table.append({"lr": lr, "minival_top1": _metric(result, "top1"), "minival_loss": _metric(result, "loss"),
-                      "minival_images": _count(_metric(result, "images")), "train_examples": result.get("train_examples"),
-                      "steps": result.get("steps"), "out": str(out / f"lr-{lr:g}")})
+                      "minival_images": _count(_metric(result, "images")),
+                      "train_examples": result.get("train_examples"), "steps": result.get("steps"),
+                      "out": str(out / f"lr-{lr:g}")})
     best, choice = choose(table)
     log.info(f"sweep: {choice}")
     summary = {"out": str(out), "best_lr": best["lr"], "choice": choice, "best_minival_top1": best["minival_top1"],
