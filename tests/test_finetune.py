@@ -301,6 +301,7 @@ def test_no_retrain_keeps_the_minival_winner_and_says_so(sweep, pre, tmp_path, m
     assert "not the paper's protocol" in result.output
     summary = json.loads((cheap / "sweep.json").read_text())
     assert summary["retrained"] is False and summary["final"]["train_examples"] == 72
+    assert summary["final"]["train_split"] == "train[:75%]"
     assert summary["final"]["test_images"] == 32 and 0.0 <= summary["final"]["test_top1"] <= 1.0
     assert (cheap / "model.safetensors").read_bytes() == (cheap / "lr-0.1" / "model.safetensors").read_bytes()
     assert not (cheap / "final").exists()

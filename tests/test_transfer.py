@@ -125,3 +125,9 @@ def test_the_first_steps_print_the_projected_length(tiny_data, tmp_path):
     lines = [line for line in buffer.getvalue().splitlines() if line.startswith("measured")]
     assert len(lines) == 1 and " s per step over steps 2-6: 8 steps take about " in lines[0], lines
     assert "ending around" in lines[0]
+
+
+def test_a_finetune_is_named_after_the_run_it_starts_from(pre):
+    for path in (pre, pre / "model.safetensors", next((pre / "checkpoints").glob("step-*.pt"))):
+        cfg = assembly.from_checkpoint(reader.read(path), None, [], ["train.steps=1"], assembly.FINETUNE)
+        assert cfg.run.name == "run-finetune", path  # the run directory is 'run', not the file stem 'model'

@@ -157,6 +157,17 @@ def require_source(cfg: RecipeCfg, origin: str) -> None:
                           "imagefolder:PATH or builtin:digits (or --set data.source=...)")
 
 
+def source_name(path: Path) -> str:
+    """What a run started from `path` is named after: the run directory its weights came from, else the file.
+
+    `--from runs/demo` reads runs/demo/model.safetensors (or checkpoints/step-N.pt): the run is 'demo'.
+    """
+    for folder in (path, *list(path.parents)[:2]):
+        if (folder / "recipe.json").is_file():
+            return folder.name
+    return path.stem if path.is_file() else path.name
+
+
 def from_checkpoint(source, recipe_path: Path | None, options: tuple[str, ...] | list[str],
                     sets: list[str], start: Start) -> RecipeCfg:
     """Assemble the recipe of finetune/eval/fewshot from a checkpoint, an optional RECIPE and options."""
@@ -167,8 +178,7 @@ def from_checkpoint(source, recipe_path: Path | None, options: tuple[str, ...] |
         own = dict(given.get("model") or {})
     elif start.default_recipe is not None:
         given, origin = recipe.read(start.default_recipe), str(start.default_recipe)
-        stem = source.path.stem if source.path.is_file() else source.path.name
-        given["run"]["name"] = f"{stem}-{start.default_name}"
+        given["run"]["name"] = f"{source_name(Path(source.path))}-{start.default_name}"
     else:
         given, origin = {}, str(source.path)
     checkpoint = {key: stored[key] for key in start.carried if key in stored}

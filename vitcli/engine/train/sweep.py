@@ -94,7 +94,7 @@ def run_sweep(cfg: RecipeCfg, out: Path, *, resume: bool, allowed: frozenset[str
     else:
         log.warn(f"--no-retrain: the model kept was trained on {train_split} only; {NOT_PAPER}")
         _keep_winner(Path(best["out"]), out)
-        summary["final"] = _unretrained_row(cfg, best, out, val_split)
+        summary["final"] = _unretrained_row(cfg, best, out, train_split, val_split)
     files.write_json(out / "sweep.json", summary)
     test = summary["final"].get("test_top1")
     log.info(f"sweep: final model in {out}" + (f"; {summary['final']['test_split']} top-1 {test:.4f}"
@@ -167,9 +167,9 @@ def _final_row(cfg: RecipeCfg, lr: float, result: dict, run_dir: Path) -> dict:
     return row
 
 
-def _unretrained_row(cfg: RecipeCfg, best: dict, out: Path, val_split: str) -> dict:
+def _unretrained_row(cfg: RecipeCfg, best: dict, out: Path, train_split: str, val_split: str) -> dict:
     """--no-retrain: the minival winner as it is, evaluated on the recipe's test split."""
-    row = {"lr": best["lr"], "out": best["out"], "train_split": cfg.data.train_split, "not_retrained": NOT_PAPER,
+    row = {"lr": best["lr"], "out": best["out"], "train_split": train_split, "not_retrained": NOT_PAPER,
            "train_examples": best.get("train_examples"), "steps": best.get("steps"),
            "test_split": cfg.data.eval_split}
     split = cfg.data.eval_split
