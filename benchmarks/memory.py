@@ -16,27 +16,29 @@ import sys
 from pathlib import Path
 
 CHILD = """
-import json, sys
+import json, statistics, sys
 from pathlib import Path
 from vitcli import recipe
+from vitcli.engine.runtime.process import Runtime
+from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.train import bench as b
+from vitcli.engine.train.step import TrainStep
 name, res, batch, precision, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 cfg = recipe.from_data({"model": {"name": name, "res": res}, "optim": {"name": "adamw"},
                         "train": {"precision": precision, "device": "cpu"}}, "memory")
+cfg = b.bench_recipe(cfg, batch=batch)
 def rss():
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
-baseline = []
-timer = b._time_steps
-def timed(*a, **k):
-    baseline.append(rss())
-    return timer(*a, **k)
-b._time_steps = timed
-r = b.bench(cfg, steps=steps, warmup=1, batch=batch, peak=False)
+rt = Runtime.create("cpu", precision, 0)
+step = TrainStep(cfg, cfg.data.num_classes, rt, Reporter(enabled=False))
+data = b.synthetic_batch(cfg, rt.device)
+baseline = rss()
+times = b.time_steps(step, data, steps, warmup=1)
 print(json.dumps({"model": name, "res": res, "batch": batch, "precision": precision,
-                  "peak_rss_mb": round(r["peak_memory_mb"]), "baseline_mb": round(baseline[0]),
-                  "step_s": round(r["step_s"], 2)}))
+                  "peak_rss_mb": round(b.peak_memory_mb(rt.device)), "baseline_mb": round(baseline),
+                  "step_s": round(statistics.median(times), 2)}))
 """
 
 

@@ -6,7 +6,7 @@
 
 Both loops train the same timm ViT on the same in-memory tensors (data excluded) with the same
 batch, dtype and optimiser (fused AdamW, clip 1.0, EMA off). The engine side is the real
-`Trainer._step`. Timings on a shared CPU are noisy, so the two loops alternate in one process after a
+`TrainStep.run` that training uses. Timings on a shared CPU are noisy, so the two loops alternate in one process after a
 warm-up and the median of each is compared: the ratio is what matters, not the absolute figure.
 
 MFU = 6 x forward MACs (vitcli.models.macs) x images/s / measured dense matmul peak in the same dtype:
@@ -19,9 +19,7 @@ import argparse
 import dataclasses
 import json
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import timm
 import torch
@@ -31,8 +29,8 @@ from vitcli import recipe
 from vitcli.config import ModelCfg
 from vitcli.engine.runtime.process import Runtime
 from vitcli.engine.runtime.progress import Reporter
-from vitcli.engine.train.bench import _stand_in_source, matmul_peak
-from vitcli.engine.train.trainer import Trainer
+from vitcli.engine.train.bench import matmul_peak
+from vitcli.engine.train.step import TrainStep
 from vitcli.models import build_model, macs, resolve_variant
 
 TIMM = {"Ti/16": "vit_tiny_patch16_224", "S/16": "vit_small_patch16_224", "B/16": "vit_base_patch16_224"}
@@ -40,23 +38,21 @@ CLASSES = 1000
 SHAPE = ("name", "width", "depth", "heads", "mlp_dim", "patch")
 
 
-def engine_step(model: ModelCfg, batch: int, precision: str, compile: bool, out: Path):
-    """A closure running one real `Trainer._step` on fixed in-memory tensors."""
-    source = _stand_in_source(out / f"data-{batch}", batch, CLASSES)
+def engine_step(model: ModelCfg, batch: int, precision: str, compile: bool):
+    """A closure running one real engine step (`TrainStep.run`) on fixed in-memory tensors."""
     shape = {k: v for k, v in dataclasses.asdict(model).items() if k in SHAPE and v is not None}
     res = model.res[0]
     cfg = recipe.from_data({
         "model": {**shape, "res": res},
-        "data": {"source": str(source), "eval_split": None, "num_classes": CLASSES},
+        "data": {"num_classes": CLASSES},
         "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, "clip_norm": 1.0},
-        "train": {"batch_size": batch, "micro_batch": batch, "steps": 1000, "precision": precision,
-                  "compile": compile, "log_every": 1 << 30, "checkpoint_every": 0, "device": "cpu"},
-        "eval": {"evaluators": []},
+        "train": {"batch_size": batch, "micro_batch": batch, "precision": precision, "compile": compile,
+                  "device": "cpu"},
     }, "bench")
     rt = Runtime.create("cpu", precision, 0)
-    trainer = Trainer(cfg, rt, out / f"run-{len(list(out.iterdir()))}", Reporter(enabled=False), recipe_data={})
+    step = TrainStep(cfg, CLASSES, rt, Reporter(enabled=False))
     data = [(torch.randn(batch, 3, res, res), torch.randint(0, CLASSES, (batch,)))]
-    return lambda: trainer._step(data)
+    return lambda: step.run(data, step.peak_lr, 0)
 
 
 def bare_step(model_cfg: ModelCfg, batch: int, precision: str, compile: bool):
@@ -121,16 +117,15 @@ def main() -> None:
         args.batch = cfg.train.micro_batch or cfg.train.batch_size
     else:
         models = [ModelCfg(name=name, res=(args.res, args.res)) for name in args.models]
-    with tempfile.TemporaryDirectory() as tmp:
-        for model in models:
-            for precision in args.precision:
-                for compile in ([False, True] if args.compile else [False]):
-                    run_one(model, precision, compile, args, peaks[precision], Path(tmp))
+    for model in models:
+        for precision in args.precision:
+            for compile in ([False, True] if args.compile else [False]):
+                run_one(model, precision, compile, args, peaks[precision])
 
 
-def run_one(model: ModelCfg, precision: str, compile: bool, args, peak: float, tmp: Path) -> None:
+def run_one(model: ModelCfg, precision: str, compile: bool, args, peak: float) -> None:
     torch.manual_seed(0)
-    steps = {"engine": engine_step(model, args.batch, precision, compile, tmp),
+    steps = {"engine": engine_step(model, args.batch, precision, compile),
              "bare": bare_step(model, args.batch, precision, compile)}
     times = alternate(steps, args.rounds, args.per_round, args.warmup)
     peak = matmul_peak(torch.device("cpu"), precision, seconds=2.0)  # again: the load on a shared CPU drifts

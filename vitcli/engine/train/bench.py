@@ -1,8 +1,8 @@
 """`vit bench`: what one training step of a recipe's model costs on this machine, before a run pays for it.
 
-The step timed is the engine's own (`Trainer._step`: autocast, loss, backward, clipping, the fused
-optimiser, EMA when the recipe keeps one), fed from tensors already in memory, so the figure is the
-model's training speed with the data pipeline left out. It is set against the machine's dense matmul
+The step timed is the engine's own (`TrainStep.run`: autocast, the objective's loss, backward, clipping,
+the fused optimiser, EMA when the recipe keeps one), fed from tensors already in memory, so the figure is
+the model's training speed with the data pipeline left out. It is set against the machine's dense matmul
 peak in the same dtype, measured here, which turns images/s into model FLOP utilisation (MFU).
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from vitcli.config import RecipeCfg, Res
 from vitcli.engine.runtime.process import Runtime
 from vitcli.engine.runtime.progress import Reporter
+from vitcli.engine.train.step import TrainStep
 from vitcli.models import macs, resolve_variant
 
 _DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -55,28 +55,25 @@ def bench(
     res: Res | None = None,
     model: str | None = None,
     precision: str | None = None,
-    compile: bool | None = None,
-    device: str | None = None,
     peak: bool = True,
 ) -> dict:
     """Time `steps` training steps (after `warmup`) of the recipe's model on synthetic in-memory images.
 
-    `batch` is the micro-batch timed (default: the recipe's micro-batch, else 32); `res`, `model`,
-    `precision`, `compile` and `device` override the recipe. Returns images/s, the median step time,
+    `batch` is the micro-batch timed (default: the recipe's micro-batch, else 32); `res`, `model` and
+    `precision` override the recipe (train.compile and train.device come from it). Returns images/s, the median step time,
     the forward MACs per image, achieved training FLOP/s (6 x MACs x images/s: 2 FLOPs per
     multiply-accumulate, times 3 for forward plus the two backward matmuls), the measured matmul peak
     and their ratio (MFU), and peak memory (RSS on CPU, allocated memory on CUDA).
     """
-    cfg = _bench_recipe(cfg, batch, res, model, precision, compile, device, steps + warmup)
+    cfg = bench_recipe(cfg, batch, res, model, precision)
     rt = Runtime.create(cfg.train.device, cfg.train.precision, cfg.train.seed)
     if rt.distributed:
         raise RuntimeError("vit bench times one process; run it without torchrun")
     rt.seed_everything()
     micro = cfg.train.micro_batch
     classes = cfg.data.num_classes
-    images = torch.randn(micro, 3, *cfg.model.res, device=rt.device)
-    labels = torch.randint(0, classes, (micro,), device=rt.device)
-    times = _time_steps(cfg, rt, [(images, labels)], steps, warmup)
+    step = TrainStep(cfg, classes, rt, Reporter(enabled=False))
+    times = time_steps(step, synthetic_batch(cfg, rt.device), steps, warmup)
     step_s = statistics.median(times)
     img_s = micro / step_s
     variant = resolve_variant(cfg.model)
@@ -99,13 +96,14 @@ def bench(
         "train_flops": achieved,
         "peak_flops": peak_flops,
         "mfu": achieved / peak_flops if peak_flops else None,
-        "peak_memory_mb": _peak_memory_mb(rt.device),
+        "peak_memory_mb": peak_memory_mb(rt.device),
     }
 
 
-def _bench_recipe(cfg, batch, res, model, precision, compile, device, total) -> RecipeCfg:
-    """The recipe as timed: its model and training settings, no evaluation, no checkpoints and no
-    initial weights (they change the numbers, not the cost). The source is set by `_time_steps`."""
+def bench_recipe(cfg: RecipeCfg, batch: int | None = None, res: Res | None = None, model: str | None = None,
+                 precision: str | None = None) -> RecipeCfg:
+    """The recipe as timed: its model and training settings at one micro-batch, no initial weights (they
+    change the numbers, not the cost) and a head of `data.num_classes` (ImageNet's 1000 when unset)."""
     m = cfg.model
     if model is not None:  # a named variant replaces the recipe's shape overrides
         m = dataclasses.replace(m, name=model, width=None, depth=None, heads=None, mlp_dim=None, patch=None)
@@ -113,57 +111,34 @@ def _bench_recipe(cfg, batch, res, model, precision, compile, device, total) -> 
         m = dataclasses.replace(m, res=tuple(res))
     t = cfg.train
     micro = batch or t.micro_batch or 32
-    t = dataclasses.replace(
-        t, batch_size=micro, micro_batch=micro, steps=total, epochs=None, examples=None, init_from=None,
-        checkpoint_every=0, log_every=1 << 30, precision=precision or t.precision,
-        compile=t.compile if compile is None else compile, device=device or t.device)
-    data = dataclasses.replace(cfg.data, train_split="train", eval_split=None,
-                               streaming=False, image_column=None, label_column=None,
-                               num_classes=cfg.data.num_classes or _BENCH_CLASSES)
-    evaluation = dataclasses.replace(cfg.eval, evaluators=(), every=0)
-    return dataclasses.replace(cfg, model=m, train=t, data=data, eval=evaluation)
+    t = dataclasses.replace(t, batch_size=micro, micro_batch=micro, init_from=None, precision=precision or t.precision)
+    data = dataclasses.replace(cfg.data, num_classes=cfg.data.num_classes or _BENCH_CLASSES)
+    return dataclasses.replace(cfg, model=m, train=t, data=data)
 
 
-def _time_steps(cfg: RecipeCfg, rt: Runtime, micro_batches: list, steps: int, warmup: int) -> list[float]:
-    """Seconds per `Trainer._step` for `steps` steps after `warmup` untimed ones."""
-    from vitcli.engine.train.trainer import (
-        Trainer,  # the trainer pulls in data and evaluators: import late
-    )
+def synthetic_batch(cfg: RecipeCfg, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One step's micro-batches of random images and labels at the recipe's resolution and batch."""
+    micro = cfg.train.micro_batch or cfg.train.batch_size
+    images = torch.randn(micro, 3, *cfg.model.res, device=device)
+    labels = torch.randint(0, cfg.data.num_classes or _BENCH_CLASSES, (micro,), device=device)
+    return [(images, labels)]
 
-    with tempfile.TemporaryDirectory() as out:
-        # The timed batches are synthetic; the trainer only needs a source that loads offline and
-        # holds one batch.
-        source = _stand_in_source(Path(out) / "data", cfg.train.micro_batch, cfg.data.num_classes)
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=str(source)))
-        trainer = Trainer(cfg, rt, Path(out) / "run", Reporter(enabled=False), recipe_data={})  # never saved
-        for _ in range(warmup):
-            trainer._step(micro_batches)
-        _sync(rt.device)
-        _reset_peak_memory(rt.device)
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            trainer._step(micro_batches)
-            _sync(rt.device)
-            times.append(time.perf_counter() - start)
+
+def time_steps(step: TrainStep, micro_batches: list, steps: int, warmup: int) -> list[float]:
+    """Seconds per `step.run` for `steps` steps after `warmup` untimed ones; the peak memory counts from
+    the first timed step."""
+    device = step.rt.device
+    for i in range(warmup):
+        step.run(micro_batches, step.peak_lr, i)
+    _sync(device)
+    reset_peak_memory(device)
+    times = []
+    for i in range(steps):
+        start = time.perf_counter()
+        step.run(micro_batches, step.peak_lr, warmup + i)
+        _sync(device)
+        times.append(time.perf_counter() - start)
     return times
-
-
-def _stand_in_source(folder: Path, n: int, num_classes: int) -> Path:
-    """`n` one-pixel images saved as a local data set: faster to make than any real source is to load."""
-    import datasets
-    import numpy as np
-
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=num_classes)})
-    pixels = [np.zeros((1, 1, 3), dtype=np.uint8)] * n
-    shown = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()  # a "Saving the dataset" bar would only confuse the user
-    try:
-        datasets.Dataset.from_dict({"image": pixels, "label": [0] * n}, features=features).save_to_disk(str(folder))
-    finally:
-        if shown:
-            datasets.enable_progress_bars()
-    return folder
 
 
 def _sync(device: torch.device) -> None:
@@ -171,7 +146,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _reset_peak_memory(device: torch.device) -> None:
+def reset_peak_memory(device: torch.device) -> None:
     """Start the peak from here, so model building and warm-up allocations are not counted twice."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -182,8 +157,8 @@ def _reset_peak_memory(device: torch.device) -> None:
         pass
 
 
-def _peak_memory_mb(device: torch.device) -> float | None:
-    """Peak memory since `_reset_peak_memory`: allocated bytes on CUDA, resident set on CPU."""
+def peak_memory_mb(device: torch.device) -> float | None:
+    """Peak memory since `reset_peak_memory`: allocated bytes on CUDA, resident set on CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     try:

@@ -24,8 +24,7 @@ from vitcli.engine.runtime.process import Runtime, rng_state, set_rng_state
 from vitcli.engine.runtime.progress import Reporter, duration
 from vitcli.engine.runtime.signals import StopRequest
 from vitcli.engine.train import batching, optim
-from vitcli.engine.train.model_setup import setup_model
-from vitcli.engine.train.objectives import build_objective
+from vitcli.engine.train.step import TrainStep
 from vitcli.errors import CheckpointError, RecipeError, RunError
 from vitcli.weights import reader
 
@@ -72,15 +71,15 @@ class Trainer:
                                       streaming=data.streaming, labels=supervised)
         self.num_classes = self.train_split.num_classes if supervised else 0  # self-supervised: no head
         self.label_names = self.train_split.class_names  # travel with the model: checkpoints and export
-        self.objective = build_objective(cfg, self.num_classes)
-        self.setup = setup_model(cfg, self.num_classes, rt, reporter, prepare=self.objective.prepare)
+        # The step: model, optimiser and objective; the trainer feeds it data and keeps the run's records.
+        self.step = TrainStep(cfg, self.num_classes, rt, reporter, on_nonfinite=self._nonfinite)
+        self.objective, self.setup, self.optimizer = self.step.objective, self.step.setup, self.step.optimizer
+        self.peak_lr = self.step.peak_lr
         self.model = self.setup.model
         self.total = self._length()
         self.batches = batching.plan(cfg.train.batch_size, rt.world, cfg.train.micro_batch,
                                      self.setup.act_bytes, rt.device)
         self.steps_per_epoch = self._steps_per_epoch()
-        self.peak_lr = float(cfg.optim.lr if not isinstance(cfg.optim.lr, tuple) else cfg.optim.lr[0])
-        self.optimizer = optim.build_optimizer(self.setup.trainable, cfg.optim, self.peak_lr)
         self.evaluators = build_evaluators(cfg, rt, self.num_classes, reporter, self.label_names)
         self.metrics = MetricsLog(self.out / "metrics.jsonl" if rt.is_main else None)
         self.pos = Position()
@@ -232,43 +231,14 @@ class Trainer:
         self.pos.epoch_step = 0
 
     def _step(self, micro_batches: list) -> None:
-        model, rt = self.setup.train_model, self.rt
         lr = optim.lr_at(self.pos.step, self.total, self.peak_lr, self.cfg.schedule)
-        optim.set_lr(self.optimizer, lr)
-        model.train()
-        loss_sum = torch.zeros((), device=rt.device)
-        extra_sum: dict[str, torch.Tensor] = {}
-        for i, (images, labels) in enumerate(micro_batches):
-            images = images.to(rt.device, non_blocking=True)
-            labels = labels.to(rt.device, non_blocking=True)
-            with self.setup.no_sync(i < len(micro_batches) - 1), rt.autocast():
-                loss, extra = self.objective.loss(model, images, labels)
-            # Each micro-batch's mean loss is divided by the number of micro-batches, so the summed
-            # gradient is the gradient of the mean over the whole global batch.
-            loss = loss / len(micro_batches)
-            loss.backward()
-            loss_sum += loss.detach()
-            for name, value in extra.items():
-                extra_sum[name] = extra_sum.get(name, 0.0) + value.detach().float() / len(micro_batches)
-        clip = self.cfg.optim.clip_norm
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.setup.trainable.parameters(),
-                                                   clip if clip else float("inf"))
-        if hasattr(grad_norm, "full_tensor"):  # FSDP2 returns a replicated DTensor
-            grad_norm = grad_norm.full_tensor()
-        self.last = {"loss": loss_sum, "grad_norm": grad_norm, "lr": lr, "extra": extra_sum}
-        if self._finite(loss_sum, grad_norm):
-            self.optimizer.step()
-            self.setup.update_ema(self.pos.step)
-        self.optimizer.zero_grad(set_to_none=True)
+        result = self.step.run(micro_batches, lr, self.pos.step)
+        self.last = {"loss": result.loss, "grad_norm": result.grad_norm, "lr": lr, "extra": result.extra}
         self.pos.step += 1
         self.pos.epoch_step += 1
 
-    def _finite(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
-        finite = torch.isfinite(loss + grad_norm).float()
-        if self.rt.distributed:  # every rank must take the same decision, or DDP falls out of step
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        if bool(finite):
-            return True
+    def _nonfinite(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        """The step's hook for a NaN/inf loss or gradient: skip up to train.skip_nonfinite, then stop."""
         self.pos.skipped += 1
         last = reader.latest(self.out) if self.rt.is_main else None
         if self.pos.skipped > self.cfg.train.skip_nonfinite:
@@ -279,7 +249,6 @@ class Trainer:
                 "train.skip_nonfinite: N skips up to N such steps")
         self.log.warn(f"step {self.pos.step + 1}: non-finite loss/gradient, update skipped "
                       f"({self.pos.skipped}/{self.cfg.train.skip_nonfinite} allowed)")
-        return False
 
     def _project(self) -> None:
         """Once, after the first few steps: the measured time per step and what the whole run will take.
