@@ -155,3 +155,16 @@ def test_pretrain_without_a_recipe_needs_resume_and_out(tmp_path):
     result = CliRunner().invoke(app, ["pretrain", "--resume", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert f"--resume: {tmp_path} holds no vit run (no recipe.json)" in result.output
+
+
+def test_a_checkpoint_of_a_newer_format_is_refused_naming_both_versions(tmp_path):
+    import torch
+
+    from vitcli.errors import CheckpointError
+    from vitcli.weights import reader
+
+    path = tmp_path / "step-00000001.pt"
+    torch.save({"format_version": reader.FORMAT_VERSION + 1, "model": {}}, path)
+    with pytest.raises(CheckpointError, match=rf"^{path} has checkpoint format {reader.FORMAT_VERSION + 1}, newer "
+                                              rf"than this vit reads \({reader.FORMAT_VERSION}\); upgrade vit"):
+        reader.read(path)

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,6 +25,8 @@ from vitcli.weights import serialization
 
 LABEL_NAMES = "label_names"  # key of the head's class names in checkpoints, safetensors metadata, config.json
 LATEST = "latest"  # the file in a run's checkpoints/ that names the newest complete checkpoint
+# The layout of a vit training checkpoint (engine/persistence/checkpoints.py writes it); a newer one is refused.
+FORMAT_VERSION = 1
 _WRAPPERS = ("model", "state_dict", "module")  # keys under which common trainers nest the weights
 _STEP_FILE = re.compile(r"step-\d{8,12}\.pt")  # what checkpoints.save names a checkpoint, and nothing else
 _log = logging.getLogger("vitcli.weights")
@@ -40,7 +42,6 @@ class Pretrained:
     recipe: dict | None = None  # the resolved recipe of the run that made it, when known
     ema: dict[str, torch.Tensor] | None = None
     label_names: list[str] | None = None  # the head's class names, in output order, when known
-    extra: dict = field(default_factory=dict)
 
     def weights(self, which: str) -> dict[str, torch.Tensor]:
         """The EMA weights when asked for and present, else the raw ones."""
@@ -169,6 +170,13 @@ def _label_names(value, where: Path) -> list[str] | None:
     return value
 
 
+def check_format(version, path: Path, who: str = "") -> None:
+    """Refuse a vit checkpoint written in a newer format than this vit reads, naming both versions."""
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise CheckpointError(f"{who}{path} has checkpoint format {version}, newer than this vit reads "
+                              f"({FORMAT_VERSION}); upgrade vit to read it")
+
+
 # torch.save writes a zip archive; older torch and plain pickle.dump write pickle protocol 2+ (0x80).
 _TORCH_HEADERS = (b"PK\x03\x04", b"\x80")
 
@@ -182,10 +190,11 @@ def _read_pickle(path: Path) -> Pretrained:
                               "pickle); accepted: .pt/.pth/.bin written by torch.save, .safetensors, a run directory")
     data = serialization.load(path)
     if isinstance(data, dict) and "format_version" in data and "model" in data:
+        check_format(data["format_version"], path)
         return Pretrained(path, _tensors(data, "model", path), model=_mapping(data, "model_config", path),
                           recipe=_mapping(data, "recipe", path),
                           ema=_tensors(data, "ema", path) if data.get("ema") is not None else None,
-                          label_names=_label_names(data.get(LABEL_NAMES), path), extra=data)
+                          label_names=_label_names(data.get(LABEL_NAMES), path))
     for key in _WRAPPERS:
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]

@@ -14,9 +14,7 @@ import torch
 from vitcli.errors import CheckpointError, RunError
 from vitcli.files import atomic_write, real_dir
 from vitcli.weights import serialization
-from vitcli.weights.reader import LATEST, check_dtypes, latest
-
-FORMAT_VERSION = 1
+from vitcli.weights.reader import FORMAT_VERSION, LATEST, check_dtypes, check_format, latest
 
 
 def save(run_dir: Path, state: dict, step: int, keep: int) -> Path:
@@ -70,9 +68,7 @@ def load(path: Path) -> dict:
     version = state.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise bad("format_version", f"missing or not a whole number ({version!r})")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"--resume: {path} has checkpoint format {version}, newer than this vit reads "
-                              f"({FORMAT_VERSION}); upgrade vit to resume it")
+    check_format(version, path, who="--resume: ")
     for key in ("model", "optimizer", "position", "rng"):
         if not isinstance(state.get(key), dict):
             raise bad(key, "missing" if key not in state else f"expected a mapping, got {type(state[key]).__name__}")
