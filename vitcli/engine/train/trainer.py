@@ -17,6 +17,7 @@ import torch.distributed as dist
 from vitcli import schema, transfer
 from vitcli.config import RecipeCfg, resolve_steps
 from vitcli.data import load_split, train_loader
+from vitcli.data.checks import check_labels
 from vitcli.engine.evaluate.evaluators import build_evaluators, run_evaluators
 from vitcli.engine.persistence import checkpoints
 from vitcli.engine.persistence.metrics_log import MetricsLog
@@ -69,6 +70,8 @@ class Trainer:
         self.train_split = load_split(data.source, data.train_split, image_column=data.image_column,
                                       label_column=data.label_column, num_classes=data.num_classes,
                                       streaming=data.streaming, labels=supervised)
+        if supervised:
+            check_labels(self.train_split)  # a label outside the classes fails now, not at the first batch
         self.num_classes = self.train_split.num_classes if supervised else 0  # self-supervised: no head
         self.label_names = self.train_split.class_names  # travel with the model: checkpoints and export
         # The step: model, optimiser and objective; the trainer feeds it data and keeps the run's records.
