@@ -90,7 +90,10 @@ POLICY = [
     ("FINETUNE", None, "run.name", "model-finetune"),
     ("FINETUNE", None, "eval.weights", "ema"),  # the checkpoint's eval section is not carried over
     ("FINETUNE", {"data": {"source": "new/data"}}, "data.norm", "imagenet"),  # new data, same pixel scale
-    ("FINETUNE", {"data": {"source": "new/data"}}, "data.eval_split", "test"),  # nothing else carries
+    # nothing else carries: the new source's splits are chosen from its own names when it is opened
+    ("FINETUNE", {"data": {"source": "new/data"}}, "data.eval_split", "auto"),
+    ("FINETUNE", {"data": {"source": "new/data", "eval_split": "val"}}, "data.eval_split", "val"),
+    ("EVALUATE", {"data": {"source": "new/data"}}, "data.train_split", "auto"),
     ("FINETUNE", {"model": {"head_init": "default"}}, "model.head_init", "default"),
     ("EVALUATE", None, "optim.name", "adamw"),  # eval keeps the checkpoint's own settings
     ("EVALUATE", None, "model.representation_size", 16),

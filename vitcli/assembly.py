@@ -7,13 +7,14 @@ policy per command), not `if mode ==` branches.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vitcli import files, recipe
-from vitcli.config import EvalCfg, ModelCfg, RecipeCfg
+from vitcli.config import AUTO, EvalCfg, ModelCfg, RecipeCfg
 from vitcli.errors import CheckpointError, RecipeError, RunError
 from vitcli.models.variants import resolve_variant
 
@@ -23,6 +24,7 @@ from vitcli.models.variants import resolve_variant
 PRECEDENCE = (
     "defaults",      # every field's default (config.py), then the command's own defaults (a zero head)
     "checkpoint",    # the --from checkpoint's stored recipe: the sections the command carries over
+    "source",        # data other than the checkpoint's starts from its own defaults: splits `auto`
     "recipe",        # the RECIPE file, or the command's default recipe when none is given
     "architecture",  # the checkpoint's architecture; a RECIPE that contradicts it is refused, not overridden
     "command",       # what the command fixes: finetune's train.init_from and dropped pre-logits layer
@@ -42,6 +44,7 @@ class Layers:
 
     defaults: dict = field(default_factory=dict)
     checkpoint: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
     recipe: dict = field(default_factory=dict)
     architecture: dict = field(default_factory=dict)
     command: dict = field(default_factory=dict)
@@ -72,6 +75,7 @@ class Start:
     default_recipe: Path | None = None  # the recipe used when no RECIPE is given
     default_name: str = ""  # run.name suffix with the default recipe: "<checkpoint>-<suffix>"
     data_in_fewshot_sets: bool = False  # fewshot.datasets name their own sources, so data.source may be empty
+    needs_data: bool = True  # False: the command reads no data set of the recipe's (vit predict)
 
     def defaults(self) -> dict:
         return {"model": {"head_init": "zero"}} if self.new_head else {}
@@ -92,26 +96,44 @@ FINETUNE = Start(carried=(), new_head=True, trains_from_it=True, default_recipe=
 # Eval and few-shot keep the checkpoint's own settings unless the RECIPE says otherwise.
 EVALUATE = Start(carried=_ALL_BUT_DATA_AND_RUN, new_head=False, trains_from_it=False, data_in_fewshot_sets=True)
 FEWSHOT = EVALUATE
-PREDICT = EVALUATE
+PREDICT = dataclasses.replace(EVALUATE, needs_data=False)
 
 
-def carried_data(stored: dict | None, given: dict) -> dict:
-    """THE DATA CARRY RULE: what the checkpoint's data section contributes under a RECIPE's `given` one.
+def carried_data(stored: dict | None, new_source: str | None) -> dict:
+    """THE DATA CARRY RULE: what the checkpoint's data section contributes.
 
-    A RECIPE without data.source runs on the checkpoint's own data: every data key it leaves unset comes
-    from the checkpoint. A RECIPE with new data keeps only the checkpoint's pixel normalisation, since the
-    same network needs pixels scaled as in its training or every feature shifts.
+    Without a new data source (from the RECIPE, the command's --data or --set data.source) the command
+    runs on the checkpoint's own data: every data key left unset comes from the checkpoint. With one,
+    only the checkpoint's pixel normalisation carries over, since the same network needs pixels scaled
+    as in its training or every feature shifts; split expressions and columns belong to the old data.
     """
     if not stored:
         return {}
-    if not given.get("source"):
+    if new_source is None:
         return dict(stored)
     return {"norm": stored["norm"]} if "norm" in stored else {}
 
 
 # The command options that set recipe keys: an error in their value names the option, not a file.
-_OPTIONS = {"model.res": "--res", "data.source": "--data", "data.eval_split": "--split", "fewshot.shots": "--shots",
-            "fewshot.seeds": "--seeds", "eval.weights": "--weights"}
+_OPTIONS = {"model.res": "--res", "data.source": "--data", "data.eval_split": "--split",
+            "data.train_split": "--train-split", "fewshot.shots": "--shots", "fewshot.seeds": "--seeds",
+            "eval.weights": "--weights"}
+
+
+def source_defaults(new_source: str | None) -> dict:
+    """The `source` layer: a new data source's splits are chosen from its own split names (`auto`),
+    by the engine when it opens the source; the RECIPE, --split and --set still name them."""
+    return {} if new_source is None else {"data": {"train_split": AUTO, "eval_split": AUTO}}
+
+
+def named_source(given: dict, items: tuple[str, ...] | list[str]) -> str | None:
+    """The data.source that a RECIPE's data section or KEY=VALUE items set (the last one wins), or None."""
+    source = given.get("source") or None
+    for item in items:
+        key, _, value = (item if isinstance(item, str) else item[0]).partition("=")  # options: (item, as typed)
+        if key.strip() == "data.source":
+            source = value.strip() or None
+    return source
 
 
 def recipe_overrides(res: str | None = None, extra: dict[str, object] | None = None,
@@ -182,18 +204,20 @@ def from_checkpoint(source, recipe_path: Path | None, options: tuple[str, ...] |
     else:
         given, origin = {}, str(source.path)
     checkpoint = {key: stored[key] for key in start.carried if key in stored}
-    data = carried_data(stored.get("data"), given.get("data") or {})
+    new_source = named_source(given.get("data") or {}, (*options, *sets))
+    data = carried_data(stored.get("data"), new_source)
     if data:
         checkpoint["data"] = data
     named = any("name" in (layer.get("model") or {}) for layer in (checkpoint, given)) or any(
         (item if isinstance(item, str) else item[0]).partition("=")[0].strip() == "model.name"
         for item in (*options, *sets))
-    layers = Layers(defaults=start.defaults(), checkpoint=_with_res(checkpoint, source.model), recipe=given,
+    layers = Layers(defaults=start.defaults(), checkpoint=_with_res(checkpoint, source.model),
+                    source=source_defaults(new_source), recipe=given,
                     architecture=_architecture(source, own, recipe.merge(checkpoint, given).get("model") or {},
                                                recipe_path, start, named),
                     command=start.fixed(source.path), options=tuple(options), sets=tuple(sets))
     cfg = resolve(layers, origin)
-    if not (start.data_in_fewshot_sets and cfg.fewshot.datasets):
+    if start.needs_data and not (start.data_in_fewshot_sets and cfg.fewshot.datasets):
         require_source(cfg, origin)
     return cfg
 

@@ -67,6 +67,12 @@ NoRetrainOpt = Annotated[bool, typer.Option(
 WeightsOpt = Annotated[Optional[str], typer.Option(
     "--weights", help="ema or raw: which weights of the checkpoint (eval, fewshot, predict: default the "
     "recipe's eval.weights, ema).", show_default=False)]
+DataOpt = Annotated[Optional[str], typer.Option(
+    "--data", help="Data source instead of the checkpoint's (hub id, local dir, imagefolder:PATH); its own "
+    "splits are used unless --split names one.", show_default=False)]
+SplitOpt = Annotated[Optional[str], typer.Option(
+    "--split", help="Split expression to score, e.g. test or train[98%:]. Default: the data's test, else "
+    "validation split.", show_default=False)]
 IgnoreLabelsOpt = Annotated[bool, typer.Option(
     "--ignore-labels", help="Score data label i as the head's output i, even where the class names differ.")]
 
@@ -189,8 +195,9 @@ def pretrain_cmd(path: Annotated[Optional[Path], typer.Argument(
 
 @app.command("finetune")
 @handle_errors
-def finetune_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., res: ResOpt = None, sets: SetOpt = None,
-                 out: OutOpt = None, resume: ResumeOpt = False, no_retrain: NoRetrainOpt = False,
+def finetune_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., data: DataOpt = None, split: SplitOpt = None,
+                 res: ResOpt = None, sets: SetOpt = None, out: OutOpt = None, resume: ResumeOpt = False,
+                 no_retrain: NoRetrainOpt = False,
                  as_json: JsonOpt = False) -> None:
     """Fine-tune a pretrained ViT: new zero-initialised head, position embeddings resampled to --res.
 
@@ -204,14 +211,17 @@ def finetune_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., res: ResOpt = 
       [cyan]vit finetune --from runs/imagenet1k-b16 --res 384[/]
       [cyan]vit finetune recipes/finetune/cifar10_48.yaml --from runs/cifar10-scratch[/]
       [cyan]vit finetune recipes/finetune/cifar10_384.yaml --from vit_b16.pth --set optim.lr=[0.003,0.01][/]
+      [cyan]vit finetune --from runs/demo --data imagefolder:photos --res 32[/]
     """
     from vitcli.weights import reader
 
     source = reader.read(from_)
-    options = assembly.recipe_overrides(res, {"sweep.retrain": "false" if no_retrain else None})
+    options = assembly.recipe_overrides(res, {"data.source": data, "data.eval_split": split,
+                                              "sweep.retrain": "false" if no_retrain else None})
     cfg = assembly.from_checkpoint(source, path, options, sets or [], assembly.FINETUNE)
     hint = (f"vit finetune {path or ''} --from {from_}".replace("  ", " ") + (f" --res {res}" if res else "")
             + (" --no-retrain" if no_retrain else ""))
+    hint += (f" --data {shlex.quote(data)}" if data else "") + (f" --split {shlex.quote(split)}" if split else "")
     _train(cfg, out, resume, sets or [], hint, as_json)
 
 
@@ -241,10 +251,7 @@ def _train(cfg, out: Optional[Path], resume: bool, sets: list[str], command: str
 
 @app.command("eval")
 @handle_errors
-def eval_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., data: Annotated[Optional[str], typer.Option(
-        "--data", help="Data source to evaluate on (hub id, local dir, imagefolder:PATH).", show_default=False)] = None,
-             split: Annotated[Optional[str], typer.Option("--split", help="Split, e.g. test or train[98%:].",
-                                                          show_default=False)] = None,
+def eval_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., data: DataOpt = None, split: SplitOpt = None,
              res: ResOpt = None, weights: WeightsOpt = None, ignore_labels: IgnoreLabelsOpt = False,
              sets: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Evaluate a checkpoint: top-1, top-5, loss and per-class accuracy on a split.
@@ -271,6 +278,10 @@ def fewshot_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., shots: Annotate
         "--shots", help="Shot counts per class, comma-separated, e.g. 1,5,10,25.", show_default=False)] = None,
                 seeds: Annotated[Optional[int], typer.Option("--seeds", help="Random draws per shot count.",
                                                              show_default=False)] = None,
+                data: DataOpt = None, split: SplitOpt = None,
+                train_split: Annotated[Optional[str], typer.Option(
+                    "--train-split", help="Split to draw the few-shot examples from. Default: the data's train "
+                    "split (plus validation when test is held out).", show_default=False)] = None,
                 res: ResOpt = None, weights: WeightsOpt = None, sets: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Few-shot linear evaluation (the paper's protocol): closed-form ridge regression on frozen features.
 
@@ -282,7 +293,10 @@ def fewshot_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., shots: Annotate
     from vitcli.weights import reader
 
     source = reader.read(from_)
-    extra = {"fewshot.shots": f"[{shots}]" if shots else None, "fewshot.seeds": seeds}
+    extra = {"fewshot.shots": f"[{shots}]" if shots else None, "fewshot.seeds": seeds, "data.source": data,
+             "data.train_split": train_split, "data.eval_split": split,
+             # --data is the one data set to evaluate on, in place of a recipe's list
+             "fewshot.datasets": "[]" if data else None}
     options = assembly.recipe_overrides(res, extra, weights)
     cfg = assembly.from_checkpoint(source, path, options, sets or [], assembly.FEWSHOT)
     emit(jobs.fewshot(cfg, source), as_json, tables.fewshot_table)

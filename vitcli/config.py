@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Res = tuple[int, int]
+AUTO = "auto"  # a split expression chosen from the data source's own split names (see DataCfg)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,8 +49,12 @@ class DataCfg:
     # Hub id, local parquet/arrow dir, "imagefolder:PATH" or "builtin:digits". Required to train; empty in
     # fine-tuning recipes that take the data set of the checkpoint they start from.
     source: str = ""
-    train_split: str = "train"  # split expression, e.g. "train[:98%]"
-    eval_split: str | None = "test"  # e.g. "train[98%:]" for the paper's minival; null: no evaluation
+    # Split expressions, e.g. "train[:98%]" and "train[98%:]" (the paper's minival). "auto": chosen from the
+    # source's own split names (train: "train", plus "validation" when "test" is held out; eval: "test",
+    # else "validation", else a single split for vit eval); commands use it for a source other than the
+    # checkpoint's. eval_split null: no evaluation.
+    train_split: str = "train"
+    eval_split: str | None = "test"
     image_column: str | None = None  # detected when null: img, image
     label_column: str | None = None  # detected when null: label, labels, fine_label
     num_classes: int | None = None  # from the dataset's ClassLabel when null

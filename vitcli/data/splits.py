@@ -1,9 +1,9 @@
-"""Which splits a data source has, and which of them a command uses when none is named.
+"""Which splits a data source has, and which of them a command uses when it names none (`auto`).
 
-A source's own split names decide: evaluation uses `test`, else `validation` (or `val`), else the only
-split there is; training uses `train`, with `validation` added when `test` is the held-out split
-(Flowers-102: `train+validation` to train on, `test` to score). Nothing of another source's split
-expressions carries over.
+A source's own split names decide: the held-out split is `test`, else `validation` (or `val`); the
+training split is `train`, with `validation` added when `test` is the held-out one (Flowers-102:
+`train+validation` to train on, `test` to score). A source with one split (an image folder) has that
+split only. Nothing of another source's split expressions carries over.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import datasets
 
+from vitcli import hub
 from vitcli.data import source as _source
 from vitcli.errors import DataError, one_of
 
@@ -24,16 +25,16 @@ _TRAIN_NAMES = ("train", "training")
 
 @dataclass(frozen=True)
 class DefaultSplits:
-    """The split expressions chosen from a source's own splits (None: the source has none fit for it)."""
+    """The splits chosen from a source's own split names (None: it has none fit for that use)."""
 
     names: tuple[str, ...]
-    train: str | None
-    eval: str | None
+    train: str | None  # to train on, or draw few-shot examples from
+    held_out: str | None  # test, else validation: never trained on
 
-    def describe(self, source: str) -> str:
-        """One line saying which splits were chosen, e.g. "data 'x': train 'train', eval 'test' (of ...)"."""
-        parts = [f"{kind} {value!r}" for kind, value in (("train", self.train), ("eval", self.eval)) if value]
-        return f"{source}: using {', '.join(parts)} (splits: {one_of(self.names)})"
+    @property
+    def only(self) -> str | None:
+        """The source's one split, when it has just one (an image folder)."""
+        return self.names[0] if len(self.names) == 1 else None
 
 
 def split_names(source: str) -> list[str]:
@@ -54,21 +55,17 @@ def split_names(source: str) -> list[str]:
 
 
 def default_splits(source: str) -> DefaultSplits:
-    """The train and eval split expressions a command uses on `source` when it is given none."""
-    names = split_names(source)
-    return choose(names)
+    """The train and held-out splits of `source`, chosen from its own split names."""
+    return choose(split_names(source))
 
 
 def choose(names: list[str]) -> DefaultSplits:
-    """Pick train/eval splits from a list of split names (see the module docstring)."""
-    held_out = [n for n in _EVAL_NAMES if n in names]
+    """Pick train and held-out splits from a list of split names (see the module docstring)."""
+    held_out = next((n for n in _EVAL_NAMES if n in names), None)
     train = next((n for n in _TRAIN_NAMES if n in names), None)
-    evaluate = held_out[0] if held_out else None
-    if train and evaluate == "test" and "validation" in names:
+    if train and held_out == "test" and "validation" in names:
         train = f"{train}+validation"
-    if evaluate is None and len(names) == 1:
-        evaluate = names[0]  # one split (an image folder): scoring on it is all there is
-    return DefaultSplits(tuple(names), train, evaluate)
+    return DefaultSplits(tuple(names), train, held_out)
 
 
 def _local_names(source: str, path: Path) -> list[str]:
@@ -95,7 +92,7 @@ def _listed(source: str, path: str, **kwargs) -> list[str]:
 
 
 def _hub_names(source: str) -> list[str]:
-    offline = datasets.config.HF_HUB_OFFLINE or not _source._hub_reachable()
+    offline = datasets.config.HF_HUB_OFFLINE or not hub.reachable()
     mode = _source._offline_mode if offline else contextlib.nullcontext
     try:
         with mode():

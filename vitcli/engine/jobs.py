@@ -17,6 +17,7 @@ import torch
 
 from vitcli import files, schema
 from vitcli.config import RecipeCfg
+from vitcli.engine.datasplits import with_splits
 from vitcli.engine.evaluate.evaluators import (
     ClassificationEvaluator,
     FewshotEvaluator,
@@ -51,6 +52,7 @@ def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: f
     """
     rt = Runtime.create(cfg.train.device, cfg.train.precision, cfg.train.seed)
     log = log or Reporter(enabled=rt.is_main)
+    cfg = with_splits(cfg, "train", log.info)  # before recipe.json: it records the splits chosen
     recipe_data = schema.to_dict(cfg)
     recipe_text = render(recipe_data)
     try:
@@ -121,13 +123,14 @@ def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, ignore_labels: bool =
     The data's classes are matched to the head's by name (`labels.align`); `ignore_labels` scores
     data label i as output i instead.
     """
-    d = cfg.data
-    if not d.source:
+    if not cfg.data.source:
         raise RecipeError("data.source: missing; give --data SOURCE or a RECIPE with data.source")
-    split = d.eval_split or "test"
     rt = Runtime.create(cfg.train.device, cfg.train.precision, cfg.train.seed)
     log = log or Reporter(enabled=rt.is_main)
     try:
+        cfg = with_splits(cfg, "eval", log.info)
+        d = cfg.data
+        split = d.eval_split or "test"
         model, resampled = model_from(cfg, source, log)
         data = eval_split(d, split, model.num_classes, source.label_names, ignore=ignore_labels, log=log.info)
         evaluator = ClassificationEvaluator(data, d, cfg.model.res, cfg.eval.batch_size, rt, progress=log)
@@ -151,9 +154,12 @@ def fewshot(cfg: RecipeCfg, source: reader.Pretrained, *, log: Reporter | None =
     rt = Runtime.create(cfg.train.device, cfg.train.precision, cfg.train.seed)
     log = log or Reporter(enabled=rt.is_main)
     try:
-        model, resampled = model_from(cfg, source, log, need_head=False)
+        if not cfg.fewshot.datasets:
+            cfg = with_splits(cfg, "fewshot", log.info)
+        # Data first: splits, columns, labels and shots against class sizes are checked before the model.
         evaluator = FewshotEvaluator(fewshot_sets(cfg), cfg.fewshot, cfg.data, cfg.model.res, rt, log=log.info,
                                      progress=log)
+        model, resampled = model_from(cfg, source, log, need_head=False)
         evaluator.run(model.to(rt.device))
         rep = model.representation_size
         return {"checkpoint": str(source.path), "model": describe(cfg.model, model.num_classes)["variant"],

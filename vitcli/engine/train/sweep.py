@@ -24,6 +24,7 @@ from rich.table import Table
 from vitcli import files, schema, transfer
 from vitcli.config import RecipeCfg, SweepCfg
 from vitcli.engine import jobs
+from vitcli.engine.datasplits import with_splits
 from vitcli.engine.persistence import rundir
 from vitcli.engine.runtime.process import launch_rank
 from vitcli.engine.runtime.progress import Reporter
@@ -69,6 +70,7 @@ def run_sweep(cfg: RecipeCfg, out: Path, *, resume: bool, allowed: frozenset[str
     log = log or Reporter(enabled=launch_rank() == 0)
     if (out / "recipe.json").is_file():
         raise RunError(f"--out {out}: holds a single run, not a sweep; choose a new --out for the sweep")
+    cfg = with_splits(cfg, "train", log.info)  # a new source's own splits, before minival is cut from them
     train_split, val_split, fraction, why = minival_splits(cfg)
     log.info(f"sweep: {len(cfg.optim.lr)} learning rates, each trained on {train_split} and chosen on the "
              f"minival {val_split} ({fraction:.0%}: {why})")
