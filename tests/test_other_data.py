@@ -113,3 +113,21 @@ def test_a_folder_with_one_split_cannot_be_a_fewshot_test_by_default(run, tmp_pa
         Image.new("RGB", (16, 16)).save(tmp_path / "f" / name / "0.png")
     line = error_line(invoke("fewshot", "--from", run, "--data", f"imagefolder:{tmp_path / 'f'}", "--shots", 1))
     assert "has no held-out split for the few-shot test: give --train-split and --split" in line
+
+
+def test_an_image_folder_is_scored_on_its_only_split(run, tmp_path):
+    for i, name in enumerate(CLASSES):
+        (tmp_path / "f" / name).mkdir(parents=True)
+        for j in range(2):
+            Image.fromarray(make_images(4, j)[0][i]).save(tmp_path / "f" / name / f"{j}.png")
+    result = invoke("eval", "--from", run, "--data", f"imagefolder:{tmp_path / 'f'}", "--json")
+    assert (one_json(result)["split"], one_json(result)["images"]) == ("train", 8)
+    assert "evaluating on split 'train' (its splits: 'train')" in result.stderr
+
+
+def test_an_unreachable_hub_id_fails_in_one_line(run, monkeypatch):
+    from vitcli import hub
+
+    monkeypatch.setattr(hub, "reachable", lambda *a, **kw: False)
+    line = error_line(invoke("eval", "--from", run, "--data", "acme/no-such-dataset"))
+    assert "cannot load 'acme/no-such-dataset' from the Hugging Face hub (offline or not found)" in line
