@@ -193,7 +193,8 @@ def predict(cfg: RecipeCfg, source: reader.Pretrained, inputs: list[str], *, spl
         sources = [text for text in inputs if is_data_source(text)]
         groups, unreadable = [], []
         for text in sources:
-            chosen = split or default_splits(text).eval or "train"
+            defaults = default_splits(text) if split is None else None
+            chosen = split or defaults.held_out or defaults.only or "train"
             log.info(f"{text}: predicting split {chosen!r}")
             groups.append(from_split(load_split(text, chosen, streaming=False), transform))
         files, missing = from_files([t for t in inputs if t not in sources], transform)
