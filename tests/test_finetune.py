@@ -343,7 +343,9 @@ def test_sweep_ties_go_to_the_lower_minival_loss_and_say_so():
 def test_minival_fraction_is_the_papers_per_data_set(pre, source, fraction):
     from vitcli.engine.train.sweep import minival_splits
 
-    cfg = assembly.from_checkpoint(reader.read(pre), None, [], [*FAST, f"data.source={source}"], assembly.FINETUNE)
+    # (a new source's splits are 'auto' until the engine opens it; these sources are only names here)
+    items = [*FAST, f"data.source={source}", "data.train_split=train", "data.eval_split=test"]
+    cfg = assembly.from_checkpoint(reader.read(pre), None, [], items, assembly.FINETUNE)
     train, minival, got, _ = minival_splits(cfg)
     keep = f"{round(100 * (1 - fraction))}%"
     assert (train, minival, got) == (f"train[:{keep}]", f"train[{keep}:]", fraction)
