@@ -202,6 +202,17 @@ def _planted_link(c: Ctx, name: str) -> Path:
     return run
 
 
+def _config_with(c: Ctx, **model) -> Path:
+    """A copy of the finished run whose config.json's model description has `model` written over it."""
+    import json
+
+    run = Path(shutil.copytree(c.run, c.tmp / "r"))
+    config = json.loads((run / "config.json").read_text())
+    config["vit_model"].update(model)
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
 def _evil_zip(c: Ctx) -> Path:
     """A torch.save zip archive whose data.pkl would run code (protocol 2 inside the zip)."""
     import zipfile
@@ -265,6 +276,32 @@ CASES = [
     ("base-cycle", lambda c: (c.recipe("b.yaml", "base: a.yaml\n"),
                               ["recipe", "check", c.recipe("a.yaml", "base: b.yaml\n")])[1],
      "{tmp}/a.yaml: base: cycle in recipe inheritance: {tmp}/a.yaml -> {tmp}/b.yaml -> {tmp}/a.yaml"),
+    ("yaml-duplicate-key", lambda c: ["recipe", "check", c.recipe(text="train:\n  steps: 3\n  steps: 4\n")],
+     "{tmp}/r.yaml:3:3: duplicate key 'steps' (first given on line 2); give each key once"),
+    ("yaml-duplicate-section", lambda c: ["recipe", "check", c.recipe(text="train: {steps: 3}\ntrain: {seed: 1}\n")],
+     "{tmp}/r.yaml:2:1: duplicate key 'train' (first given on line 1); give each key once"),
+    ("yaml-alias-bomb", lambda c: ["recipe", "check", c.recipe(text="a: &a [x, x, x, x, x, x, x, x, x]\n"
+                                                                     "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n")],
+     "{tmp}/r.yaml:2:8: alias *a is not allowed in a recipe; write the value out (or share it with base:)"),
+    ("yaml-nested-too-deep", lambda c: ["recipe", "check", c.recipe(text="model:\n  name: " + "[" * 5000 + "]" * 5000)],
+     "{tmp}/r.yaml:2:1: nested deeper than 32 levels"),
+    ("set-nested-too-deep", lambda c: _pretrain(c, c.recipe(), "optim.lr=" + "[" * 5000 + "]" * 5000),
+     "--set optim.lr=[[[[[<*>...: nested deeper than 32 levels"),
+    ("set-value-not-finite", lambda c: _pretrain(c, c.recipe(), "optim.lr=.nan"),
+     "--set optim.lr=.nan: optim.lr: expected a finite number, got nan"),
+    ("set-value-out-of-range", lambda c: _pretrain(c, c.recipe(), "optim.b1=1"),
+     "--set optim.b1=1: optim.b1: must be in [0, 1), got 1"),
+    ("res-too-large-for-memory", lambda c: ["recipe", "check", c.recipe(model={"res": 100000})],
+     "{tmp}/r.yaml: model.res: 100000x100000 is larger than 16384 pixels a side: one such image is 120 GB as float32 "
+     "and its activations cannot fit in memory"),
+    ("freeze-range-too-large", lambda c: ["recipe", "check", c.recipe(train={"freeze": ["blocks.0-100000000000"]})],
+     "{tmp}/r.yaml: train.freeze: range 'blocks.0-100000000000' is not within 0-1 (the model has 2 blocks)"),
+    ("run-name-too-long", lambda c: ["recipe", "check", c.recipe(run={"name": "n" * 300})],
+     "{tmp}/r.yaml: run.name: 'nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn' is not a usable name; "
+     "valid: up to 128 bytes without '/', e.g. 'cifar10-b16' (run.out chooses the folder)"),
+    ("out-path-too-long", lambda c: ["pretrain", c.recipe(), "--out", c.tmp / ("o" * 300)],
+     "--out <*>...: too long (<*> bytes; at most 255 a name, 4095 in all); give a "
+     "shorter path"),
     ("missing-recipe", lambda c: ["pretrain", c.tmp / "nope.yaml", "--out", c.out],
      "recipe file not found: {tmp}/nope.yaml"),
     ("recipe-is-directory", lambda c: ["recipe", "check", c.tmp], "recipe file not found: {tmp} (is a directory)"),
@@ -456,6 +493,8 @@ CASES = [
     ("safetensors-wrong-shapes", lambda c: ["eval", "--from", _bad_shapes(c)],
      "<*>checkpoint does not fit the model (the variants differ): checkpoint shape vs model shape: pos_embed "
      "(1, 5, 48) vs (1, 17, 32)"),
+    ("config-json-wrong-type", lambda c: ["eval", "--from", _config_with(c, patch="x")],
+     "{tmp}/r/config.json: vit_model.patch: expected a positive whole number, got 'x'"),
     ("config-json-invalid", lambda c: (shutil.copytree(c.run, c.tmp / "r"), (c.tmp / "r/config.json").write_text("{"),
                                        ["eval", "--from", c.tmp / "r"])[2],
      "{tmp}/r/config.json: not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 "

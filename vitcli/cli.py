@@ -85,14 +85,20 @@ def handle_errors(func):
         try:
             return func(*args, **kwargs)
         except VitError as exc:
-            # The message is data, not markup: "[train]" in a split name must print as written.
-            err_console.print(Text.assemble(("error:", "bold red"), " ", str(exc)))
+            # The message is data, not markup: "[train]" in a split name must print as written. A value
+            # quoted in it may hold a newline or a control character: escaped, the error stays one line.
+            err_console.print(Text.assemble(("error:", "bold red"), " ", one_line(str(exc))))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]; the last checkpoint on disk is intact")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def one_line(message: str) -> str:
+    """The message with line breaks and other control characters escaped (\\n, \\x1b ...)."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
 
 
 def is_main_process() -> bool:

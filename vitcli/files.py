@@ -31,6 +31,18 @@ _KINDS = {stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symbolic link", stat.S_I
           stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
 
 
+def check_path(path: Path | str, who: str, error: type[VitError] = RunError) -> None:
+    """A path the user gave must be one the OS can take: no NUL byte, at most 255 bytes a name, 4095 in all
+    (else `open` raises ValueError or ENAMETOOLONG deep inside whatever reads it)."""
+    text = str(path)
+    if "\x00" in text:
+        raise error(f"{who} {text!r}: contains a NUL byte; give a path without one")
+    raw = os.fsencode(text)
+    if len(raw) > 4095 or any(len(part) > 255 for part in raw.split(b"/")):
+        raise error(f"{who} {text[:60]}...: too long ({len(raw)} bytes; at most 255 a name, 4095 in all); give a "
+                    "shorter path")
+
+
 def kind(mode: int) -> str:
     """What a file of this st_mode is, in words ("a FIFO (named pipe)", "a symbolic link", ...)."""
     return _KINDS.get(stat.S_IFMT(mode), "not a regular file")

@@ -8,7 +8,6 @@ the file (and line for syntax errors), the key and what would be valid.
 from __future__ import annotations
 
 import dataclasses
-import os
 import typing
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,7 @@ def from_data(data: dict, origin: str, overrides: list[Override] | tuple[Overrid
     data = _deep_copy(data)
     given: dict[str, str] = {}
     for entry in overrides:
-        item, label = (entry, f"--set {entry}") if isinstance(entry, str) else entry
+        item, label = (entry, f"--set {_short(entry)}") if isinstance(entry, str) else entry
         given[apply_override(data, item, label)] = label
     _one_length(data, given)
     cfg = schema.from_dict(data, origin)
@@ -105,6 +104,10 @@ class _Loader(yaml.SafeLoader):
 
 def parse_yaml(text: str):
     """Parse YAML text as recipes are parsed (safe types only, no aliases, bounded depth, unique keys)."""
+    line = _too_deep(text)
+    if line is not None:
+        # PyYAML's scanner is quadratic in bracket depth: refuse before it runs, not after seconds.
+        raise _Refused(None, None, f"nested deeper than {MAX_DEPTH} levels", yaml.Mark("", 0, line, 0, None, None))
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
@@ -120,6 +123,28 @@ def _one_length(data: dict, named) -> None:
         for key in _LENGTH_KEYS:
             if key not in given:
                 train.pop(key, None)
+
+
+def _too_deep(text: str) -> int | None:
+    """The 0-based line where flow brackets ([ {) open deeper than MAX_DEPTH, ignoring quotes and comments."""
+    depth, line, quote = 0, 0, ""
+    for i, ch in enumerate(text):
+        if ch == "\n":
+            line += 1
+            if not quote or quote == "#":
+                quote = ""
+        elif quote:
+            if ch == quote and quote != "#" and text[i - 1] != "\\":
+                quote = ""
+        elif ch in "'\"" or (ch == "#" and (i == 0 or text[i - 1] in " \t\n")):
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return None
 
 
 class _Dumper(yaml.SafeDumper):
@@ -154,10 +179,15 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     try:
         value = parse_yaml(text) if text.strip() else ""
     except _Refused as exc:
-        raise RecipeError(f"--set {item[:80]}: {exc.problem}") from None
+        raise RecipeError(f"--set {_short(item)}: {exc.problem}") from None
     except (yaml.YAMLError, RecursionError):
         value = text  # not YAML (e.g. "a:b"): keep it as text, the field's type decides
     return key.strip().split("."), value
+
+
+def _short(text: str, limit: int = 100) -> str:
+    """An override as errors quote it: a value of thousands of characters is cut, not repeated whole."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def apply_override(data: dict, item: str, label: str | None = None) -> str:
@@ -167,6 +197,10 @@ def apply_override(data: dict, item: str, label: str | None = None) -> str:
     sections: `fewshot.datasets[0].source=...` sets a field of the first item.
     """
     label = label or f"--set {item}"
+
+
+    `label` is how errors name the override (default `--set KEY=VALUE`)."""
+    label = label or f"--set {_short(item)}"
     keys, value = parse_override(item)
     cls: Any = RecipeCfg
     node: Any = data
@@ -240,20 +274,9 @@ def _read_with_bases(path: Path, stack: tuple[Path, ...]) -> dict:
     return merge(parent, data)
 
 
-def check_path(path: Path | str, what: str) -> None:
-    """A path given by the user must be one the OS can take: no NUL byte, names of at most 255 bytes."""
-    text = str(path)
-    if "\x00" in text:
-        raise RecipeError(f"{what} {text!r}: contains a NUL byte; give a path without one")
-    raw = os.fsencode(text)
-    if len(raw) > 4095 or any(len(part) > 255 for part in raw.split(b"/")):
-        raise RecipeError(f"{what} {text[:60]}...: too long ({len(raw)} bytes; at most 255 a name, 4095 in "
-                          "all); give a shorter path")
-
-
 def _read_yaml(path: Path, child: Path | None) -> dict:
     who = f"{child}: base: " if child else ""
-    check_path(path, f"{who}recipe file")
+    files.check_path(path, f"{who}recipe file", RecipeError)
     if not path.is_file():
         hint = " (is a directory)" if path.is_dir() else ""
         raise RecipeError(f"{who}recipe file not found: {path}{hint}")

@@ -62,6 +62,7 @@ def read(source: str | Path) -> Pretrained:
     from vitcli.weights import remote
 
     text = str(source)
+    files.check_path(text, "--from", CheckpointError)
     path = remote.fetch(text) if remote.is_hub_name(text) else Path(source)
     if not path.exists():
         raise CheckpointError(f"--from {path}: no such file or directory; {_ACCEPTED}")
@@ -107,6 +108,8 @@ def json_beside(path: Path, name: str) -> dict | None:
         data = json.loads(files.read_bytes(file, follow=True, limit=16 << 20, error=CheckpointError))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{file}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{file}: refused: JSON nested too deeply to be a model config") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{file}: expected a JSON object (a model config), got {type(data).__name__}")
     return data
@@ -148,7 +151,7 @@ def _describe(path: Path, tensors: dict[str, torch.Tensor], names: list[str] | N
         return Pretrained(path, tensors, **fields)
     if config is None or not ({"vit_model", "vit_recipe"} & config.keys()):  # no config (or another tool's)
         return Pretrained(path, tensors, model=arch.from_state_dict(tensors, str(path)), label_names=names)
-    model, recipe = _mapping(config, "vit_model", config_path), _mapping(config, "vit_recipe", config_path)
+    model, recipe = _model_desc(config, "vit_model", config_path), _mapping(config, "vit_recipe", config_path)
     names = names or _label_names(config.get(LABEL_NAMES), config_path)
     ema_path = path.with_name(path.stem + "_ema.safetensors")
     ema = (check_dtypes(serialization.read_safetensors(ema_path), ema_path)
@@ -191,7 +194,7 @@ def _read_pickle(path: Path) -> Pretrained:
     data = serialization.load(path)
     if isinstance(data, dict) and "format_version" in data and "model" in data:
         check_format(data["format_version"], path)
-        return Pretrained(path, _tensors(data, "model", path), model=_mapping(data, "model_config", path),
+        return Pretrained(path, _tensors(data, "model", path), model=_model_desc(data, "model_config", path),
                           recipe=_mapping(data, "recipe", path),
                           ema=_tensors(data, "ema", path) if data.get("ema") is not None else None,
                           label_names=_label_names(data.get(LABEL_NAMES), path))
@@ -212,6 +215,29 @@ def _mapping(data: dict, key: str, path: Path) -> dict | None:
         raise CheckpointError(f"{path}: {key}: expected a mapping, got {type(value).__name__}; the file is "
                               "damaged or not written by vit")
     return value
+
+
+# What a vit model description holds, by type (`vitcli.models.describe`): checked on read, so a damaged
+# or hand-made file is one line here rather than a TypeError deep in resampling or variant parsing.
+_DESC_TYPES = {"name": str, "variant": str, "pool": str, "timm_name": str, "patch": int, "width": int, "depth": int,
+               "heads": int, "mlp_dim": int, "num_classes": int, "representation_size": int}
+
+
+def _model_desc(data: dict, key: str, path: Path) -> dict | None:
+    """data[key] as a model description whose known fields have their types (null allowed), else one line."""
+    desc = _mapping(data, key, path)
+    for field, kind in _DESC_TYPES.items():
+        value = (desc or {}).get(field)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)
+                                  or (kind is int and value < (0 if field == "num_classes" else 1))):
+            want = "text" if kind is str else "a positive whole number"
+            raise CheckpointError(f"{path}: {key}.{field}: expected {want}, got {value!r}"[:300])
+    res = (desc or {}).get("res")
+    sides = [res] if not isinstance(res, list) else res
+    if res is not None and not (len(sides) in (1, 2) and all(type(v) is int and v > 0 for v in sides)):
+        raise CheckpointError(f"{path}: {key}.res: expected a resolution (a positive whole number or [height, "
+                              f"width]), got {res!r}"[:300])
+    return desc
 
 
 def _tensors(data: dict, key: str, path: Path) -> dict[str, torch.Tensor]:

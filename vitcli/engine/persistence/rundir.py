@@ -75,9 +75,7 @@ def prepare(out: Path, recipe_yaml: str, recipe_data: dict, *, resume: bool, all
 
 def _check_place(out: Path, resume: bool) -> None:
     """Before anything is created: --out must be a directory that is new, never started, or --resume'd."""
-    if len(os.fsencode(out)) > 4000 or any(len(os.fsencode(p)) > 255 for p in out.parts):
-        raise RunError(f"--out {str(out)[:60]}...: the path is too long (at most 255 bytes a name); choose a "
-                       "shorter --out or run.name")
+    files.check_path(out, "--out")
     if out.is_symlink() and not out.is_dir():
         raise RunError(f"--out {out}: is a symbolic link to nothing usable; choose another --out")
     if out.exists() and not out.is_dir():
@@ -111,9 +109,9 @@ def check_resume(out: Path, recipe_yaml: str, recipe_data: dict, allowed: set[st
     _check_contents(out)
     try:
         old = json.loads(files.read_bytes(saved, limit=_MAX_RECIPE_BYTES))
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise RunError(f"--resume: {saved} is unreadable ({exc}); the run cannot be checked, start a new "
-                       "--out") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RunError(f"--resume: {saved} is unreadable ({str(exc) or 'nested too deeply'}); the run cannot be "
+                       "checked, start a new --out") from None
     if not isinstance(old, dict):
         raise RunError(f"--resume: {saved} is not a recipe (a JSON object); the run cannot be checked, start a "
                        "new --out")
