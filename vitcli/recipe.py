@@ -196,10 +196,6 @@ def apply_override(data: dict, item: str, label: str | None = None) -> str:
     `label` is how errors name the override (default `--set KEY=VALUE`). A key may index a list of
     sections: `fewshot.datasets[0].source=...` sets a field of the first item.
     """
-    label = label or f"--set {item}"
-
-
-    `label` is how errors name the override (default `--set KEY=VALUE`)."""
     label = label or f"--set {_short(item)}"
     keys, value = parse_override(item)
     cls: Any = RecipeCfg
