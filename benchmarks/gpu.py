@@ -41,7 +41,16 @@ import torch  # noqa: E402
 
 from vitcli import recipe  # noqa: E402
 from vitcli.engine.runtime.process import Runtime  # noqa: E402
-from vitcli.engine.train.bench import matmul_peak  # noqa: E402
+from vitcli.engine.runtime.progress import Reporter  # noqa: E402
+from vitcli.engine.train.bench import (  # noqa: E402
+    bench_recipe,
+    matmul_peak,
+    peak_memory_mb,
+    reset_peak_memory,
+    synthetic_batch,
+    timed,
+)
+from vitcli.engine.train.step import TrainStep  # noqa: E402
 from vitcli.models import macs, resolve_variant  # noqa: E402
 
 SECTIONS = ("correctness", "models", "backends", "batch", "loader")
@@ -93,50 +102,27 @@ class Budget:
 
 # -- timing --------------------------------------------------------------------------------------------
 class StepTimer:
-    """The engine's own training step on fixed in-memory batches, timed one step at a time."""
+    """The engine's own training step (`TrainStep`) on fixed in-memory batches, timed step by step."""
 
     def __init__(self, cfg, rt: Runtime):
-        from vitcli.engine.runtime.progress import Reporter
-        from vitcli.engine.train.bench import _stand_in_source
-        from vitcli.engine.train.trainer import Trainer
-
-        self.rt, self.tmp = rt, tempfile.TemporaryDirectory()
-        micro, res = cfg.train.micro_batch, cfg.model.res
-        source = _stand_in_source(Path(self.tmp.name) / "data", micro, CLASSES)
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=str(source)))
-        self.trainer = Trainer(cfg, rt, Path(self.tmp.name) / "run", Reporter(enabled=False))
-        self.batch = [(torch.randn(micro, 3, *res, device=rt.device),
-                       torch.randint(0, CLASSES, (micro,), device=rt.device))]
+        cfg = bench_recipe(cfg)
+        self.rt, self.done = rt, 0
+        self.step = TrainStep(cfg, CLASSES, rt, Reporter(enabled=False))
+        self.batch = synthetic_batch(cfg, rt.device)
 
     def run(self, steps: int) -> list[float]:
-        """Seconds of each of `steps` steps: CUDA events on a GPU, a synchronised clock elsewhere."""
+        """Seconds of each of `steps` further steps (CUDA events on a GPU)."""
         times = []
-        cuda = self.rt.device.type == "cuda"
         for _ in range(steps):
-            if cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                self.trainer._step(self.batch)
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) / 1e3)
-            else:
-                begin = time.perf_counter()
-                self.trainer._step(self.batch)
-                times.append(time.perf_counter() - begin)
+            times.append(timed(lambda: self.step.run(self.batch, self.step.peak_lr, self.done), self.rt.device))
+            self.done += 1
         return times
 
     def reset_peak_memory(self) -> None:
-        if self.rt.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.rt.device)
+        reset_peak_memory(self.rt.device)
 
     def peak_memory_bytes(self) -> float:
-        """Peak allocated bytes on CUDA; on CPU the process's peak resident set."""
-        if self.rt.device.type == "cuda":
-            return float(torch.cuda.max_memory_allocated(self.rt.device))
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
+        return (peak_memory_mb(self.rt.device) or 0.0) * 2**20
 
 
 def time_training(plan: Plan, variant: str, res: int, batch: int, *, compile: bool = False,
