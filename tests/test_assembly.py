@@ -139,16 +139,17 @@ def test_resume_without_a_recipe_continues_from_the_runs_own(tiny_data, tmp_path
     spec = tmp_path / "r.yaml"
     spec.write_text(yaml.safe_dump(tiny_recipe(tiny_data)))
     out = tmp_path / "run"
-    first = runner.invoke(app, ["pretrain", str(spec), "--set", "optim.lr=0.01", "--set", "train.steps=2",
+    first = runner.invoke(app, ["pretrain", str(spec), "--set", "optim.lr=0.01", "--set", "train.steps=1",
+                                "--set", "schedule.warmup_steps=0", "--set", "eval.evaluators=[]",
                                 "--set", "train.checkpoint_every=1", "--out", str(out), "--json"])
     assert first.exit_code == 0, first.output
     # optim.lr=0.01 is not repeated: the run's recipe.json supplies it; train.steps may change when asked.
-    again = runner.invoke(app, ["pretrain", "--resume", "--out", str(out), "--set", "train.steps=3", "--json"])
+    again = runner.invoke(app, ["pretrain", "--resume", "--out", str(out), "--set", "train.steps=2", "--json"])
     assert again.exit_code == 0, again.output
-    assert json.loads(again.stdout.strip().splitlines()[-1])["steps"] == 3
+    assert json.loads(again.stdout.strip().splitlines()[-1])["steps"] == 2
     saved = json.loads((out / "recipe.json").read_text())
-    assert saved["optim"]["lr"] == 0.01 and saved["train"]["steps"] == 3
-    assert "resumed from" in again.output and "step 2" in again.output
+    assert saved["optim"]["lr"] == 0.01 and saved["train"]["steps"] == 2
+    assert "resumed from" in again.output and "step 1" in again.output
 
 
 def test_pretrain_without_a_recipe_needs_resume_and_out(tmp_path):

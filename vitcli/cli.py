@@ -49,8 +49,8 @@ OptRecipeArg = Annotated[Optional[Path], typer.Argument(
     help="Recipe YAML file (optional); default: the checkpoint's own recipe, or for finetune "
     "recipes/finetune/default.yaml.", show_default=False, metavar="RECIPE")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
-    "--set", "-s", metavar="KEY=VALUE", help="Override a recipe field, e.g. optim.lr=3e-3 or "
-    "fewshot.shots=[1,5]. Repeatable.", show_default=False)]
+    "--set", "-s", metavar="KEY=VALUE", help="Override a recipe field, e.g. optim.lr=3e-3, "
+    "fewshot.shots=[1,5] or fewshot.datasets[0].source=PATH. Repeatable.", show_default=False)]
 OutOpt = Annotated[Optional[Path], typer.Option(
     "--out", "-o", help="Run directory. Default: runs/<recipe>-<timestamp>.", show_default=False)]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
