@@ -258,7 +258,7 @@ def test_sweep_follows_the_papers_protocol(sweep, pre):
     # Both reach top-1 1.0 on these easy colours (a head of tiny weights still ranks right): the loss decides.
     assert rows[0.1]["minival_top1"] == rows[1e-5]["minival_top1"] == 1.0 and summary["best_lr"] == 0.1
     assert rows[0.1]["minival_loss"] < rows[1e-5]["minival_loss"]
-    assert summary["choice"].startswith("lr 0.1 chosen: minival top-1 1.0000 tied with lr 1e-05; the lower minival")
+    assert summary["choice"].startswith("lr 0.1 chosen: minival top-1 100.00% tied with lr 1e-05; the lower minival")
     # The final model: lr 0.1 retrained on all 96 training images, so not the minival winner's weights.
     final = summary["final"]
     assert final["lr"] == 0.1 and final["train_split"] == "train" and final["train_examples"] == 96
@@ -330,7 +330,7 @@ def test_sweep_ties_go_to_the_lower_minival_loss_and_say_so():
             {"lr": 0.1, "minival_top1": 0.5, "minival_loss": 0.1}]
     best, why = choose(rows)
     assert best["lr"] == 0.03
-    assert why == ("lr 0.03 chosen: minival top-1 0.9000 tied with lr 0.01; the lower minival loss breaks the tie "
+    assert why == ("lr 0.03 chosen: minival top-1 90.00% tied with lr 0.01; the lower minival loss breaks the tie "
                    "(0.3000 vs 0.4000)")
     rows[1]["minival_loss"] = 0.4
     best, why = choose(rows)

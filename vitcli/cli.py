@@ -24,9 +24,10 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.markup import escape
 from rich.text import Text
 
-from vitcli import assembly, recipe, tables
+from vitcli import __version__, assembly, formats, recipe, tables
 from vitcli.errors import RecipeError, VitError
 
 app = typer.Typer(
@@ -44,15 +45,24 @@ out_console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # -- options shared by several commands, declared once --------------------------------------------------
-RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False, metavar="RECIPE")]
-OptRecipeArg = Annotated[Optional[Path], typer.Argument(
-    help="Recipe YAML file (optional); default: the checkpoint's own recipe, or for finetune "
-    "recipes/finetune/default.yaml.", show_default=False, metavar="RECIPE")]
+RecipeArg = Annotated[Path, typer.Argument(
+    help="Recipe YAML file, or the name of a shipped recipe (vit recipe list), e.g. demo or cifar10/scratch.",
+    show_default=False, metavar="RECIPE")]
+FinetuneRecipeArg = Annotated[Optional[Path], typer.Argument(
+    help="Recipe YAML file or shipped recipe name (optional); default: finetune/default, the paper's "
+    "fine-tuning settings, on the checkpoint's own data.", show_default=False, metavar="RECIPE")]
+EvalRecipeArg = Annotated[Optional[Path], typer.Argument(
+    help="Recipe YAML file or shipped recipe name (optional); default: the checkpoint's own recipe.",
+    show_default=False, metavar="RECIPE")]
+BenchRecipeArg = Annotated[Optional[Path], typer.Argument(
+    help="Recipe YAML file or shipped recipe name (optional); default: --model with default settings.",
+    show_default=False, metavar="RECIPE")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", "-s", metavar="KEY=VALUE", help="Override a recipe field, e.g. optim.lr=3e-3, "
     "fewshot.shots=[1,5] or fewshot.datasets[0].source=PATH. Repeatable.", show_default=False)]
 OutOpt = Annotated[Optional[Path], typer.Option(
-    "--out", "-o", help="Run directory. Default: runs/<recipe>-<timestamp>.", show_default=False)]
+    "--out", "-o", help="Run directory. Default: runs/<run.name> (the recipe's name), or runs/<run.name>-2, "
+    "-3, ... when taken; with --resume, runs/<run.name>.", show_default=False)]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
 FromOpt = Annotated[str, typer.Option(
     "--from", help="Weights: a vit run directory or checkpoint (.pt); a timm or Hugging Face ViT folder "
@@ -75,6 +85,18 @@ SplitOpt = Annotated[Optional[str], typer.Option(
     "validation split.", show_default=False)]
 IgnoreLabelsOpt = Annotated[bool, typer.Option(
     "--ignore-labels", help="Score data label i as the head's output i, even where the class names differ.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"vit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
+    """Pretrain, fine-tune, evaluate and few-shot-evaluate Vision Transformers from YAML recipes."""
 
 
 def handle_errors(func):
@@ -128,16 +150,23 @@ def _metric_table(results: dict, title: str) -> Table:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in results.items():
-        if isinstance(value, (dict, list)):
+        if isinstance(value, dict) or (isinstance(value, list) and key != "res"):
             continue
-        shown = f"{value:.4f}" if isinstance(value, float) and not value.is_integer() else str(value)
-        table.add_row(key, shown.removesuffix(".0"))
+        table.add_row(escape(key), escape(formats.metric(key, value)))
     return table
+
+
+def _ema_note(asked: str | None, results: dict) -> None:
+    """Only a user who asked for the EMA weights by name needs to hear that there were none."""
+    if asked == "ema" and results.get("weights") == "raw" and is_main_process():
+        err_console.print("the checkpoint has no EMA weights; used the raw weights", markup=False)
 
 
 @app.command("models")
 @handle_errors
-def models_cmd(res: ResOpt = None, as_json: JsonOpt = False) -> None:
+def models_cmd(res: Annotated[Optional[str], typer.Option(
+        "--res", help="Resolution to count tokens and GFLOPs at, e.g. 384 or 384x256.", show_default=False)] = None,
+               as_json: JsonOpt = False) -> None:
     """List the model zoo: the paper's ViT variants and ResNet hybrids.
 
     Parameters are counted with a 1000-class head; GFLOPs are 2 x multiply-accumulates of one forward
@@ -147,9 +176,23 @@ def models_cmd(res: ResOpt = None, as_json: JsonOpt = False) -> None:
     """
     rows = tables.zoo_rows(res or "224")
     if as_json:
-        print(json.dumps(rows))
+        print(json.dumps({"res": rows[0]["res"], "models": rows}))
     else:
         out_console.print(tables.zoo_table(rows))
+
+
+@recipe_app.command("list")
+@handle_errors
+def recipe_list(as_json: JsonOpt = False) -> None:
+    """List the recipes that ship with vit: every command takes one by name or by its file.
+
+    [b]Examples[/b]: [cyan]vit recipe list[/]   [cyan]vit pretrain demo[/]   [cyan]vit recipe show cifar10/scratch[/]
+    """
+    rows = recipe.shipped()
+    if as_json:
+        print(json.dumps(rows))
+    else:
+        out_console.print(tables.recipe_table(rows, str(recipe.SHIPPED)))
 
 
 @recipe_app.command("show")
@@ -157,19 +200,21 @@ def models_cmd(res: ResOpt = None, as_json: JsonOpt = False) -> None:
 def recipe_show(path: RecipeArg, sets: SetOpt = None) -> None:
     """Print the resolved recipe (base files merged, overrides applied, every default filled) as YAML.
 
-    [b]Example[/b]: [cyan]vit recipe show recipes/demo.yaml --set optim.lr=3e-3[/]
+    [b]Examples[/b]: [cyan]vit recipe show demo --set optim.lr=3e-3[/]   [cyan]vit recipe show imagenet1k/b16[/]
     """
     print(recipe.to_yaml(recipe.load(path, sets or [])), end="")
 
 
 @recipe_app.command("check")
 @handle_errors
-def recipe_check(paths: Annotated[list[Path], typer.Argument(help="Recipe files.", show_default=False)]) -> None:
+def recipe_check(paths: Annotated[list[Path], typer.Argument(
+        help="Recipe files, shipped recipe names, or directories (every *.yaml below them).",
+        show_default=False)]) -> None:
     """Validate recipes; stop with exit code 2 at the first invalid one.
 
-    [b]Example[/b]: [cyan]vit recipe check recipes/**/*.yaml[/]
+    [b]Examples[/b]: [cyan]vit recipe check recipes[/]   [cyan]vit recipe check my.yaml demo[/]
     """
-    for path in paths:
+    for path in recipe.expand(paths):
         recipe.load(path)
         err_console.print(f"ok  {path}")
 
@@ -177,17 +222,18 @@ def recipe_check(paths: Annotated[list[Path], typer.Argument(help="Recipe files.
 @app.command("pretrain")
 @handle_errors
 def pretrain_cmd(path: Annotated[Optional[Path], typer.Argument(
-        help="Recipe YAML file; optional with --resume --out RUN, which continues the run from its own recipe.",
+        help="Recipe YAML file or shipped recipe name (vit recipe list), e.g. demo or cifar10/scratch; optional "
+        "with --resume --out RUN, which continues the run from its own recipe.",
         show_default=False, metavar="RECIPE")] = None, sets: SetOpt = None, out: OutOpt = None,
                  resume: ResumeOpt = False, as_json: JsonOpt = False) -> None:
     """Train a ViT from scratch as a recipe describes.
 
     [b]Examples[/b]:
-      [cyan]vit pretrain recipes/demo.yaml[/]
-      [cyan]vit pretrain recipes/cifar10/scratch.yaml --set data.source=../shared/data/cifar10[/]
-      [cyan]vit pretrain recipes/demo.yaml --out runs/demo --resume[/]
+      [cyan]vit pretrain demo[/]  (writes runs/demo)
+      [cyan]vit pretrain cifar10/scratch --set data.source=../shared/data/cifar10[/]  (runs/cifar10-scratch)
+      [cyan]vit pretrain demo --out runs/demo --resume[/]
       [cyan]vit pretrain --resume --out runs/demo[/]  (continues the run from its own recipe)
-      [cyan]torchrun --nproc-per-node 8 -m vitcli pretrain recipes/imagenet1k/b16.yaml[/]
+      [cyan]torchrun --nproc-per-node 8 -m vitcli pretrain imagenet1k/b16[/]
     """
     if path is None:
         if not (resume and out):
@@ -201,22 +247,22 @@ def pretrain_cmd(path: Annotated[Optional[Path], typer.Argument(
 
 @app.command("finetune")
 @handle_errors
-def finetune_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., data: DataOpt = None, split: SplitOpt = None,
+def finetune_cmd(path: FinetuneRecipeArg = None, from_: FromOpt = ..., data: DataOpt = None, split: SplitOpt = None,
                  res: ResOpt = None, sets: SetOpt = None, out: OutOpt = None, resume: ResumeOpt = False,
                  no_retrain: NoRetrainOpt = False,
                  as_json: JsonOpt = False) -> None:
     """Fine-tune a pretrained ViT: new zero-initialised head, position embeddings resampled to --res.
 
-    Without a RECIPE it fine-tunes on the checkpoint's own data with the paper's defaults (recipes/finetune/default.yaml).
+    Without a RECIPE it fine-tunes on the checkpoint's own data with the paper's defaults (finetune/default).
 
     Without a length (train.steps, train.epochs or train.examples) a fine-tune sizes itself: the paper's Table 4 for its data sets (ImageNet 20,000 steps, CIFAR-10/100 10,000, Pets and Flowers 500, at batch 512), otherwise 10 epochs kept within 500-20,000 steps of 512 images; the same number of images at another batch size, with a warmup of at most 10% of the run. The first steps print the measured time per step and the projected total. A length given with --set replaces the recipe's in any unit.
 
     A list of learning rates is the paper's sweep: each value trains on train minus a held-out minival (sweep.minival; default the paper's 10% for Pets and Flowers, 2% CIFAR, 1% ImageNet, else 2%), the best minival top-1 wins (a tie: the lower minival loss), then that value is retrained on the whole train split and reported on the test split (data.eval_split). --no-retrain keeps the minival winner instead.
 
     [b]Examples[/b]:
-      [cyan]vit finetune --from runs/imagenet1k-b16 --res 384[/]
-      [cyan]vit finetune recipes/finetune/cifar10_48.yaml --from runs/cifar10-scratch[/]
-      [cyan]vit finetune recipes/finetune/cifar10_384.yaml --from vit_b16.pth --set optim.lr=[0.003,0.01][/]
+      [cyan]vit finetune --from runs/demo --res 24[/]  (writes runs/demo-finetune)
+      [cyan]vit finetune finetune/cifar10_48 --from runs/cifar10-scratch[/]  (runs/cifar10-48)
+      [cyan]vit finetune finetune/cifar10_384 --from vit_b16.pth --set optim.lr=[0.003,0.01][/]
       [cyan]vit finetune --from runs/demo --data imagefolder:photos --res 32[/]
     """
     from vitcli.weights import reader
@@ -239,7 +285,9 @@ def _train(cfg, out: Optional[Path], resume: bool, sets: list[str], command: str
     from vitcli.engine.persistence.rundir import default_out
     from vitcli.engine.train.sweep import is_sweep, run_sweep, sweep_table
 
-    out = Path(out or cfg.run.out or default_out(cfg.run.name))
+    # Every torchrun process picks the same default: none can create it before all have joined the
+    # process group, which happens after this.
+    out = Path(out or cfg.run.out or default_out(cfg.run.name, resume=resume))
     allowed = {item.partition("=")[0].strip() for item in sets}
     if allowed & set(LENGTH_KEYS):  # a new length in one unit clears the others (recipe.py): all may change
         allowed |= set(LENGTH_KEYS)
@@ -251,13 +299,14 @@ def _train(cfg, out: Optional[Path], resume: bool, sets: list[str], command: str
         emit(run_sweep(cfg, out, resume=resume, allowed=allowed, hint=hint, render=recipe.dump), as_json,
              sweep_table)
     else:
-        results = jobs.train(cfg, out, resume=resume, allowed_changes=allowed, resume_hint=hint, render=recipe.dump)
+        results = jobs.train(cfg, out, resume=resume, allowed_changes=allowed, resume_hint=hint, render=recipe.dump,
+                             command=shlex.join(["vit", *sys.argv[1:]]))
         emit(results, as_json, f"results ({out})")
 
 
 @app.command("eval")
 @handle_errors
-def eval_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., data: DataOpt = None, split: SplitOpt = None,
+def eval_cmd(path: EvalRecipeArg = None, from_: FromOpt = ..., data: DataOpt = None, split: SplitOpt = None,
              res: ResOpt = None, weights: WeightsOpt = None, ignore_labels: IgnoreLabelsOpt = False,
              sets: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Evaluate a checkpoint: top-1, top-5, loss and per-class accuracy on a split.
@@ -267,7 +316,7 @@ def eval_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., data: DataOpt = No
 
     [b]Examples[/b]:
       [cyan]vit eval --from runs/demo[/]
-      [cyan]vit eval --from runs/cifar10 --data ../shared/data/cifar10 --split test --res 48 --json[/]
+      [cyan]vit eval --from runs/cifar10-scratch --data ../shared/data/cifar10 --split test --res 48 --json[/]
     """
     from vitcli.engine import jobs
     from vitcli.weights import reader
@@ -275,12 +324,14 @@ def eval_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., data: DataOpt = No
     source = reader.read(from_)
     options = assembly.recipe_overrides(res, {"data.source": data, "data.eval_split": split}, weights)
     cfg = assembly.from_checkpoint(source, path, options, sets or [], assembly.EVALUATE)
-    emit(jobs.evaluate(cfg, source, ignore_labels=ignore_labels), as_json, tables.eval_table)
+    results = jobs.evaluate(cfg, source, ignore_labels=ignore_labels)
+    _ema_note(weights, results)
+    emit(results, as_json, tables.eval_table)
 
 
 @app.command("fewshot")
 @handle_errors
-def fewshot_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., shots: Annotated[Optional[str], typer.Option(
+def fewshot_cmd(path: EvalRecipeArg = None, from_: FromOpt = ..., shots: Annotated[Optional[str], typer.Option(
         "--shots", help="Shot counts per class, comma-separated, e.g. 1,5,10,25.", show_default=False)] = None,
                 seeds: Annotated[Optional[int], typer.Option("--seeds", help="Random draws per shot count.",
                                                              show_default=False)] = None,
@@ -293,7 +344,7 @@ def fewshot_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., shots: Annotate
 
     [b]Examples[/b]:
       [cyan]vit fewshot --from runs/demo --shots 1,5,10[/]
-      [cyan]vit fewshot recipes/fewshot/paper.yaml --from vit_b16.safetensors --seeds 3 --json[/]
+      [cyan]vit fewshot fewshot/paper --from vit_b16.safetensors --seeds 3 --json[/]
     """
     from vitcli.engine import jobs
     from vitcli.weights import reader
@@ -305,7 +356,9 @@ def fewshot_cmd(path: OptRecipeArg = None, from_: FromOpt = ..., shots: Annotate
              "fewshot.datasets": "[]" if data else None}
     options = assembly.recipe_overrides(res, extra, weights)
     cfg = assembly.from_checkpoint(source, path, options, sets or [], assembly.FEWSHOT)
-    emit(jobs.fewshot(cfg, source), as_json, tables.fewshot_table)
+    results = jobs.fewshot(cfg, source)
+    _ema_note(weights, results)
+    emit(results, as_json, tables.fewshot_table)
 
 
 @app.command("predict")
@@ -345,6 +398,7 @@ def predict_cmd(inputs: Annotated[list[str], typer.Argument(
     if csv is not None:
         tables.write_predictions_csv(csv, results["predictions"], top_k)
         err_console.print(f"predictions written to {csv}", markup=False)
+    _ema_note(weights, results)
     emit(results, as_json, tables.predict_table)
     for bad in results["unreadable"]:
         err_console.print(Text.assemble(("unreadable:", "bold red"), f" {bad['path']}: {bad['error']}"))
@@ -361,7 +415,7 @@ def export_cmd(from_: Annotated[str, typer.Argument(
                out: Annotated[Optional[Path], typer.Option(
                    "--out", "-o", help="New directory to write into. Default: RUN-FORMAT beside the run.",
                    show_default=False)] = None,
-               weights: WeightsOpt = "ema", as_json: JsonOpt = False) -> None:
+               weights: WeightsOpt = None, as_json: JsonOpt = False) -> None:
     """Write a model in a format other tools read: timm (safetensors + config.json), hf, onnx.
 
     [b]timm[/b]: timm.create_model('local-dir:OUT', pretrained=True) builds it.
@@ -377,7 +431,7 @@ def export_cmd(from_: Annotated[str, typer.Argument(
     from vitcli.weights import convert, reader
 
     source = reader.read(from_)
-    result = convert.export(source, fmt, out or convert.default_out(from_, source, fmt), weights=weights)
+    result = convert.export(source, fmt, out or convert.default_out(from_, source, fmt), weights=weights or "ema")
     if result["not_carried"] and is_main_process():
         err_console.print(Text(f"not carried: {result['not_carried']}"))
     emit(result, as_json, f"vit export --format {fmt}")
@@ -385,9 +439,10 @@ def export_cmd(from_: Annotated[str, typer.Argument(
 
 @app.command("bench")
 @handle_errors
-def bench_cmd(path: OptRecipeArg = None, model: Annotated[Optional[str], typer.Option(
+def bench_cmd(path: BenchRecipeArg = None, model: Annotated[Optional[str], typer.Option(
         "--model", help="Variant to time instead of the recipe's, e.g. B/16.", show_default=False)] = None,
-              res: ResOpt = None,
+              res: Annotated[Optional[str], typer.Option(
+                  "--res", help="Resolution to time at, e.g. 384 or 384x256.", show_default=False)] = None,
               batch: Annotated[int, typer.Option("--batch", help="Micro-batch to time.")] = 32,
               steps: Annotated[int, typer.Option("--steps", help="Timed training steps (after warm-up).")] = 10,
               warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps first.")] = 3,
@@ -397,9 +452,9 @@ def bench_cmd(path: OptRecipeArg = None, model: Annotated[Optional[str], typer.O
     Sizes a run before paying for it. Data loading is left out (see benchmarks/ for the loader).
 
     [b]Examples[/b]:
-      [cyan]vit bench recipes/imagenet1k/b16.yaml --batch 64[/]
+      [cyan]vit bench imagenet1k/b16 --batch 64[/]
       [cyan]vit bench --model S/16 --res 224 --batch 32 --steps 5[/]
-      [cyan]vit bench recipes/demo.yaml --set train.precision=bf16 --json[/]
+      [cyan]vit bench demo --set train.precision=bf16 --json[/]
     """
     from vitcli.engine.train.bench import bench
 

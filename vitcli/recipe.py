@@ -8,6 +8,7 @@ the file (and line for syntax errors), the key and what would be valid.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,58 @@ from vitcli.errors import RecipeError, did_you_mean, one_of
 # Keys whose values are paths: a relative path in a recipe file is relative to that file, never to
 # wherever the user happens to run `vit` from. Paths given with --set are relative to the shell's cwd.
 _PATH_KEYS = (("data", "source"), ("train", "init_from"))
+SHIPPED = Path(__file__).resolve().parent / "recipes"  # package data: there after any kind of install
+
+
+def locate(path: str | Path) -> Path:
+    """The recipe file `path` names: the file itself when it exists, else a shipped recipe of that name.
+
+    'demo', 'cifar10/scratch', 'finetune/cifar10_48.yaml' and 'recipes/demo.yaml' (the README's paths,
+    typed outside a clone) all name shipped recipes; an existing file always wins.
+    """
+    path = Path(path)
+    try:
+        if path.exists():
+            return path
+    except (OSError, ValueError):  # a NUL byte or an over-long name: _read_yaml names the problem
+        return path
+    name = path.as_posix().removeprefix("./").removeprefix("recipes/")
+    candidate = SHIPPED / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    return candidate if candidate.is_file() else path
+
+
+def expand(paths) -> list[Path]:
+    """Recipe files from files, shipped names and directories (every *.yaml below a directory, sorted)."""
+    out = []
+    for path in map(Path, paths):
+        out += sorted(path.rglob("*.yaml")) if path.is_dir() else [path]
+    return out
+
+
+def shipped() -> list[dict]:
+    """The recipes that ship with vit: name, file and the first line of what their header says."""
+    rows = []
+    for file in sorted(SHIPPED.rglob("*.yaml")):
+        name = file.relative_to(SHIPPED).with_suffix("").as_posix()
+        rows.append({"name": name, "path": str(file), "about": _headline(file)})
+    return rows
+
+
+def _headline(file: Path, width: int = 72) -> str:
+    """The first sentence of the header after the command that runs it, cut to `width` characters."""
+    lines = []
+    for line in file.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        text = line.lstrip("# ").strip()
+        if not (not lines and text.startswith(("vit ", "torchrun "))):
+            lines.append(text)
+    text = " ".join(lines)
+    for match in re.finditer(r"(\S+)\. ", text):
+        if match.group(1).lstrip("(") not in ("al", "Sec", "e.g", "i.e", "vs", "Fig"):
+            text = text[: match.end() - 2]
+            break
+    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
 
 
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RecipeCfg:
@@ -29,8 +82,8 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recip
 
 
 def read(path: str | Path) -> dict:
-    """A recipe file as plain data, with its `base:` chain merged and its relative paths resolved."""
-    path = Path(path)
+    """A recipe file (or shipped recipe name) as plain data, `base:` chain merged, relative paths resolved."""
+    path = locate(path)
     data = _read_with_bases(path, stack=())
     if not isinstance(data.setdefault("run", {}), dict):
         raise RecipeError(f"{path}: run: expected a mapping of keys (name, out), got {data['run']!r}")
@@ -275,6 +328,10 @@ def _read_yaml(path: Path, child: Path | None) -> dict:
     files.check_path(path, f"{who}recipe file", RecipeError)
     if not path.is_file():
         hint = " (is a directory)" if path.is_dir() else ""
+        if child is None and not path.suffix and not path.is_dir():  # a name, not a file: offer the shipped ones
+            names = [row["name"] for row in shipped()]
+            hint = (f"; no shipped recipe has that name either{did_you_mean(path.as_posix(), names)}; "
+                    "vit recipe list shows them")
         raise RecipeError(f"{who}recipe file not found: {path}{hint}")
     try:
         raw = files.read_bytes(path, follow=True, limit=MAX_RECIPE_BYTES, error=RecipeError)

@@ -1,4 +1,7 @@
-"""What the CLI prints as tables: the model zoo and few-shot results. No torch here."""
+"""What the CLI prints as tables: the model zoo, recipes, eval and few-shot results. No torch here.
+
+Numbers read the same in every table (`vitcli.formats`): accuracies as percentages, counts whole.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from rich.table import Table
 
 from vitcli import schema
 from vitcli.errors import RecipeError, VitError
+from vitcli.formats import percent, plural
 from vitcli.models.variants import count_params, grid, macs, seq_len, zoo
 
 
@@ -17,7 +21,7 @@ def zoo_rows(res: str) -> list[dict]:
     for v in zoo():
         row = {"name": v.name, "layers": v.depth, "width": v.width, "mlp": v.mlp_dim, "heads": v.heads,
                "patch": v.patch, "params": count_params(v, num_classes=1000), "seq_len": None, "gflops": None,
-               "res": f"{size[0]}" if size[0] == size[1] else f"{size[0]}x{size[1]}"}
+               "res": list(size)}
         try:
             grid(v, size)
             row.update(seq_len=seq_len(v, size), gflops=2 * macs(v, size) / 1e9)
@@ -31,7 +35,7 @@ def zoo_rows(res: str) -> list[dict]:
 
 def zoo_table(rows: list[dict]) -> Table:
     """The zoo as a Rich table."""
-    table = Table(title=f"ViT model zoo at {rows[0]['res']} px", header_style="bold")
+    table = Table(title=f"ViT model zoo at {_res(rows[0]['res'])} px", header_style="bold")
     for col in ("name", "layers", "width", "MLP", "heads", "patch", "params (M)", "seq len", "GFLOPs"):
         table.add_column(col, justify="left" if col == "name" else "right", no_wrap=col == "name")
     for r in rows:
@@ -46,8 +50,18 @@ def zoo_table(rows: list[dict]) -> Table:
 _PER_CLASS_SHOWN = 20  # rows of per-class accuracy in the table; --json has them all
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f}%"
+_pct = percent
+
+
+def recipe_table(rows: list[dict], folder: str) -> Table:
+    """The shipped recipes: the name every command accepts, and what each is for."""
+    table = Table(title="shipped recipes (give the name, or the file, to any command)", header_style="bold",
+                  caption=escape(f"files: {folder}/NAME.yaml"))
+    table.add_column("name", no_wrap=True)
+    table.add_column("what")
+    for row in rows:
+        table.add_row(escape(row["name"]), escape(row["about"]))
+    return table
 
 
 def _res(res: list[int]) -> str:
@@ -56,7 +70,8 @@ def _res(res: list[int]) -> str:
 
 def eval_table(results: dict) -> Table:
     """`vit eval` results: the summary, then per-class top-1 (the weakest classes first when many)."""
-    table = Table(title=escape(f"eval of {results['checkpoint']}"), header_style="bold")
+    table = Table(title=escape(f"eval of {results['checkpoint']} ({results['weights']} weights)"),
+                  header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = [("model", results["model"]), ("data", f"{results['data']} [{results['split']}]"),
@@ -81,8 +96,8 @@ def eval_table(results: dict) -> Table:
 def fewshot_table(results: dict) -> Table:
     """Mean and standard deviation over seeds, one row per data set, shot count (and l2 when several)."""
     several_l2 = len(results["l2_reg"]) > 1
-    title = (f"few-shot linear evaluation of {results['checkpoint']} ({results['features']} features, "
-             f"{results['seeds']} seeds, {_res(results['res'])} px)")
+    title = (f"few-shot linear evaluation of {results['checkpoint']} ({results['weights']} weights, "
+             f"{results['features']} features, {plural(results['seeds'], 'seed')}, {_res(results['res'])} px)")
     table = Table(title=escape(title), header_style="bold")
     for col in ("data set", "shots", "l2", "top-1 mean", "std", "per seed"):
         table.add_column(col, justify="left" if col == "data set" else "right")

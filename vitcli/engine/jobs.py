@@ -9,13 +9,15 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from vitcli import files, schema
+from vitcli import __version__, files, schema
 from vitcli.config import RecipeCfg
 from vitcli.engine.datasplits import with_splits
 from vitcli.engine.evaluate.evaluators import (
@@ -43,13 +45,19 @@ def recipe_as_json(recipe_data: dict) -> str:
 
 
 def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: frozenset[str] = frozenset(),
-          resume_hint: str = "", log: Reporter | None = None, render: Callable[[dict], str] = recipe_as_json) -> dict:
+          resume_hint: str = "", log: Reporter | None = None, render: Callable[[dict], str] = recipe_as_json,
+          command: str = "") -> dict:
     """Run `fit` for a recipe into run directory `out`; return the final evaluation and where things are.
 
     The recipe becomes plain data once, here: recipe.json, every checkpoint and config.json store that
     same dict. `render` turns it into the text of the run's recipe.yaml; the CLI passes `recipe.dump`
     (block-style YAML), since the engine never imports a YAML library.
+
+    The results (also in `out/results.json`) say how long it took (`train_s`: training over every
+    process that worked on the run, `wall_s`: this process), when (`date`, UTC), with which vit and
+    `command` (what the user typed, as the caller reports it).
     """
+    started, date = time.monotonic(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     rt = Runtime.create(cfg.train.device, cfg.train.precision, cfg.train.seed)
     log = log or Reporter(enabled=rt.is_main)
     cfg = with_splits(cfg, "train", log.info)  # before recipe.json: it records the splits chosen
@@ -60,6 +68,7 @@ def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: f
         with rundir.writer(out, resume=resume) if rt.is_main else contextlib.nullcontext():
             if rt.is_main:
                 rundir.prepare(out, recipe_text, recipe_data, resume=resume, allowed=set(allowed_changes))
+                log.info(f"run directory: {out}")
             rt.barrier()
             rt.seed_everything()
             # A resume reads and checks its checkpoint here.
@@ -70,12 +79,15 @@ def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: f
                 results = trainer.run(stop)
             # train_examples: the size of the split trained on (a sweep reports what its final model saw).
             summary = {"out": str(out), "steps": trainer.pos.step,
-                       "train_examples": trainer.train_split.num_examples, **results}
+                       "train_examples": trainer.train_split.num_examples, **results,
+                       "train_s": round(trainer.train_seconds, 1)}
             weights = trainer.setup.raw_state_dict()  # a collective under FSDP: every rank calls it
             if rt.is_main:
                 export(out, trainer.setup, recipe_data, weights, trainer.label_names, log.info)
+                summary.update(wall_s=round(time.monotonic() - started, 1), date=date, vit_version=__version__,
+                               command=command)
                 files.write_json(out / "results.json", summary)
-                log.info(f"run directory: {out} (model.safetensors, metrics.jsonl, checkpoints/)")
+                log.info(f"saved {out}/model.safetensors (and results.json, metrics.jsonl, checkpoints/)")
             return summary
     finally:
         rt.close()
@@ -88,10 +100,9 @@ def model_from(cfg: RecipeCfg, source: reader.Pretrained, log: Reporter, *,
     `eval.weights` is "ema" (the raw weights when the checkpoint has no EMA copy) or "raw". Returns the
     model and the position-embedding resampling it needed ("4x4 -> 8x8 (paper)"), or None at its own grid.
     """
-    weights = cfg.eval.weights
-    if weights == "ema" and source.ema is None:
-        log.info("the checkpoint has no EMA weights; using the raw weights")
-    state = source.weights(weights)
+    # eval.weights "ema" (the default) means the EMA weights when the checkpoint has them; a user who asked
+    # for them by name hears from the CLI when there were none.
+    state = source.weights(cfg.eval.weights)
     head = state.get("head.weight")
     if head is None and need_head:
         raise CheckpointError(f"{source.path}: no classification head (head.weight) in the checkpoint; "
@@ -138,7 +149,8 @@ def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, ignore_labels: bool =
         if not math.isfinite(metrics["loss"]):
             raise RunError(f"{source.path}: the model's outputs are not finite (mean loss {metrics['loss']}); "
                            "the weights are corrupt or the run diverged")
-        return {"checkpoint": str(source.path), "model": describe(cfg.model, model.num_classes)["variant"],
+        return {"checkpoint": str(weights_file(source, _weights_used(cfg, source))),
+                "model": describe(cfg.model, model.num_classes)["variant"],
                 "data": d.source, "split": split, "res": list(cfg.model.res),
                 "weights": _weights_used(cfg, source),
                 "posemb_resampled": resampled, "num_classes": model.num_classes,
@@ -162,7 +174,8 @@ def fewshot(cfg: RecipeCfg, source: reader.Pretrained, *, log: Reporter | None =
         model, resampled = model_from(cfg, source, log, need_head=False)
         evaluator.run(model.to(rt.device))
         rep = model.representation_size
-        return {"checkpoint": str(source.path), "model": describe(cfg.model, model.num_classes)["variant"],
+        return {"checkpoint": str(weights_file(source, _weights_used(cfg, source))),
+                "model": describe(cfg.model, model.num_classes)["variant"],
                 "res": list(cfg.model.res), "weights": _weights_used(cfg, source),
                 "posemb_resampled": resampled, "features": "pre_logits" if rep else cfg.model.pool,
                 "feature_dim": int(rep or model.embed_dim), "shots": list(cfg.fewshot.shots),
@@ -211,7 +224,8 @@ def predict(cfg: RecipeCfg, source: reader.Pretrained, inputs: list[str], *, spl
                                       top_k=top_k, names=source.label_names, rt=rt, log=log)
             rows += got
             unreadable += failed
-        return {"checkpoint": str(source.path), "model": describe(cfg.model, model.num_classes)["variant"],
+        return {"checkpoint": str(weights_file(source, _weights_used(cfg, source))),
+                "model": describe(cfg.model, model.num_classes)["variant"],
                 "res": list(cfg.model.res), "weights": _weights_used(cfg, source),
                 "posemb_resampled": resampled, "label_names": source.label_names, "top_k": top_k,
                 "images": len(rows), "predictions": rows, "unreadable": unreadable}
@@ -226,6 +240,13 @@ def _label_match(split, source: reader.Pretrained, ignore: bool) -> str:
     if split.label_map is not None:
         return "matched by name"
     return "by name" if source.label_names is not None and split.class_names is not None else "by index"
+
+
+def weights_file(source: reader.Pretrained, which: str) -> Path:
+    """The file the weights used came from: EMA weights of an exported model sit in model_ema.safetensors."""
+    path = Path(source.path)
+    ema_file = path.with_name(path.stem + "_ema.safetensors")
+    return ema_file if which == "ema" and path.suffix == ".safetensors" and ema_file.is_file() else path
 
 
 def _weights_used(cfg: RecipeCfg, source: reader.Pretrained) -> str:

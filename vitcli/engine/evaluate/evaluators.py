@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from vitcli import formats
 from vitcli.config import DataCfg, FewshotCfg, RecipeCfg
 from vitcli.data import Split, eval_loader, load_split
 from vitcli.data.checks import check_labels, class_counts
@@ -114,9 +115,9 @@ class FewshotEvaluator:
             train_x, train_y = self._features(model, train, f"features {set_name} {train.split}")
             test_x, test_y = self._features(model, test, f"features {set_name} {test.split}")
             if self.log:
-                self.log(f"few-shot {set_name}: {len(train_y)} train and {len(test_y)} test images, "
-                         f"{train_x.shape[1]} features each; solving {len(self.cfg.shots)} shot counts x "
-                         f"{self.cfg.seeds} seeds")
+                self.log(f"few-shot {set_name}: {len(train_y):,} train and {len(test_y):,} test images, "
+                         f"{train_x.shape[1]:,} features each; solving {formats.plural(len(self.cfg.shots), 'shot count')}"
+                         f" x {formats.plural(self.cfg.seeds, 'seed')}")
             result = fewshot_eval(train_x, train_y, test_x, test_y, shots=self.cfg.shots, seeds=self.cfg.seeds,
                                   l2_regs=self.cfg.l2_reg, class_names=train.class_names,
                                   num_classes=train.num_classes)
@@ -242,7 +243,8 @@ def run_evaluators(evaluators: list, setup, step: int, metrics, log, final: bool
             for key, value in evaluator.run(model).items():
                 results[f"{prefix}{key}"] = value
     if results:
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in results.items() if not k.endswith(("img_s", "images")))
+        shown = ", ".join(f"{k} {formats.metric(k, v)}" for k, v in results.items()
+                          if not k.endswith(("img_s", "images")))
         log.info(f"{'final ' if final else ''}eval at step {step}: {shown}")
         metrics.write({"step": step, **{f"eval/{k}": v for k, v in results.items()}})
     return results

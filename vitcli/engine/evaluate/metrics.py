@@ -112,7 +112,7 @@ class ClassificationMeter:
         return int(self._state[_COUNT])
 
     def compute(self) -> dict[str, float]:
-        """Return {"top1", "top5", "loss", "images"}: accuracies in [0, 1] and the mean loss."""
+        """Return {"top1", "top5", "loss", "images"}: accuracies in [0, 1], the mean loss, the image count."""
         n = self._state[_COUNT].item()
         if n == 0:
             raise DataError("no images were evaluated: the evaluation data yielded 0 labelled images")
@@ -120,7 +120,7 @@ class ClassificationMeter:
             "top1": self._state[_TOP1].item() / n,
             "top5": self._state[_TOP5].item() / n,
             "loss": self._state[_LOSS].item() / n,
-            "images": float(n),
+            "images": int(n),
         }
 
     def per_class_top1(self, class_names: list[str] | None = None) -> dict[str, float]:

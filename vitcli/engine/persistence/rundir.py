@@ -1,6 +1,6 @@
 """The run directory: what a training run leaves behind, and the guard against mixing two runs.
 
-    runs/<name>-<timestamp>/
+    runs/<name>/          (or runs/<name>-2, ... when taken)
       .lock               held (flock) by the one process writing the run, for its whole life
       recipe.yaml         the resolved recipe (every field, defaults included)
       recipe.json         the same as data, compared on --resume
@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,9 +36,19 @@ _HEADER = "# vit run recipe; sha256 of the lines below as written: "
 _MAX_RECIPE_BYTES = 1 << 20
 
 
-def default_out(name: str) -> Path:
-    """`runs/<name>-<timestamp>` under the current directory."""
-    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+def default_out(name: str, *, resume: bool = False) -> Path:
+    """`runs/<name>` under the current directory, or the first free `runs/<name>-2`, `-3`, ... when taken.
+
+    A short name the next command can type (`vit eval --from runs/demo`) that never mixes two runs;
+    with `resume`, the run to continue is `runs/<name>` itself.
+    """
+    first = Path("runs") / name
+    if resume or not first.exists():
+        return first
+    n = 2
+    while (first.parent / f"{name}-{n}").exists():
+        n += 1
+    return first.parent / f"{name}-{n}"
 
 
 @contextlib.contextmanager

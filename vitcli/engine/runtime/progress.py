@@ -27,20 +27,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
 from rich.text import Text
 
+from vitcli.formats import duration
+
 PLAIN_INTERVAL = 5.0  # seconds between lines without a terminal
 _FIRST_LINE_AFTER = 1.0  # without a terminal, a task done within a second prints only its last line
 _DRAW_INTERVAL = 0.25  # seconds between status updates on a terminal
 _RATE_WINDOW = 30.0  # throughput and ETA follow the last 30 s, so a slow first step fades out
 
 Status = str | Callable[[], str]
-
-
-def duration(seconds: float) -> str:
-    """A duration as m:ss, or h:mm:ss from an hour on (never a clock time)."""
-    seconds = max(0, int(round(seconds)))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class Task:

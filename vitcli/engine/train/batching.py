@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from vitcli.errors import RecipeError
+from vitcli.formats import plural
 
 # Without fused attention, activations are about this many bytes per token and width unit per block in
 # 16-bit training (Korthikanti et al., 2022: 34 bytes); fp32 doubles it.
@@ -36,8 +37,8 @@ class BatchPlan:
 
     def describe(self) -> str:
         """The line printed at start so the user can check the arithmetic."""
-        return (f"global batch {self.global_batch} = {self.world} process(es) x {self.accum} accumulation "
-                f"step(s) x micro-batch {self.micro}")
+        return (f"global batch {self.global_batch} = {plural(self.world, 'process', 'processes')} x "
+                f"{plural(self.accum, 'accumulation step')} x micro-batch {self.micro}")
 
 
 def plan(global_batch: int, world: int, micro: int | None, per_image_bytes: int, device: torch.device) -> BatchPlan:

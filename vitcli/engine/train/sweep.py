@@ -21,7 +21,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from vitcli import files, schema, transfer
+from vitcli import files, formats, schema, transfer
 from vitcli.config import RecipeCfg, SweepCfg
 from vitcli.engine import jobs
 from vitcli.engine.datasplits import with_splits
@@ -99,7 +99,7 @@ def run_sweep(cfg: RecipeCfg, out: Path, *, resume: bool, allowed: frozenset[str
         summary["final"] = _unretrained_row(cfg, best, out, train_split, val_split)
     files.write_json(out / "sweep.json", summary)
     test = summary["final"].get("test_top1")
-    log.info(f"sweep: final model in {out}" + (f"; {summary['final']['test_split']} top-1 {test:.4f}"
+    log.info(f"sweep: final model in {out}" + (f"; {summary['final']['test_split']} top-1 {formats.percent(test)}"
                                                if test is not None else ""))
     return summary
 
@@ -148,13 +148,13 @@ def choose(table: list[dict]) -> tuple[dict, str]:
     if top1 is None:
         return best, f"lr {best['lr']:g} chosen: no run reported a minival top-1 (first listed)"
     if not tied:
-        return best, f"lr {best['lr']:g} chosen: highest minival top-1 ({top1:.4f})"
+        return best, f"lr {best['lr']:g} chosen: highest minival top-1 ({formats.percent(top1)})"
     others = ", ".join(f"{r['lr']:g}" for r in tied)
     if all(r["minival_loss"] == best["minival_loss"] for r in tied):
-        return best, (f"lr {best['lr']:g} chosen: minival top-1 {top1:.4f} and loss tied with lr {others}; "
+        return best, (f"lr {best['lr']:g} chosen: minival top-1 {formats.percent(top1)} and loss tied with lr {others}; "
                       "the first listed wins")
     losses = ", ".join(f"{r['minival_loss']:.4f}" for r in tied)
-    return best, (f"lr {best['lr']:g} chosen: minival top-1 {top1:.4f} tied with lr {others}; the lower minival "
+    return best, (f"lr {best['lr']:g} chosen: minival top-1 {formats.percent(top1)} tied with lr {others}; the lower minival "
                   f"loss breaks the tie ({best['minival_loss']:.4f} vs {losses})")
 
 
@@ -206,6 +206,10 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else formats.percent(value)
+
+
 def sweep_table(summary: dict) -> Table:
     """The sweep as a Rich table: one row per learning rate (minival), then the final model (test)."""
     final = summary["final"]
@@ -218,13 +222,13 @@ def sweep_table(summary: dict) -> Table:
     for row in summary["sweep"]:
         chosen = row["lr"] == summary["best_lr"]
         kept = chosen and not summary["retrained"]
-        table.add_row(f"{row['lr']:g}", summary["train_split"], _num(row["minival_top1"]), _num(row["minival_loss"]),
-                      _num(final.get("test_top1")) if kept else "-", str(row.get("steps", "")),
+        table.add_row(f"{row['lr']:g}", summary["train_split"], _pct(row["minival_top1"]), _num(row["minival_loss"]),
+                      _pct(final.get("test_top1")) if kept else "-", str(row.get("steps", "")),
                       ("chosen, kept" if kept else "chosen") if chosen else "")
     if summary["retrained"]:
         images = final.get("train_examples")
         table.add_row(f"{final['lr']:g}", final["train_split"] + (f" ({images})" if images else ""), "-", "-",
-                      _num(final.get("test_top1")), str(final.get("steps", "")), "final")
+                      _pct(final.get("test_top1")), str(final.get("steps", "")), "final")
     table.caption = summary["choice"] + ("; retrained on all of train" if summary["retrained"]
                                          else f"; --no-retrain: {NOT_PAPER}")
     return table

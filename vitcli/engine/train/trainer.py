@@ -23,11 +23,12 @@ from vitcli.engine.evaluate.evaluators import build_evaluators, run_evaluators
 from vitcli.engine.persistence import checkpoints
 from vitcli.engine.persistence.metrics_log import MetricsLog
 from vitcli.engine.runtime.process import Runtime, rng_state, set_rng_state
-from vitcli.engine.runtime.progress import Reporter, duration
+from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.runtime.signals import StopRequest
 from vitcli.engine.train import batching, optim
 from vitcli.engine.train.step import TrainStep
 from vitcli.errors import CheckpointError, RecipeError, RunError
+from vitcli.formats import duration, plural
 from vitcli.weights import reader
 
 
@@ -93,7 +94,7 @@ class Trainer:
         if resume:
             self._restore()
         self._check_warmup()
-        reporter.info(f"{self.batches.describe()}; {self.total} steps ({self.steps_per_epoch} per epoch)")
+        reporter.info(f"{self.batches.describe()}; {plural(self.total, 'step')} ({self.steps_per_epoch} per epoch)")
 
     def _length(self) -> int:
         """Steps to train: the recipe's length, or for a fine-tune that gives none, the paper's (transfer.py)."""
@@ -209,7 +210,7 @@ class Trainer:
                         break
         finally:
             self.bar.close()
-        self.log.info(f"trained {self.pos.step} steps in {duration(self.train_seconds)}")
+        self.log.info(f"trained {plural(self.pos.step, 'step')} in {duration(self.train_seconds)}")
         results = run_evaluators(self.evaluators, self.setup, self.pos.step, self.metrics, self.log,
                                  final=True)
         if self.total > 0 and (cfg.checkpoint_every == 0 or self.pos.step % cfg.checkpoint_every):
