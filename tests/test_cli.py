@@ -50,17 +50,18 @@ def test_models_table_lists_the_paper_variants():
 
 
 def test_models_json_counts_and_resolution():
-    rows = json.loads(invoke("models", "--json", "--res", "384").output)
-    b16 = next(r for r in rows if r["name"] == "B/16")
+    out = json.loads(invoke("models", "--json", "--res", "384").output)
+    assert out["res"] == [384, 384]  # a resolution is [h, w] in every command's JSON, never a string
+    b16 = next(r for r in out["models"] if r["name"] == "B/16")
     assert b16["seq_len"] == 24 * 24 + 1
     assert abs(b16["params"] - 86e6) / 86e6 < 0.015
     # FLOPs grow faster than the token count because attention is quadratic in it.
-    b16_224 = next(r for r in json.loads(invoke("models", "--json").output) if r["name"] == "B/16")
+    b16_224 = next(r for r in json.loads(invoke("models", "--json").output)["models"] if r["name"] == "B/16")
     assert b16["gflops"] / b16_224["gflops"] > 577 / 197
 
 
 def test_models_marks_variants_the_resolution_does_not_fit():
-    rows = json.loads(invoke("models", "--json", "--res", "384").output)
+    rows = json.loads(invoke("models", "--json", "--res", "384").output)["models"]
     assert next(r for r in rows if r["name"] == "H/14")["gflops"] is None
 
 

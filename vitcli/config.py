@@ -184,7 +184,7 @@ class RunCfg:
     """Naming of the run directory."""
 
     name: str | None = None  # default: the recipe file's name
-    out: str | None = None  # default: runs/<name>-<timestamp>
+    out: str | None = None  # default: runs/<name>, or runs/<name>-2, -3, ... when taken
 
 
 @dataclass(frozen=True, kw_only=True)
