@@ -43,10 +43,19 @@ def locate(path: str | Path) -> Path:
 
 
 def expand(paths) -> list[Path]:
-    """Recipe files from files, shipped names and directories (every *.yaml below a directory, sorted)."""
+    """Recipe files from files, shipped names and directories (every *.yaml below a directory, sorted).
+
+    `recipes` or `recipes/finetune` outside a clone are the shipped folders, listed by those names.
+    """
     out = []
     for path in map(Path, paths):
-        out += sorted(path.rglob("*.yaml")) if path.is_dir() else [path]
+        shipped_dir = SHIPPED / path.as_posix().removeprefix("./").removeprefix("recipes").lstrip("/")
+        if path.is_dir():
+            out += sorted(path.rglob("*.yaml"))
+        elif path.parts and path.parts[0] == "recipes" and shipped_dir.is_dir():
+            out += [path / f.relative_to(shipped_dir) for f in sorted(shipped_dir.rglob("*.yaml"))]
+        else:
+            out.append(path)
     return out
 
 
