@@ -51,7 +51,10 @@ def expand(paths) -> list[Path]:
     for path in map(Path, paths):
         shipped_dir = SHIPPED / path.as_posix().removeprefix("./").removeprefix("recipes").lstrip("/")
         if path.is_dir():
-            out += sorted(path.rglob("*.yaml"))
+            found = sorted(path.rglob("*.yaml"))
+            if not found:
+                raise RecipeError(f"recipe check {path}: no recipe files (*.yaml) in this directory")
+            out += found
         elif path.parts and path.parts[0] == "recipes" and shipped_dir.is_dir():
             out += [path / f.relative_to(shipped_dir) for f in sorted(shipped_dir.rglob("*.yaml"))]
         else:
@@ -75,7 +78,7 @@ def _headline(file: Path, width: int = 72) -> str:
         if not line.startswith("#"):
             break
         text = line.lstrip("# ").strip()
-        if not (not lines and text.startswith(("vit ", "torchrun "))):
+        if not (not lines and re.match(r"(\w+:\s*)?(vit|torchrun) ", text)):  # the command, maybe "then: vit ..."
             lines.append(text)
     text = " ".join(lines)
     for match in re.finditer(r"(\S+)\. ", text):

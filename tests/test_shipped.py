@@ -1,0 +1,125 @@
+"""A first hour without surprises: shipped recipes by name, run directories the next command can type,
+`vit --version`, and what a run records about itself. (The wheel install itself is checked by .ci/run.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny_recipe
+from typer.testing import CliRunner
+
+from vitcli import __version__, recipe
+from vitcli.cli import app
+from vitcli.engine.persistence.rundir import default_out
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout == f"vit {__version__}\n"
+
+
+@pytest.mark.parametrize("name", ["demo", "demo.yaml", "recipes/demo.yaml", "./recipes/demo.yaml"])
+def test_a_shipped_recipe_is_found_by_name_from_any_folder(name):
+    assert recipe.locate(name) == recipe.SHIPPED / "demo.yaml"  # the test runs in an empty tmp folder
+
+
+def test_a_file_of_that_name_wins_over_the_shipped_recipe(tmp_path):
+    (tmp_path / "demo.yaml").write_text("model: {name: B/16}\n")
+    assert recipe.locate("demo.yaml") == Path("demo.yaml")
+
+
+def test_recipe_show_and_list_use_the_package_not_the_checkout():
+    shown = yaml.safe_load(invoke("recipe", "show", "cifar10/scratch").stdout)
+    assert shown["run"]["name"] == "cifar10-scratch" and shown["model"]["name"] == "Ti/4"
+    rows = json.loads(invoke("recipe", "list", "--json").stdout)
+    names = [r["name"] for r in rows]
+    assert {"demo", "cifar10/scratch", "finetune/default", "imagenet1k/b16"} <= set(names)
+    demo = rows[names.index("demo")]
+    assert Path(demo["path"]).is_file() and demo["about"].startswith("Expect: about 98%")
+    table = invoke("recipe", "list").stdout
+    assert "cifar10/scratch" in table and str(recipe.SHIPPED) in table
+
+
+def test_an_unknown_recipe_name_suggests_a_shipped_one():
+    result = invoke("recipe", "show", "demoo")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: recipe file not found: demoo; no shipped recipe has that name either "
+                                     "(did you mean 'demo'?); vit recipe list shows them")
+
+
+def test_recipe_check_takes_directories_and_the_shipped_folder(tmp_path):
+    # `recipes/**/*.yaml` without bash's globstar skips top-level files; a directory never does.
+    result = invoke("recipe", "check", "recipes")  # no recipes/ here: the shipped folder, by that name
+    assert result.exit_code == 0, result.output
+    checked = [line.split()[-1] for line in result.stderr.splitlines()]
+    assert "recipes/demo.yaml" in checked and "recipes/finetune/default.yaml" in checked
+    assert len(checked) == len(recipe.shipped())
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "top.yaml").write_text("model: {name: B/16}\n")
+    (mine / "sub" / "deep.yaml").write_text("model: {name: S/16}\n")
+    result = invoke("recipe", "check", mine)
+    assert result.exit_code == 0, result.output
+    assert [line.split()[-1] for line in result.stderr.splitlines()] == [str(mine / "sub" / "deep.yaml"),
+                                                                         str(mine / "top.yaml")]
+
+
+def test_the_default_run_directory_is_runs_name_then_the_next_free_number(tmp_path):
+    assert default_out("demo") == Path("runs/demo")
+    Path("runs/demo").mkdir(parents=True)
+    assert default_out("demo") == Path("runs/demo-2")
+    Path("runs/demo-2").mkdir()
+    assert default_out("demo") == Path("runs/demo-3")
+    assert default_out("demo", resume=True) == Path("runs/demo")  # a resume continues, never a new name
+
+
+def test_a_length_on_the_command_line_replaces_the_recipes_length_in_another_unit():
+    cfg = recipe.load("demo", ["train.steps=20"])
+    assert (cfg.train.steps, cfg.train.epochs) == (20, None)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny_data, tmp_path_factory):
+    """`vit pretrain RECIPE` with no --out, as a new user runs it: the run lands in runs/tiny."""
+    folder = tmp_path_factory.mktemp("first-hour")
+    (folder / "tiny.yaml").write_text(yaml.safe_dump(tiny_recipe(tiny_data, train={"steps": 3})))
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        result = invoke("pretrain", "tiny.yaml")
+        assert result.exit_code == 0, result.output
+        finetuned = invoke("finetune", "--from", "runs/tiny", "--set", "train.steps=2", "--set", "train.batch_size=16")
+        assert finetuned.exit_code == 0, finetuned.output
+    finally:
+        os.chdir(before)
+    return folder, result, finetuned
+
+
+def test_a_default_run_says_where_it_is_and_records_time_date_version_and_command(pretrained):
+    folder, result, _ = pretrained
+    assert result.stderr.splitlines()[0] == "run directory: runs/tiny"
+    saved = json.loads((folder / "runs/tiny/results.json").read_text())
+    assert saved["vit_version"] == __version__
+    assert saved["command"].startswith("vit ")  # the process's own argv: test_readme checks it in a real run
+    assert saved["date"].endswith("+00:00") and saved["date"][:4].isdigit()
+    assert 0 < saved["train_s"] <= saved["wall_s"]
+    assert isinstance(saved["images"], int) and saved["images"] == 32
+    assert "trained 3 steps in 0:0" in result.stderr
+
+
+def test_finetune_without_a_recipe_uses_the_shipped_defaults_and_names_the_run_after_its_source(pretrained):
+    folder, _, finetuned = pretrained
+    assert "run directory: runs/tiny-finetune" in finetuned.stderr
+    saved = json.loads((folder / "runs/tiny-finetune/recipe.json").read_text())
+    assert saved["optim"]["name"] == "sgd" and saved["model"]["head_init"] == "zero"  # finetune/default
