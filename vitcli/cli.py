@@ -145,12 +145,15 @@ def emit(results: dict, as_json: bool, table: str | Callable[[dict], Table]) -> 
     out_console.print(table(results) if callable(table) else _metric_table(results, table))
 
 
+_RUN_RECORD = ("date", "vit_version", "command")  # in results.json and --json; a table shows the results
+
+
 def _metric_table(results: dict, title: str) -> Table:
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in results.items():
-        if isinstance(value, dict) or (isinstance(value, list) and key != "res"):
+        if isinstance(value, dict) or (isinstance(value, list) and key != "res") or key in _RUN_RECORD:
             continue
         table.add_row(escape(key), escape(formats.metric(key, value)))
     return table

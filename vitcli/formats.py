@@ -26,6 +26,19 @@ def duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def rough_duration(seconds: float) -> str:
+    """An estimated length of time, as precise as an estimate is: '45 s', '12 min', '3 h 05 min', '2 d 4 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = seconds / 60
+    if minutes < 90:
+        return f"{minutes:.0f} min"
+    hours, mins = divmod(round(minutes), 60)
+    if hours < 48:
+        return f"{hours} h {mins:02d} min"
+    return f"{hours // 24} d {hours % 24} h"
+
+
 def si(value: float, unit: str = "") -> str:
     """A large quantity with an SI prefix and three significant digits: 19485578335.8 -> '19.5 G'."""
     for scale, prefix in _PREFIXES:

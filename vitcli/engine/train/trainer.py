@@ -28,7 +28,7 @@ from vitcli.engine.runtime.signals import StopRequest
 from vitcli.engine.train import batching, optim
 from vitcli.engine.train.step import TrainStep
 from vitcli.errors import CheckpointError, RecipeError, RunError
-from vitcli.formats import duration, plural
+from vitcli.formats import duration, plural, rough_duration
 from vitcli.weights import reader
 
 
@@ -43,19 +43,6 @@ class Position:
 
 
 PACE_STEPS = 5  # steps timed (after the first) before the projected length of the run is printed
-
-
-def duration(seconds: float) -> str:
-    """A length of time for people: '45 s', '12 min', '3 h 05 min', '2 d 4 h'."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    minutes = seconds / 60
-    if minutes < 90:
-        return f"{minutes:.0f} min"
-    hours, mins = divmod(round(minutes), 60)
-    if hours < 48:
-        return f"{hours} h {mins:02d} min"
-    return f"{hours // 24} d {hours % 24} h"
 
 
 class Trainer:
@@ -272,7 +259,7 @@ class Trainer:
         per_step = (now - started) / (step - first)
         left = per_step * (self.total - step)
         self.log.info(f"measured {per_step:.3g} s per step over steps {first + 1}-{step}: {self.total} steps take "
-                      f"about {duration(per_step * self.total)} (another {duration(left)}, ending around "
+                      f"about {rough_duration(per_step * self.total)} (another {rough_duration(left)}, ending around "
                       f"{time.strftime('%H:%M', time.localtime(time.time() + left))}; evaluations extra)")
 
     def _after_step(self, timer: tuple[float, int]) -> tuple[float, int]:
