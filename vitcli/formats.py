@@ -65,10 +65,7 @@ def metric(key: str, value) -> str:
     name = name_of(key)
     if name.endswith(_PERCENT_KEYS) or name.endswith("shot") or "shot_l2=" in name:
         return percent(value)
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) < 1e15
-                                  and not name.endswith(("loss", "_s", "lr"))):
-        return f"{int(value):,}"
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if name == "lr" or name.endswith("_lr"):
         return f"{value:.2e}"
@@ -84,6 +81,8 @@ def metric(key: str, value) -> str:
         return duration(value)
     if name.endswith("_mb"):
         return f"{value:,.0f} MB"
+    if isinstance(value, int) or (value.is_integer() and abs(value) < 1e15 and name != "loss"):
+        return f"{int(value):,}"
     return f"{value:.4f}"
 
 

@@ -178,7 +178,7 @@ class Reporter:
                 self._progress.start()
             task._rich_id = self._progress.add_task(label, total=total, completed=done, owner=task)
         else:
-            task._last_draw = task._start - self.interval + _FIRST_LINE_AFTER
+            task._last_draw = task._start - self.interval + min(_FIRST_LINE_AFTER, self.interval)
         return task
 
     def _on_update(self, task: Task, now: float, force: bool, finished: bool) -> None:
