@@ -40,10 +40,10 @@ def trained(tiny_data, tmp_path_factory):
     cfg = recipe.from_data(tiny_recipe(tiny_data, train={"steps": 6, "log_every": 3, "checkpoint_every": 3}), "t")
     log, first = every_step()
     out = folder / "run"
-    done = jobs.train(cfg, out, recipe.to_yaml(cfg), log=log)
+    done = jobs.train(cfg, out, log=log)
     longer = recipe.from_data(tiny_recipe(tiny_data, train={"steps": 9, "log_every": 3, "checkpoint_every": 3}), "t")
     log, resumed = every_step()
-    again = jobs.train(longer, out, recipe.to_yaml(longer), resume=True, allowed_changes=frozenset({"train.steps"}),
+    again = jobs.train(longer, out, resume=True, allowed_changes=frozenset({"train.steps"}),
                        log=log)
     return out, first.getvalue(), resumed.getvalue(), done, again
 
@@ -86,7 +86,7 @@ def test_eval_and_fewshot_show_their_progress(trained):
 def ema_run(tiny_data, tmp_path_factory):
     cfg = recipe.from_data(tiny_recipe(tiny_data, train={"steps": 3, "ema": 0.9}), "t")
     out = tmp_path_factory.mktemp("ema") / "run"
-    jobs.train(cfg, out, recipe.to_yaml(cfg), log=Reporter(enabled=False))
+    jobs.train(cfg, out, log=Reporter(enabled=False))
     return out
 
 
@@ -100,7 +100,7 @@ def test_the_eval_report_names_the_file_its_weights_came_from(ema_run):
 
 def test_the_no_ema_note_appears_only_when_ema_was_asked_for(trained):
     out = trained[0]
-    note = "the checkpoint has no EMA weights; using the raw weights"
+    note = "the checkpoint has no EMA weights; used the raw weights"
     plain = invoke("eval", "--from", out, "--json")
     asked = invoke("eval", "--from", out, "--weights", "ema", "--json")
     assert plain.exit_code == asked.exit_code == 0
