@@ -125,3 +125,16 @@ def test_finetune_without_a_recipe_uses_the_shipped_defaults_and_names_the_run_a
     assert "run directory: runs/tiny-finetune" in finetuned.stderr
     saved = json.loads((folder / "runs/tiny-finetune/recipe.json").read_text())
     assert saved["optim"]["name"] == "sgd" and saved["model"]["head_init"] == "zero"  # finetune/default
+
+
+def test_help_examples_and_recipe_headers_name_run_directories_a_default_run_gets():
+    """`--from runs/X` in a help text or a recipe header must be where some shipped recipe's run lands."""
+    import vitcli.cli as cli
+
+    names = {recipe.load(row["path"]).run.name for row in recipe.shipped()}
+    names |= {f"{name}-finetune" for name in names}  # vit finetune --from runs/NAME without a recipe
+    texts = [cmd.callback.__doc__ or "" for group in (cli.app, cli.recipe_app)
+             for cmd in group.registered_commands]
+    texts += [Path(row["path"]).read_text() for row in recipe.shipped()]
+    named = {m for text in texts for m in re.findall(r"runs/([\w.-]+)", text)}
+    assert named and named <= names, sorted(named - names)

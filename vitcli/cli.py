@@ -386,8 +386,8 @@ def predict_cmd(inputs: Annotated[list[str], typer.Argument(
 
     [b]Examples[/b]:
       [cyan]vit predict --from runs/demo photos/[/]
-      [cyan]vit predict --from runs/cifar10 cat.jpg dog.png --top-k 3 --json[/]
-      [cyan]vit predict --from runs/cifar10 ../shared/data/cifar10 --split test --csv preds.csv[/]
+      [cyan]vit predict --from runs/cifar10-scratch cat.jpg dog.png --top-k 3 --json[/]
+      [cyan]vit predict --from runs/cifar10-scratch ../shared/data/cifar10 --split test --csv preds.csv[/]
     """
     from vitcli.engine import jobs
     from vitcli.weights import reader
