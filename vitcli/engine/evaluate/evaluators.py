@@ -116,8 +116,8 @@ class FewshotEvaluator:
             test_x, test_y = self._features(model, test, f"features {set_name} {test.split}")
             if self.log:
                 self.log(f"few-shot {set_name}: {len(train_y):,} train and {len(test_y):,} test images, "
-                         f"{train_x.shape[1]:,} features each; solving {formats.plural(len(self.cfg.shots), 'shot count')}"
-                         f" x {formats.plural(self.cfg.seeds, 'seed')}")
+                         f"{train_x.shape[1]:,} features each; solving "
+                         f"{formats.plural(len(self.cfg.shots), 'shot count')} x {formats.plural(self.cfg.seeds, 'seed')}")
             result = fewshot_eval(train_x, train_y, test_x, test_y, shots=self.cfg.shots, seeds=self.cfg.seeds,
                                   l2_regs=self.cfg.l2_reg, class_names=train.class_names,
                                   num_classes=train.num_classes)

@@ -151,11 +151,11 @@ def choose(table: list[dict]) -> tuple[dict, str]:
         return best, f"lr {best['lr']:g} chosen: highest minival top-1 ({formats.percent(top1)})"
     others = ", ".join(f"{r['lr']:g}" for r in tied)
     if all(r["minival_loss"] == best["minival_loss"] for r in tied):
-        return best, (f"lr {best['lr']:g} chosen: minival top-1 {formats.percent(top1)} and loss tied with lr {others}; "
-                      "the first listed wins")
+        return best, (f"lr {best['lr']:g} chosen: minival top-1 {formats.percent(top1)} and loss tied with lr "
+                      f"{others}; the first listed wins")
     losses = ", ".join(f"{r['minival_loss']:.4f}" for r in tied)
-    return best, (f"lr {best['lr']:g} chosen: minival top-1 {formats.percent(top1)} tied with lr {others}; the lower minival "
-                  f"loss breaks the tie ({best['minival_loss']:.4f} vs {losses})")
+    return best, (f"lr {best['lr']:g} chosen: minival top-1 {formats.percent(top1)} tied with lr {others}; "
+                  f"the lower minival loss breaks the tie ({best['minival_loss']:.4f} vs {losses})")
 
 
 def _final_row(cfg: RecipeCfg, lr: float, result: dict, run_dir: Path) -> dict:
