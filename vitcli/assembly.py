@@ -222,17 +222,6 @@ def from_checkpoint(source, recipe_path: Path | None, options: tuple[str, ...] |
     return cfg
 
 
-def _source_name(path: Path) -> str:
-    """What a fine-tuning run is named after: the run directory the weights came from, else the file.
-
-    `--from runs/demo` reads runs/demo/model.safetensors (or checkpoints/step-N.pt): the run is 'demo'.
-    """
-    for folder in (path, *path.parents[:2]):
-        if (folder / "recipe.json").is_file():
-            return folder.name
-    return path.stem if path.suffix else path.name
-
-
 def _with_res(checkpoint: dict, desc: dict | None) -> dict:
     """The checkpoint layer with the resolution the checkpoint was trained at, unless it says one already."""
     if desc is None or desc.get("res") is None:
