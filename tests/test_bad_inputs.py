@@ -231,6 +231,25 @@ def _evil_zip(c: Ctx) -> Path:
     return path
 
 
+def _folder(c: Ctx, classes: tuple[str, ...]) -> str:
+    """An image folder (one split) with one small PNG per class; returns its imagefolder: source."""
+    for i, name in enumerate(classes):
+        (c.tmp / "f" / name).mkdir(parents=True)
+        (c.tmp / "f" / name / "0.png").write_bytes(_png(i))
+    return f"imagefolder:{c.tmp / 'f'}"
+
+
+def _wide_head(c: Ctx) -> Path:
+    """The finished run's weights with an 8-way head and no class names (a plain state dict)."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(c.run / "model.safetensors"))
+    state["head.weight"] = torch.zeros(8, state["head.weight"].shape[1])
+    state["head.bias"] = torch.zeros(8)
+    torch.save(state, c.tmp / "wide.pth")
+    return c.tmp / "wide.pth"
+
+
 def _pretrain(c: Ctx, path: Path, *sets: str) -> list[str]:
     args = ["pretrain", str(path), "--out", str(c.out)]
     for item in sets:
@@ -512,6 +531,21 @@ CASES = [
      "--res 17: model.res: 17 is not divisible by the patch size 4 of <*>; nearest valid: 16 or 20"),
     ("shots-option-bad", lambda c: ["fewshot", "--from", c.run, "--shots", "0"],
      "--shots 0: fewshot.shots: each must be a whole number in [1, 100000], got [0]"),
+    # -- data that the model's head does not fit ----------------------------------------------------------
+    ("class-names-differ", lambda c: ["eval", "--from", c.run, "--data", _folder(c, ("cat", "dog", "blue", "grey"))],
+     "data.source 'imagefolder:{tmp}/f' split 'train': its class names differ from the model's head's: 2 of 4 are "
+     "not among its 4 classes ('cat', 'dog'; the model's head has 'red', 'green', 'blue', ...); fine-tune on this "
+     "data first (vit finetune), or pass --ignore-labels to score by class index anyway"),
+    ("head-width-no-names", lambda c: ["eval", c.recipe(), "--from", _wide_head(c)],
+     "data.source '{data}' split 'test' has 4 classes but the model's head has 8, and the checkpoint has no class "
+     "names to match them by; fine-tune on this data first (vit finetune), or pass --ignore-labels to score by "
+     "class index anyway"),
+    ("fewshot-folder-one-split", lambda c: ["fewshot", "--from", c.run, "--data", _folder(c, ("red", "grey"))],
+     "data.source 'imagefolder:{tmp}/f' (splits 'train') has no held-out split for the few-shot test: give "
+     "--train-split and --split (e.g. an image folder with train/ and test/ sub-folders has both)"),
+    ("predict-nothing", lambda c: ["predict", "--from", c.run, c.tmp / "nope.png"],
+     "no images to predict in '{tmp}/nope.png'; give image files, folders of images, or a data source "
+     "(imagefolder:PATH, a parquet folder, a hub id)"),
     ("bench-steps-zero", lambda c: ["bench", "--steps", "0"], "--steps 0: must be a whole number in [1, 65536]"),
     ("bench-batch-negative", lambda c: ["bench", "--batch", "-4"], "--batch -4: must be a whole number in [1, 65536]"),
 ]
