@@ -552,6 +552,15 @@ CASES = [
 CASE_IDS = [case.values[0] if hasattr(case, "values") else case[0] for case in CASES]
 
 
+def test_docs_match_the_cases():
+    """docs/bad-inputs.md and the README's selection are generated from CASES (tests/catalogue.py)."""
+    import catalogue
+
+    assert set(catalogue.INPUTS) == set(CASE_IDS), "every case needs its INPUTS line in tests/catalogue.py"
+    for path, text in catalogue.expected_files(CASES).items():
+        assert path.read_text() == text, f"{path.name} is out of date: run python tests/catalogue.py"
+
+
 # -- the harness -----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")

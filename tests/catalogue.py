@@ -1,0 +1,202 @@
+"""The bad-input catalogue, kept in one place: `tests/test_bad_inputs.py`'s CASES plus the rows below.
+
+docs/bad-inputs.md (the whole table) and README.md (a selection) are generated from it between
+`<!-- bad-inputs:begin -->` and `<!-- bad-inputs:end -->`; `test_docs_match_the_cases` fails when either
+is out of date. Regenerate both with:
+
+    python tests/catalogue.py
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- bad-inputs:begin -->", "<!-- bad-inputs:end -->"
+
+# What each case of CASES is, as the table of docs/bad-inputs.md names it (see tests/catalogue.py).
+INPUTS = {
+    'yaml-syntax': 'Recipe with a YAML syntax error',
+    'recipe-not-mapping': 'Recipe that is a list, not a mapping',
+    'unknown-key': 'Unknown key (`train.batch_sise`)',
+    'wrong-type': 'Wrong type (`train.batch_size: lots`)',
+    'missing-required-field': 'Missing required field (few-shot data set without `source`)',
+    'missing-data-source': 'No `data.source` to train on',
+    'base-cycle': '`base:` cycle (a.yaml -> b.yaml -> a.yaml)',
+    'yaml-duplicate-key': 'Duplicate key in a section',
+    'yaml-duplicate-section': 'Duplicate section',
+    'yaml-alias-bomb': 'YAML alias (a few hundred bytes could expand to gigabytes)',
+    'yaml-nested-too-deep': 'YAML nested thousands deep',
+    'set-nested-too-deep': '`--set` value nested thousands deep',
+    'set-value-not-finite': 'Non-finite number (`--set optim.lr=.nan`)',
+    'set-value-out-of-range': 'Out-of-range `--set` (`optim.b1=1`)',
+    'res-too-large-for-memory': 'Resolution whose activations cannot fit in memory (100000 px)',
+    'freeze-range-too-large': "`train.freeze` range beyond the model's blocks",
+    'run-name-too-long': '300-character `run.name`',
+    'out-path-too-long': '`--out` with a 300-character name',
+    'missing-recipe': 'Recipe file that does not exist',
+    'recipe-is-directory': 'Recipe path that is a directory',
+    'recipe-check-empty-directory': '`vit recipe check` of a directory without recipes',
+    'class-names-differ': "Data whose class names are not the head's (`cat`, `dog` on a colour head)",
+    'head-width-no-names': 'A head of another width with no class names (8 outputs, 4 named classes)',
+    'fewshot-folder-one-split': 'Few-shot on an image folder with one split',
+    'predict-nothing': '`vit predict` on nothing readable',
+    'set-not-numeric': 'Non-numeric `--set` for a number (`optim.lr=fast`)',
+    'set-unknown-key': '`--set` of an unknown key',
+    'set-no-equals': '`--set` without `=`',
+    'unknown-variant': 'Unknown model variant (`B16`)',
+    'res-not-divisible': 'Resolution not divisible by the patch (18 px, patch 4)',
+    'steps-and-epochs': 'Both `train.steps` and `train.epochs`',
+    'micro-batch-not-divisor': '`micro_batch` that does not divide the batch',
+    'source-missing-path': 'Local data path that does not exist',
+    'source-hub-offline': 'Hub id while the hub is unreachable (fails in seconds)',
+    'source-is-a-script': 'Data set that is a loading script (never run)',
+    'builtin-unknown': 'Unknown builtin source',
+    'split-unknown': 'Split that does not exist',
+    'split-empty': 'Split expression that selects nothing',
+    'image-column-missing': 'Named image column missing',
+    'no-image-column': 'No image column at all',
+    'label-column-missing': 'Named label column missing',
+    'labels-not-integers': 'Labels that are text',
+    'label-out-of-range': 'Label out of range (5 with `num_classes: 4`)',
+    'num-classes-too-small': "`num_classes` below the data's classes",
+    'images-all-corrupt': 'Every image corrupt',
+    'label-null': 'Null label in a parquet data set',
+    'image-null': 'Null image in a parquet data set',
+    'label-huge': 'One label of 2e9 (would build a 2e9-class head)',
+    'images-corrupt-small-set': 'One corrupt image in a data set of 32 (`max_bad_fraction` on small sets)',
+    'parquet-truncated': 'Truncated parquet file',
+    'parquet-corrupt': 'Parquet file with scrambled pages',
+    'parquet-no-rows': 'Parquet file with no rows',
+    'batch-larger-than-data': 'Batch larger than the data set',
+    'out-holds-another-run': '`--out` holding another run',
+    'out-under-a-file': '`--out` under a regular file',
+    'out-is-a-file': '`--out` that is a file',
+    'out-read-only-fs': '`--out` on a read-only file system (fails for root too)',
+    'resume-not-a-run': '`--resume` on a folder with no run',
+    'resume-other-recipe': '`--resume` with another recipe',
+    'resume-recipe-json-torn': '`--resume` of a run whose recipe.json is torn',
+    'out-locked-by-another-run': 'Second `vit pretrain` on an `--out` another one is writing',
+    'resume-fewer-steps': '`--resume` with fewer steps than already done',
+    'resume-planted-link': '`--resume` of a run with a planted symbolic link (`metrics.jsonl`)',
+    'device-cuda-without-gpu': '`--set train.device=cuda` without a GPU',
+    'disk-full': 'Disk full while writing a checkpoint',
+    'from-missing': '`--from` path that does not exist',
+    'from-unknown-format': '`--from` file of an unknown format',
+    'from-empty-dir': '`--from` folder with no weights',
+    'npz-missing-array': 'Google `.npz` missing an array',
+    'npz-unknown-layout': '`.npz` of another layout (not a ViT)',
+    'hf-other-model-type': 'Hugging Face folder of another model type',
+    'hub-name-offline': 'Hub name while the hub is unreachable (fails in seconds)',
+    'hub-name-malformed': 'Malformed hub name',
+    'ckpt-truncated': 'Truncated checkpoint',
+    'ckpt-not-state-dict': 'Checkpoint that is not a state dict',
+    'ckpt-runs-code': 'Checkpoint pickle that would run code (it is not run)',
+    'ckpt-runs-code-protocol-2': 'Code-running pickle of protocol 2',
+    'ckpt-runs-code-in-torch-zip': 'Code-running pickle inside a torch.save zip',
+    'from-fifo': '`--from` a FIFO (would block forever)',
+    'ckpt-integer-weights': 'Checkpoint with integer weights',
+    'ckpt-other-variant': "Checkpoint of another variant than the recipe's (eval)",
+    'init-from-other-variant': '`train.init_from` of another variant',
+    'safetensors-wrong-shapes': 'safetensors with wrong shapes',
+    'config-json-wrong-type': 'config.json field of the wrong type (`vit_model.patch: "x"`)',
+    'config-json-invalid': 'Run directory with a broken config.json',
+    'shots-larger-than-class': '`--shots` larger than a class',
+    'weights-unknown': '`--weights` other than ema/raw',
+    'res-option-bad': '`--res big`',
+    'finetune-res-option-bad': '`vit finetune --res 17` (not divisible by the patch)',
+    'shots-option-bad': '`--shots 0`',
+    'bench-steps-zero': '`vit bench --steps 0`',
+    'bench-batch-negative': '`vit bench --batch -4`',
+}
+
+# Rows checked by other tests (signals and numerical faults in tests/test_crash.py, warnings in
+# tests/test_bad_inputs.py): (input, the line, exit code).
+EXTRA_ROWS = [
+    ("NaN loss (`--set optim.lr=1e30 --set optim.clip_norm=null`)",
+     "`non-finite loss or gradient at step 2 (loss nan, grad norm nan); last good checkpoint: "
+     "<out>/checkpoints/step-00000001.pt; likely causes: a learning rate too high for this batch size, or bf16 "
+     "overflow (try train.precision: fp32); train.skip_nonfinite: N skips up to N such steps`", "2"),
+    ("Weights that turn NaN/inf at a checkpoint",
+     "`step 3: weight pos_embed is NaN or infinite, so no checkpoint was written; last good checkpoint: "
+     "<out>/checkpoints/step-00000002.pt; likely causes: a learning rate too high for this batch size, or bf16 "
+     "overflow (try train.precision: fp32)`", "2"),
+    ("SIGTERM (preemption) during training",
+     "`stopped by SIGTERM after step 52; checkpoint saved: <out>/checkpoints/step-00000052.pt; resume with: vit "
+     "pretrain <recipe> --resume --out <out>` (the hint repeats the run's `--set` and `--res`)", "143"),
+    ("SIGTERM during the final evaluation",
+     "`stopped by SIGTERM after step 2; checkpoint saved: <out>/checkpoints/step-00000002.pt; resume with: ...` "
+     "(the resume evaluates once more; metrics.jsonl keeps one row per step)", "143"),
+    ("Ctrl-C (SIGINT) during training",
+     "`stopped by SIGINT after step 52; checkpoint saved: <out>/checkpoints/step-00000052.pt; resume with: vit "
+     "pretrain <recipe> --resume --out <out>`", "130"),
+    ("A few corrupt images (2 of 64, `max_bad_fraction: 0.05`)",
+     "no error: two warning lines, `data.source '<data>' split 'train': skipping undecodable image, example 5: "
+     "OSError: Truncated File Read` and `... 2 of 64 images skipped as undecodable (max_bad_fraction=0.05)`; "
+     "training goes on", "0"),
+    ("`checkpoints/latest` naming `../../x.pt`, an absolute path or binary junk",
+     "no error: one warning line, `<out>/checkpoints/latest does not name a checkpoint file in "
+     "<out>/checkpoints (...); using the highest-numbered step-*.pt instead` (tests/test_rundir.py)", "0"),
+]
+
+README_SELECTION = [
+    "yaml-syntax", "unknown-key", "wrong-type", "missing-required-field", "base-cycle", "missing-recipe",
+    "set-not-numeric", "set-value-out-of-range", "unknown-variant", "res-not-divisible", "yaml-duplicate-key",
+    "source-missing-path", "source-hub-offline", "split-empty", "image-column-missing", "label-out-of-range",
+    "images-all-corrupt", "parquet-truncated", "out-holds-another-run", "out-locked-by-another-run",
+    "out-read-only-fs", "resume-planted-link", "disk-full", "from-missing", "ckpt-truncated", "ckpt-runs-code",
+    "ckpt-other-variant", "safetensors-wrong-shapes", "shots-larger-than-class",
+    "NaN loss (`--set optim.lr=1e30 --set optim.clip_norm=null`)", "SIGTERM (preemption) during training",
+]
+
+
+def _shown(expected: str) -> str:
+    """A case's expected line as the docs show it: placeholders named, "<*>" (any text) as "…"."""
+    text = expected.replace("{tmp}", "<tmp>").replace("{data}", "<data>").replace("{run}", "<run>")
+    return "`" + text.replace("<*>", "…").replace("|", "\\|") + "`"
+
+
+def rows(cases) -> dict[str, str]:
+    """Every catalogue row as a markdown table line, keyed by case id (or by input, for EXTRA_ROWS)."""
+    out = {}
+    for case in cases:
+        case_id, _, expected = case.values if hasattr(case, "values") else case
+        out[case_id] = f"| {INPUTS[case_id]} | {_shown(expected)} | 2 |"
+    for label, line, code in EXTRA_ROWS:
+        out[label] = f"| {label} | {line} | {code} |"
+    return out
+
+
+def table(lines: list[str]) -> str:
+    return "\n".join([BEGIN, "| Input | The one-line error | Exit code |", "|---|---|---|", *lines, END])
+
+
+def render(path: Path, lines: list[str]) -> str:
+    """`path`'s text with its catalogue block replaced by `lines`."""
+    text = path.read_text()
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{path}: no {BEGIN} ... {END} block to fill")
+    return pattern.sub(lambda _: table(lines), text)
+
+
+def expected_files(cases) -> dict[Path, str]:
+    """docs/bad-inputs.md and README.md as they must read, from the cases."""
+    every = rows(cases)
+    return {ROOT / "docs" / "bad-inputs.md": render(ROOT / "docs" / "bad-inputs.md", list(every.values())),
+            ROOT / "README.md": render(ROOT / "README.md", [every[key] for key in README_SELECTION])}
+
+
+def main() -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_bad_inputs import CASES
+
+    for path, text in expected_files(CASES).items():
+        path.write_text(text)
+        print(f"wrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
