@@ -213,6 +213,13 @@ def _config_with(c: Ctx, **model) -> Path:
     return run
 
 
+def _integer_weights(c: Ctx) -> Path:
+    """The finished run's weights as int8, as a quantised checkpoint would hold them."""
+    state = torch.load(c.ckpt(), weights_only=True)["model"]
+    torch.save({k: (v * 100).to(torch.int8) for k, v in state.items()}, c.tmp / "int.pt")
+    return c.tmp / "int.pt"
+
+
 def _evil_zip(c: Ctx) -> Path:
     """A torch.save zip archive whose data.pkl would run code (protocol 2 inside the zip)."""
     import zipfile
@@ -226,7 +233,8 @@ def _evil_zip(c: Ctx) -> Path:
     with zipfile.ZipFile(plain) as src, zipfile.ZipFile(path, "w") as dst:
         for info in src.infolist():
             data = src.read(info.filename)
-            dst.writestr(info, pickle.dumps({"model": Evil()}, protocol=2) if info.filename.endswith("data.pkl") else data)
+            evil = pickle.dumps({"model": Evil()}, protocol=2)
+            dst.writestr(info, evil if info.filename.endswith("data.pkl") else data)
     plain.unlink()
     return path
 
@@ -499,8 +507,7 @@ CASES = [
      "plain tensors (weights_only=True). Convert it to safetensors where you trust it"),
     ("from-fifo", lambda c: (os.mkfifo(c.tmp / "w.pt"), ["eval", "--from", c.tmp / "w.pt"])[1],
      "--from {tmp}/w.pt: refused: it is a FIFO (named pipe), not a regular file; give a regular file"),
-    ("ckpt-integer-weights", lambda c: (torch.save({k: (v * 100).to(torch.int8) for k, v in torch.load(
-        c.ckpt(), weights_only=True)["model"].items()}, c.tmp / "int.pt"), ["eval", c.recipe(), "--from", c.tmp / "int.pt"])[1],
+    ("ckpt-integer-weights", lambda c: ["eval", c.recipe(), "--from", _integer_weights(c)],
      "{tmp}/int.pt: refused: weights must be floating-point tensors, found cls_token (int8), pos_embed (int8), "
      "patch_embed.proj.weight (int8) (+<*> more); quantised or integer checkpoints are not supported, export float "
      "weights"),

@@ -75,7 +75,8 @@ def _alias_bomb(levels: int) -> str:
 _texts = st.one_of(
     st.integers(min_value=1, max_value=20000).map(_deep),
     st.integers(min_value=1, max_value=12).map(_alias_bomb),
-    st.sampled_from(["train:\n  steps: 1\n  steps: 2\n", "train: {}\ntrain: {}\n", "- a\n", "!!python/object:os.system {}",
+    st.sampled_from(["train:\n  steps: 1\n  steps: 2\n", "train: {}\ntrain: {}\n", "- a\n",
+                     "!!python/object:os.system {}",
                      "model: !!binary aGVsbG8=\n", "\x00\x01\x02", "a: b: c\n", "{" * 3000, "x: *undefined\n"]),
 )
 

@@ -281,7 +281,8 @@ def test_sigterm_during_the_final_evaluation_stops_with_the_resume_hint(tiny_dat
         return real(self, model)
 
     monkeypatch.setattr(ClassificationEvaluator, "run", run_and_signal)
-    with pytest.raises(Interrupted, match=r"stopped by SIGTERM after step 2; checkpoint saved: .*step-00000002\.pt") as info:
+    stopped = r"stopped by SIGTERM after step 2; checkpoint saved: .*step-00000002\.pt"
+    with pytest.raises(Interrupted, match=stopped) as info:
         train(c, out)
     assert info.value.exit_code == 143
     assert not (out / "results.json").exists()
