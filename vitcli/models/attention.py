@@ -11,9 +11,15 @@ fp32, nothing changes.
 The same module carries the paper's relative position attention (Appendix D.4) when `enable_relative`
 is called: one learned embedding per offset between query and key patch, used as the keys of an extra
 attention from the original queries, whose logits are added to the content logits before the softmax.
+
+For inspection (`vit inspect`), `record_attention` makes every block compute the softmax explicitly and
+hand the attention probabilities to a callback; the parameters and keys stay as they are.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +37,10 @@ def _fp32_on_cpu(q: torch.Tensor) -> bool:
 class Attention(TimmAttention):
     """`timm.layers.Attention` whose fused SDPA call runs in fp32 for bf16 training on a CPU, with an
     optional relative-position bias (`enable_relative`)."""
+
+    # Set by `record_attention`: called with the probabilities [B, heads, N, N] of each forward. A plain
+    # attribute, not a buffer, so state dicts never see it.
+    on_probs: Callable[[torch.Tensor], None] | None = None
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -61,6 +71,8 @@ class Attention(TimmAttention):
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
     ) -> torch.Tensor:
+        if self.on_probs is not None:
+            return self._explicit(x, attn_mask)
         # The CPU bf16 case and the relative bias follow timm's fused path step for step; anything else
         # (CUDA, fp32, the gated or unfused variants) is timm's own forward.
         relative = self.rel_pos is not None
@@ -91,3 +103,43 @@ class Attention(TimmAttention):
         out = self.norm(out)
         out = self.proj(out)
         return self.proj_drop(out)
+
+    def _explicit(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """Unfused attention (timm's formula, plus the relative bias) that reports its softmax; only
+        used for inspection."""
+        B, N, _ = x.shape
+        gate = self.gate(x).sigmoid() if getattr(self, "gate", None) is not None else None
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q).float(), self.k_norm(k).float()
+        logits = (q * self.scale) @ k.transpose(-2, -1)
+        if self.rel_pos is not None:
+            logits = logits + self._relative_bias(q).float()
+        if attn_mask is not None:
+            logits = logits + attn_mask if attn_mask.is_floating_point() else logits.masked_fill(~attn_mask, -torch.inf)
+        probs = logits.softmax(dim=-1)
+        self.on_probs(probs)
+        out = (self.attn_drop(probs) @ v.float()).to(v.dtype)
+        out = self.norm(out.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim))
+        if gate is not None:
+            out = out * gate
+        return self.proj_drop(self.proj(out))
+
+
+@contextlib.contextmanager
+def record_attention(model: torch.nn.Module, on_probs: Callable[[int, torch.Tensor], None]) -> Iterator[int]:
+    """Within the block, each attention layer of `model` calls `on_probs(layer_index, probs)`.
+
+    Layers are numbered in module order (block 0 first); yields their number. Raises ValueError when the
+    model has no `vitcli` attention layer (e.g. a model built by timm itself).
+    """
+    layers = [m for m in model.modules() if isinstance(m, Attention)]
+    if not layers:
+        raise ValueError("the model has no vitcli.models.attention.Attention layers to record")
+    try:
+        for i, layer in enumerate(layers):
+            layer.on_probs = lambda probs, i=i: on_probs(i, probs)
+        yield len(layers)
+    finally:
+        for layer in layers:
+            del layer.on_probs  # back to the class default: None
