@@ -47,6 +47,28 @@ def test_per_class_top1_omits_classes_without_images():
     assert meter.per_class_top1() == {"0": 1.0, "1": 0.0, "4": 0.5, "5": 0.0}
 
 
+def test_precision_and_confusion_matrix_by_hand():
+    meter = ClassificationMeter(6)
+    meter.update(LOGITS, LABELS)  # predictions: 0, 2, 0, 0 for labels 0, 1, 5, 4
+    confusion = meter.confusion()
+    assert confusion[0][0] == 1 and confusion[1][2] == 1 and confusion[5][0] == 1 and confusion[4][0] == 1
+    assert sum(map(sum, confusion)) == 4
+    # Class 0 was predicted 3 times, right once; class 2 once, wrongly; 1, 4, 5 had images, no predictions.
+    assert meter.per_class_precision(list("abcdef")) == {"a": pytest.approx(1 / 3), "b": None, "c": 0.0,
+                                                         "e": None, "f": None}
+
+
+def test_no_confusion_matrix_beyond_the_class_limit():
+    from vitcli.engine.evaluate.metrics import CONFUSION_MAX_CLASSES
+
+    meter = ClassificationMeter(CONFUSION_MAX_CLASSES + 1)
+    logits = torch.zeros(2, CONFUSION_MAX_CLASSES + 1)
+    logits[:, 0] = 1.0  # both predicted as class 0, one of them rightly
+    meter.update(logits, torch.tensor([0, 1]))
+    assert meter.confusion() is None and meter.to_tensor().numel() == 4 + 3 * (CONFUSION_MAX_CLASSES + 1)
+    assert meter.per_class_precision()["0"] == 0.5
+
+
 def test_tensor_round_trip_and_merge_equal_one_big_update():
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(50, 7, generator=gen)
@@ -65,6 +87,8 @@ def test_tensor_round_trip_and_merge_equal_one_big_update():
         # Loss sums differ only by float32 per-image rounding in another summation order.
         assert other.compute() == pytest.approx(whole.compute(), rel=1e-6)
         assert other.per_class_top1() == pytest.approx(whole.per_class_top1())
+        assert other.per_class_precision() == pytest.approx(whole.per_class_precision())
+        assert other.confusion() == whole.confusion()
     assert whole.to_tensor().dtype == torch.float64
 
 

@@ -42,7 +42,7 @@ def counted(batches, task: Task, world: int, total: int | None):
 
 @dataclass
 class ClassificationEvaluator:
-    """Top-1/top-5 accuracy, mean loss and per-class accuracy on one split."""
+    """Top-1/top-5 accuracy, mean loss, per-class recall and precision and the confusion matrix on one split."""
 
     split: Split
     data: DataCfg
@@ -50,7 +50,9 @@ class ClassificationEvaluator:
     batch_size: int
     rt: Runtime
     name: str = "classification"
-    per_class: dict[str, float] = field(default_factory=dict)
+    per_class: dict[str, float] = field(default_factory=dict)  # top-1 (recall) of each class
+    per_class_precision: dict[str, float | None] = field(default_factory=dict)
+    confusion: list[list[int]] | None = None  # [true][predicted] counts of the last run
     progress: Reporter = field(default_factory=_quiet)
 
     def __post_init__(self) -> None:
@@ -78,6 +80,8 @@ class ClassificationEvaluator:
         seconds = time.perf_counter() - start
         model.train(was_training)
         self.per_class = meter.per_class_top1(self.split.class_names)
+        self.per_class_precision = meter.per_class_precision(self.split.class_names)
+        self.confusion = meter.confusion()
         return {**meter.compute(), "img_s": meter.images / max(seconds, 1e-9)}
 
 

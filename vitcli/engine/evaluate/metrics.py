@@ -1,7 +1,7 @@
 """Classification metrics that add up across batches and across distributed ranks.
 
-A `ClassificationMeter` keeps only sums (images, summed loss, top-1/top-5 hits, per-class hits and
-totals), so two meters merge by addition and a whole meter travels as one float64 tensor: each rank
+A `ClassificationMeter` keeps only sums (images, summed loss, top-1/top-5 hits, per-class hits, totals
+and predictions, and the confusion matrix of counts), so two meters merge by addition and a whole meter travels as one float64 tensor: each rank
 calls `to_tensor()`, the trainer all-reduces it with SUM, and `from_tensor()` rebuilds the global
 meter. Ratios are taken only in `compute()`, after all the sums are in.
 """
@@ -14,13 +14,23 @@ from torch import Tensor
 
 from vitcli.errors import DataError
 
-# Slots of the flat state tensor before the per-class blocks.
+# Slots of the flat state tensor before the per-class blocks (hits, images, predictions per class, then
+# the confusion matrix, true class major).
 _COUNT, _LOSS, _TOP1, _TOP5 = range(4)
 _HEADER = 4
+# Above this many classes the C x C confusion matrix is not kept: at 21,843 classes (ImageNet-21k) it
+# would be 3.8 GB of float64 on every rank, and no one reads a matrix that size.
+CONFUSION_MAX_CLASSES = 1000
+
+
+def _state_size(num_classes: int) -> int:
+    confusion = num_classes * num_classes if num_classes <= CONFUSION_MAX_CLASSES else 0
+    return _HEADER + 3 * num_classes + confusion
 
 
 class ClassificationMeter:
-    """Running top-1, top-5, cross-entropy loss and per-class top-1 of a classifier.
+    """Running top-1, top-5, cross-entropy loss, per-class recall (top-1) and precision, and the
+    confusion matrix (up to `CONFUSION_MAX_CLASSES` classes) of a classifier.
 
     Sums are kept on the CPU in float64 so millions of images add up without rounding drift;
     per-batch statistics are computed on the logits' own device and moved over once per batch.
@@ -32,7 +42,8 @@ class ClassificationMeter:
         self.num_classes = num_classes
         # top-5 is meaningless beyond the number of classes; k=min(5, C) keeps 2-class tasks valid.
         self.topk = min(5, num_classes)
-        self._state = torch.zeros(_HEADER + 2 * num_classes, dtype=torch.float64)
+        self.has_confusion = num_classes <= CONFUSION_MAX_CLASSES
+        self._state = torch.zeros(_state_size(num_classes), dtype=torch.float64)
 
     @torch.no_grad()
     def update(self, logits: Tensor, labels: Tensor) -> None:
@@ -57,7 +68,11 @@ class ClassificationMeter:
                 hits.any(dim=1).sum().double(),
             ]
         )
-        per_class = [torch.bincount(labels[top1], minlength=C), torch.bincount(labels, minlength=C)]
+        predicted = top[:, 0]
+        per_class = [torch.bincount(labels[top1], minlength=C), torch.bincount(labels, minlength=C),
+                     torch.bincount(predicted, minlength=C)]
+        if self.has_confusion:
+            per_class.append(torch.bincount(labels * C + predicted, minlength=C * C))
         batch = torch.cat([header, *(p.double() for p in per_class)])
         # One device-to-host copy per batch instead of one per statistic.
         self._state += batch.to("cpu", torch.float64)
@@ -90,13 +105,13 @@ class ClassificationMeter:
         return self
 
     def to_tensor(self) -> Tensor:
-        """The meter's sums as one float64 tensor [4 + 2C], ready for an all-reduce with SUM."""
+        """The meter's sums as one float64 tensor [4 + 3C (+ C*C)], ready for an all-reduce with SUM."""
         return self._state.clone()
 
     @classmethod
     def from_tensor(cls, t: Tensor, num_classes: int) -> ClassificationMeter:
         """Rebuild a meter from `to_tensor()` output (possibly summed over ranks)."""
-        expected = _HEADER + 2 * num_classes
+        expected = _state_size(num_classes)
         if t.ndim != 1 or t.numel() != expected:
             raise DataError(
                 f"meter state of shape {tuple(t.shape)} does not fit {num_classes} classes: "
@@ -123,17 +138,37 @@ class ClassificationMeter:
             "images": int(n),
         }
 
-    def per_class_top1(self, class_names: list[str] | None = None) -> dict[str, float]:
-        """Top-1 accuracy of each class that had images, keyed by class name (or index as text)."""
+    def _block(self, i: int) -> Tensor:
+        C = self.num_classes
+        return self._state[_HEADER + i * C : _HEADER + (i + 1) * C]
+
+    def _names(self, class_names: list[str] | None) -> list[str]:
         if class_names is not None and len(class_names) != self.num_classes:
             raise DataError(
                 f"{len(class_names)} class names given for a {self.num_classes}-class meter"
             )
+        return list(class_names) if class_names is not None else [str(c) for c in range(self.num_classes)]
+
+    def per_class_top1(self, class_names: list[str] | None = None) -> dict[str, float]:
+        """Top-1 accuracy (recall) of each class that had images, keyed by class name (or index as text)."""
+        names = self._names(class_names)
+        correct, total = self._block(0), self._block(1)
+        return {names[c]: correct[c].item() / total[c].item() for c in torch.nonzero(total).flatten().tolist()}
+
+    def per_class_precision(self, class_names: list[str] | None = None) -> dict[str, float | None]:
+        """Of the images predicted as each class, the fraction that are that class.
+
+        Keyed like `per_class_top1`, for every class that had images or predictions; None for a class
+        that had images but was never predicted (its precision is undefined, not 0).
+        """
+        names = self._names(class_names)
+        correct, total, predicted = self._block(0), self._block(1), self._block(2)
+        seen = torch.nonzero(total + predicted).flatten().tolist()
+        return {names[c]: correct[c].item() / predicted[c].item() if predicted[c] > 0 else None for c in seen}
+
+    def confusion(self) -> list[list[int]] | None:
+        """Counts [true class][predicted class], or None above `CONFUSION_MAX_CLASSES` classes."""
+        if not self.has_confusion:
+            return None
         C = self.num_classes
-        correct = self._state[_HEADER : _HEADER + C]
-        total = self._state[_HEADER + C :]
-        out: dict[str, float] = {}
-        for c in torch.nonzero(total).flatten().tolist():
-            name = class_names[c] if class_names is not None else str(c)
-            out[name] = correct[c].item() / total[c].item()
-        return out
+        return self._state[_HEADER + 3 * C :].reshape(C, C).long().tolist()
