@@ -103,6 +103,12 @@ def test_known_predictions_give_hand_computed_metrics(known):
     expected_loss = (torch.logsumexp(logits, 0) - logits[:4].mean()).item()  # equal counts per class
     assert out["loss"] == pytest.approx(expected_loss, rel=1e-5)
     assert out["per_class_top1"] == {"red": 0.0, "green": 1.0, "blue": 0.0, "grey": 0.0}
+    # Every image is predicted green: green's precision is 8/32, the others are never predicted.
+    assert out["per_class_precision"] == {"red": None, "green": 0.25, "blue": None, "grey": None}
+    confusion = out["confusion_matrix"]
+    assert confusion["classes"][:4] == CLASSES and len(confusion["classes"]) == len(BIAS)
+    expected = [[8 if p == 1 and t < 4 else 0 for p in range(len(BIAS))] for t in range(len(BIAS))]
+    assert confusion["counts"] == expected
     assert out["weights"] == "raw"  # a plain state dict has no EMA copy
     assert out["posemb_resampled"] is None
 
@@ -110,14 +116,32 @@ def test_known_predictions_give_hand_computed_metrics(known):
 def test_eval_json_schema(run):
     out = one_json(invoke("eval", "--from", run, "--json"))
     types = {"checkpoint": str, "model": str, "data": str, "split": str, "res": list, "weights": str,
-             "posemb_resampled": type(None), "num_classes": int, "labels": str, "top1": float, "top5": float, "loss": float,
-             "images": int, "img_s": float, "per_class_top1": dict}
+             "posemb_resampled": type(None), "num_classes": int, "labels": str, "top1": float, "top5": float,
+             "loss": float, "images": int, "img_s": float, "per_class_top1": dict, "per_class_precision": dict,
+             "confusion_matrix": dict}
     assert out.keys() == types.keys()
     for key, kind in types.items():
         assert type(out[key]) is kind, (key, out[key])
     assert out["split"] == "test" and out["res"] == [16, 16] and out["images"] == 32
     assert set(out["per_class_top1"]) == set(CLASSES)
     assert all(0.0 <= v <= 1.0 for v in out["per_class_top1"].values())
+    assert set(out["per_class_precision"]) <= set(CLASSES)
+    counts = out["confusion_matrix"]["counts"]
+    assert out["confusion_matrix"]["classes"] == CLASSES and sum(map(sum, counts)) == 32
+    assert [sum(row) for row in counts] == [8, 8, 8, 8]  # each row is one true class's images
+    # The diagonal is what per_class_top1 counts.
+    assert {c: counts[i][i] / 8 for i, c in enumerate(CLASSES)} == out["per_class_top1"]
+
+
+def test_eval_draws_the_confusion_matrix_with_out(run, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    out = one_json(invoke("eval", "--from", run, "--out", tmp_path / "figs", "--json"))
+    path = tmp_path / "figs" / "confusion_matrix.png"
+    assert out["confusion_matrix"]["png"] == str(path)
+    with Image.open(path) as image:
+        assert image.size == (600, 600) and len(np.unique(np.asarray(image.convert("L")))) > 10
     assert all(math.isfinite(out[k]) for k in ("top1", "top5", "loss", "img_s"))
 
 

@@ -75,7 +75,7 @@ class Start:
     default_recipe: Path | None = None  # the recipe used when no RECIPE is given
     default_name: str = ""  # run.name suffix with the default recipe: "<checkpoint>-<suffix>"
     data_in_fewshot_sets: bool = False  # fewshot.datasets name their own sources, so data.source may be empty
-    needs_data: bool = True  # False: the command reads no data set of the recipe's (vit predict)
+    needs_data: bool = True  # False: the command reads no data set of the recipe's (vit predict, vit inspect)
 
     def defaults(self) -> dict:
         return {"model": {"head_init": "zero"}} if self.new_head else {}
@@ -97,6 +97,8 @@ FINETUNE = Start(carried=(), new_head=True, trains_from_it=True, default_recipe=
 EVALUATE = Start(carried=_ALL_BUT_DATA_AND_RUN, new_head=False, trains_from_it=False, data_in_fewshot_sets=True)
 FEWSHOT = EVALUATE
 PREDICT = dataclasses.replace(EVALUATE, needs_data=False)
+# vit inspect draws the weight figures of any checkpoint; only its attention figures need images.
+INSPECT = PREDICT
 
 
 def carried_data(stored: dict | None, new_source: str | None) -> dict:
@@ -192,7 +194,7 @@ def source_name(path: Path) -> str:
 
 def from_checkpoint(source, recipe_path: Path | None, options: tuple[str, ...] | list[str],
                     sets: list[str], start: Start) -> RecipeCfg:
-    """Assemble the recipe of finetune/eval/fewshot from a checkpoint, an optional RECIPE and options."""
+    """Assemble the recipe of finetune/eval/fewshot/inspect from a checkpoint, an optional RECIPE and options."""
     stored = source.recipe or {}
     own: dict = {}  # what the RECIPE file itself says of the model (its bases included): checked, not merged
     if recipe_path is not None:

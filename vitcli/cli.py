@@ -311,8 +311,13 @@ def _train(cfg, out: Optional[Path], resume: bool, sets: list[str], command: str
 @handle_errors
 def eval_cmd(path: EvalRecipeArg = None, from_: FromOpt = ..., data: DataOpt = None, split: SplitOpt = None,
              res: ResOpt = None, weights: WeightsOpt = None, ignore_labels: IgnoreLabelsOpt = False,
-             sets: SetOpt = None, as_json: JsonOpt = False) -> None:
-    """Evaluate a checkpoint: top-1, top-5, loss and per-class accuracy on a split.
+             sets: SetOpt = None,
+             out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for confusion_matrix.png.",
+                                                         show_default=False)] = None,
+             as_json: JsonOpt = False) -> None:
+    """Evaluate a checkpoint: top-1, top-5, loss, per-class recall and precision, confusion matrix.
+
+    --json holds the confusion counts (up to 1000 classes); --out DIR draws them with class names.
 
     The data's class names are matched to the head's: a subset is mapped by name; other names are refused
     unless --ignore-labels.
@@ -320,6 +325,7 @@ def eval_cmd(path: EvalRecipeArg = None, from_: FromOpt = ..., data: DataOpt = N
     [b]Examples[/b]:
       [cyan]vit eval --from runs/demo[/]
       [cyan]vit eval --from runs/cifar10-scratch --data ../shared/data/cifar10 --split test --res 48 --json[/]
+      [cyan]vit eval --from runs/cifar10-scratch --out figures[/]
     """
     from vitcli.engine import jobs
     from vitcli.weights import reader
@@ -327,7 +333,7 @@ def eval_cmd(path: EvalRecipeArg = None, from_: FromOpt = ..., data: DataOpt = N
     source = reader.read(from_)
     options = assembly.recipe_overrides(res, {"data.source": data, "data.eval_split": split}, weights)
     cfg = assembly.from_checkpoint(source, path, options, sets or [], assembly.EVALUATE)
-    results = jobs.evaluate(cfg, source, ignore_labels=ignore_labels)
+    results = jobs.evaluate(cfg, source, ignore_labels=ignore_labels, out=out)
     _ema_note(weights, results)
     emit(results, as_json, tables.eval_table)
 
@@ -438,6 +444,51 @@ def export_cmd(from_: Annotated[str, typer.Argument(
     if result["not_carried"] and is_main_process():
         err_console.print(Text(f"not carried: {result['not_carried']}"))
     emit(result, as_json, f"vit export --format {fmt}")
+
+
+@app.command("inspect")
+@handle_errors
+def inspect_cmd(run: Annotated[Optional[Path], typer.Argument(
+        help="A run directory: its model is inspected and its learning curves drawn.", show_default=False,
+        metavar="RUN")] = None,
+                from_: Annotated[Optional[Path], typer.Option("--from", help="Checkpoint to inspect (default: "
+                                                              "RUN's model).", show_default=False)] = None,
+                data: Annotated[Optional[str], typer.Option(
+                    "--data", help="Data source of the sample images (default: the checkpoint's).",
+                    show_default=False)] = None,
+                split: Annotated[Optional[str], typer.Option("--split", help="Split of the sample images, "
+                                                             "e.g. test[:256].", show_default=False)] = None,
+                images: Annotated[Optional[list[Path]], typer.Option(
+                    "--images", help="Image files for the attention maps. Repeatable.", show_default=False)] = None,
+                samples: Annotated[int, typer.Option("--samples", help="Images the mean attention distance "
+                                                     "is averaged over.")] = 64,
+                out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the PNGs and "
+                                                            "inspection.json. Default: inspect/<name>.",
+                                                            show_default=False)] = None,
+                res: ResOpt = None, weights: WeightsOpt = None, sets: SetOpt = None,
+                as_json: JsonOpt = False) -> None:
+    """Draw what a ViT learned (the paper's Figures 6 and 7) and a run's learning curves.
+
+    Writes embedding_filters.png, posemb_similarity.png, attention_distance.png, attention_maps.png,
+    learning_curves.png (for a RUN) and inspection.json with the numbers behind them.
+
+    [b]Examples[/b]:
+      [cyan]vit inspect runs/cifar10-scratch[/]
+      [cyan]vit inspect --from model.safetensors --images cat.jpg --images dog.png --out figs[/]
+    """
+    from vitcli.engine import jobs
+    from vitcli.weights import reader
+
+    if run is None and from_ is None:
+        raise RecipeError("give a RUN directory or --from CHECKPOINT to inspect")
+    source = reader.read(from_ or run)
+    run_dir = run if run is not None else (from_ if (from_ / "metrics.jsonl").is_file() else None)
+    options = assembly.recipe_overrides(res, {"data.source": data}, weights)
+    cfg = assembly.from_checkpoint(source, None, options, sets or [], assembly.INSPECT)
+    name = (run or from_).resolve().name if (run or from_).is_dir() else (run or from_).stem
+    report = jobs.inspect(cfg, source, Path(out or Path("inspect") / name), run_dir=run_dir, images=images,
+                          split=split, samples=samples)
+    emit(tables.inspect_summary(report), as_json, tables.inspect_table)
 
 
 @app.command("bench")

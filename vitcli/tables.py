@@ -69,7 +69,8 @@ def _res(res: list[int]) -> str:
 
 
 def eval_table(results: dict) -> Table:
-    """`vit eval` results: the summary, then per-class top-1 (the weakest classes first when many)."""
+    """`vit eval` results: the summary, then per-class top-1 and precision (the weakest classes first when
+    many), then where the confusion-matrix PNG went."""
     table = Table(title=escape(f"eval of {results['checkpoint']} ({results['weights']} weights)"),
                   header_style="bold")
     table.add_column("metric")
@@ -88,8 +89,14 @@ def eval_table(results: dict) -> Table:
         shown = sorted(shown, key=lambda item: item[1])[:_PER_CLASS_SHOWN]
         table.caption = f"the {_PER_CLASS_SHOWN} weakest of {len(per_class)} classes; --json lists all"
     table.add_section()
+    precision = results.get("per_class_precision", {})
     for name, acc in shown:
-        table.add_row(escape(f"top-1 {name}"), _pct(acc))
+        p = precision.get(name)
+        table.add_row(escape(f"top-1 {name}"), f"{_pct(acc)}  precision {_pct(p) if p is not None else '-'}")
+    png = (results.get("confusion_matrix") or {}).get("png")
+    if png:
+        table.add_section()
+        table.add_row("confusion matrix", escape(png))
     return table
 
 
@@ -160,3 +167,44 @@ def write_predictions_csv(path, predictions: list[dict], top_k: int) -> None:
     for row in predictions:
         writer.writerow([row["path"], *(v for t in row["top"] for v in (t["label"], f"{t['prob']:.6f}"))])
     atomic_write(Path(path), lambda f: f.write(text.getvalue().encode()))
+
+
+def inspect_summary(report: dict) -> dict:
+    """`vit inspect` results without the big arrays (those stay in inspection.json)."""
+    keep = ("checkpoint", "model", "res", "grid", "patch_pixels", "hybrid", "pool", "weights", "data", "figures",
+            "skipped", "json")
+    summary = {k: report[k] for k in keep if k in report}
+    if "embedding_filters" in report:
+        f = report["embedding_filters"]
+        summary["embedding_filters"] = {"what": f["what"], "explained_variance": f["explained_variance"]}
+    if "posemb_similarity" in report:
+        summary["posemb_similarity"] = report["posemb_similarity"]["mean"]
+    if "attention_distance" in report:
+        d = report["attention_distance"]
+        summary["attention_distance"] = {"images": d["images"], "layer_mean": d["layer_mean"], "pixels": d["pixels"]}
+    return summary
+
+
+def inspect_table(summary: dict) -> Table:
+    """What `vit inspect` wrote, and the numbers that answer the paper's questions at a glance."""
+    table = Table(title=escape(f"inspection of {summary['checkpoint']}"), header_style="bold")
+    table.add_column("item")
+    table.add_column("value")
+    table.add_row("model", escape(f"{summary['model']} at {_res(summary['res'])} px, "
+                                  f"{summary['grid'][0]}x{summary['grid'][1]} patches"
+                                  + (" (ResNet feature-map cells)" if summary["hybrid"] else "")))
+    if "posemb_similarity" in summary:
+        m = summary["posemb_similarity"]
+        table.add_row("position embeddings", f"mean cosine similarity: same row {m['same_row']:.3f}, same column "
+                                             f"{m['same_column']:.3f}, elsewhere {m['elsewhere']:.3f}")
+    if "attention_distance" in summary:
+        d = summary["attention_distance"]
+        shown = ", ".join(f"{v:.1f}" for v in d["layer_mean"])
+        table.add_row("attention distance", f"mean px per layer ({d['images']} images): {shown}")
+    table.add_section()
+    for name, path in summary["figures"].items():
+        table.add_row(name, escape(path))
+    table.add_row("numbers", escape(summary["json"]))
+    for name, reason in summary["skipped"].items():
+        table.add_row(f"skipped {name}", escape(reason))
+    return table

@@ -128,8 +128,9 @@ def model_from(cfg: RecipeCfg, source: reader.Pretrained, log: Reporter, *,
 
 
 def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, ignore_labels: bool = False,
-             log: Reporter | None = None) -> dict:
-    """`vit eval`: top-1/top-5, mean loss and per-class top-1 of a checkpoint on the recipe's eval split.
+             out: Path | None = None, log: Reporter | None = None) -> dict:
+    """`vit eval`: top-1/top-5, mean loss, per-class recall and precision and the confusion matrix of a
+    checkpoint on the recipe's eval split; with `out`, the confusion matrix as a PNG there too.
 
     The data's classes are matched to the head's by name (`labels.align`); `ignore_labels` scores
     data label i as output i instead.
@@ -156,9 +157,28 @@ def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, ignore_labels: bool =
                 "posemb_resampled": resampled, "num_classes": model.num_classes,
                 "labels": _label_match(data, source, ignore_labels),
                 "top1": metrics["top1"], "top5": metrics["top5"], "loss": metrics["loss"],
-                "images": int(metrics["images"]), "img_s": metrics["img_s"], "per_class_top1": evaluator.per_class}
+                "images": int(metrics["images"]), "img_s": metrics["img_s"], "per_class_top1": evaluator.per_class,
+                "per_class_precision": evaluator.per_class_precision,
+                "confusion_matrix": _confusion(evaluator, source, out)}
     finally:
         rt.close()
+
+
+def _confusion(evaluator: ClassificationEvaluator, source: reader.Pretrained, out: Path | None) -> dict | None:
+    """The confusion counts with their class names (the model's own when it stores them), and the PNG."""
+    if evaluator.confusion is None:
+        return None
+    classes = len(evaluator.confusion)
+    names = source.label_names or evaluator.split.class_names or []
+    names = [*names, *map(str, range(len(names), classes))][:classes]
+    result = {"classes": names, "counts": evaluator.confusion}
+    if out is not None:
+        from vitcli.engine.evaluate import figures, inspector
+
+        path = inspector.prepare_out(out) / "confusion_matrix.png"
+        title = f"{evaluator.split.source} [{evaluator.split.split}]"
+        result["png"] = str(figures.confusion_matrix(evaluator.confusion, names, path, title))
+    return result
 
 
 def fewshot(cfg: RecipeCfg, source: reader.Pretrained, *, log: Reporter | None = None) -> dict:
@@ -251,3 +271,49 @@ def weights_file(source: reader.Pretrained, which: str) -> Path:
 
 def _weights_used(cfg: RecipeCfg, source: reader.Pretrained) -> str:
     return "ema" if cfg.eval.weights == "ema" and source.ema is not None else "raw"
+
+
+def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Path | None = None,
+            images: list[Path] | None = None, split: str | None = None, samples: int = 64,
+            log: Reporter | None = None) -> dict:
+    """`vit inspect`: the paper's Figures 6 and 7 for a checkpoint, a run's learning curves, inspection.json.
+
+    Attention distance is averaged over the first `samples` images of the split (or over `images`);
+    the attention maps show `images`, or the first few images of the split.
+    """
+    from vitcli.engine.evaluate import inspection, inspector
+
+    if samples < 1:
+        raise RecipeError(f"--samples {samples}: valid: a positive number of images")
+    if run_dir is not None and not (Path(run_dir) / "metrics.jsonl").is_file():
+        raise RunError(f"RUN {run_dir}: no metrics.jsonl there; give a vit run directory (or only --from CKPT)")
+    rt = Runtime.create(cfg.train.device, "fp32", cfg.train.seed)
+    log = log or Reporter(enabled=rt.is_main)
+    try:
+        model, resampled = model_from(cfg, source, log, need_head=False)
+        model = model.to(rt.device).eval()
+        geom = inspection.geometry(model, cfg.model.res)
+        # Every input is read before anything is written: a bad image or split leaves no half output.
+        shown = inspector.from_files(images, cfg) if images else None
+        data = None
+        if cfg.data.source and (split or not images):
+            data_split = split or cfg.data.eval_split or "test"
+            data = inspector.from_split(cfg, data_split, samples)
+        out = inspector.prepare_out(out)
+        report = {"checkpoint": str(source.path), "model": describe(cfg.model, model.num_classes)["variant"],
+                  "res": list(cfg.model.res), "grid": list(geom.grid), "patch_pixels": list(geom.cell),
+                  "hybrid": geom.hybrid, "pool": cfg.model.pool, "posemb_resampled": resampled,
+                  "weights": _weights_used(cfg, source), "figures": {}, "skipped": {}}
+        if data is not None:
+            report["data"] = {"source": cfg.data.source, "split": data_split}
+        inspector.weights_figures(model, geom, out, report)
+        names = source.label_names or (data.class_names if data else None)
+        inspector.attention_figures(model, geom, data or shown, shown or data, names, out, report)
+        if run_dir is not None:
+            inspector.curves_figure(run_dir, out, report)
+        report["json"] = str(inspector.write(report, out))
+        for key, reason in report["skipped"].items():
+            log.info(f"skipped {key}: {reason}")
+        return report
+    finally:
+        rt.close()

@@ -43,6 +43,19 @@ class MetricsLog:
             files.atomic_write(self.path, lambda f: f.write("".join(r + "\n" for r in kept).encode()))
 
 
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a metrics.jsonl, in order; a line torn by a kill (not a JSON object) is left out."""
+    rows = []
+    for line in files.read_bytes(Path(path)).decode("utf-8", "replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+    return rows
+
+
 def _row(line: str) -> tuple[int, str] | None:
     """(step, "eval" or "train") of a metrics row, or None for a line that is not such a JSON object."""
     try:

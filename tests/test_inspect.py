@@ -1,0 +1,110 @@
+"""`vit inspect` end to end on a tiny trained run: the files it writes, their numbers, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import CLASSES, tiny_recipe
+from PIL import Image
+from typer.testing import CliRunner
+
+from vitcli import recipe
+from vitcli.cli import app
+from vitcli.engine import jobs
+from vitcli.engine.runtime.progress import Reporter
+
+runner = CliRunner()
+FIGURES = ("embedding_filters", "posemb_similarity", "attention_distance", "attention_maps")
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_json(result) -> dict:
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout
+    return json.loads(lines[0])
+
+
+def error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def run(tiny_data, tmp_path_factory):
+    """A 4-step class-token run of the tiny recipe, evaluated every 2 steps."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cfg = recipe.from_data(tiny_recipe(tiny_data, train={"steps": 4, "device": "cpu"},
+                                       data={"eval_split": "test"}, eval={"every": 2}), "test")
+    out = tmp_path_factory.mktemp("inspect") / "run"
+    jobs.train(cfg, out, recipe.to_yaml(cfg), log=Reporter(enabled=False))
+    torch.set_num_threads(before)
+    return out
+
+
+def test_inspect_a_run_writes_every_figure_and_the_numbers(run, tmp_path):
+    summary = one_json(invoke("inspect", run, "--out", tmp_path / "figs", "--samples", 20, "--json"))
+    assert set(summary["figures"]) == {*FIGURES, "learning_curves"} and summary["skipped"] == {}
+    for path in summary["figures"].values():
+        with Image.open(path) as image:
+            assert image.format == "PNG" and len(np.unique(np.asarray(image.convert("L")))) > 10
+    assert summary["grid"] == [4, 4] and summary["patch_pixels"] == [4.0, 4.0] and summary["pool"] == "token"
+    numbers = json.loads((tmp_path / "figs" / "inspection.json").read_text())
+    assert numbers["attention_distance"]["images"] == 20  # --samples of the checkpoint's eval split
+    distance = np.array(numbers["attention_distance"]["pixels"])
+    assert distance.shape == (2, 2) and ((distance > 0) & (distance < 16 * 2 ** 0.5)).all()
+    sim = np.array(numbers["posemb_similarity"]["matrix"])
+    assert sim.shape == (16, 16) and np.allclose(np.diag(sim), 1.0, atol=1e-5) and np.allclose(sim, sim.T)
+    assert len(numbers["embedding_filters"]["components"]) == 28
+    maps = numbers["attention_maps"]
+    assert len(maps) == 8 and maps[0]["image"] == "test[0]" and maps[0]["label"] in CLASSES
+    assert maps[0]["predicted"] in CLASSES and np.array(maps[0]["rollout"]).shape == (4, 4)
+    assert numbers["learning_curves"]["rows"] >= 4  # 4 training rows and 2 evaluations
+
+
+def test_inspect_own_images_at_another_resolution(run, tmp_path):
+    paths = []
+    for i, colour in enumerate([(200, 30, 30), (30, 30, 200)]):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(np.full((20, 28, 3), colour, dtype=np.uint8)).save(path)
+        paths.append(path)
+    summary = one_json(invoke("inspect", "--from", run / "model.safetensors", "--images", paths[0], "--images",
+                              paths[1], "--res", 32, "--out", tmp_path / "figs", "--json"))
+    assert "learning_curves" not in summary["figures"]  # a file has no metrics.jsonl
+    assert summary["grid"] == [8, 8] and summary["res"] == [32, 32]
+    numbers = json.loads((tmp_path / "figs" / "inspection.json").read_text())
+    assert numbers["posemb_resampled"] == "4x4 -> 8x8 (paper)"
+    assert [m["image"] for m in numbers["attention_maps"]] == ["img0.png", "img1.png"]
+    assert numbers["attention_distance"]["images"] == 2  # only the given images: no --data, no --split
+    with Image.open(summary["figures"]["attention_maps"]) as image:
+        assert image.size == (320, 390)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "give a RUN directory or --from"),
+    (("--from", "missing.pt"), "--from missing.pt: no such file"),
+])
+def test_bad_inspect_input_is_one_line(args, message):
+    assert message in error_line(invoke("inspect", *args))
+
+
+def test_an_unreadable_image_is_one_line(run, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    line = error_line(invoke("inspect", "--from", run, "--images", bad, "--out", tmp_path / "figs"))
+    assert f"--images {bad}: cannot be read as an image" in line
+
+
+def test_a_folder_that_is_not_a_run_is_one_line(run, tmp_path):
+    line = error_line(invoke("inspect", tmp_path, "--from", run / "model.safetensors", "--out", tmp_path / "f"))
+    assert "no metrics.jsonl there" in line and not (tmp_path / "f").exists()

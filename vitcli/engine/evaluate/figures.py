@@ -1,0 +1,166 @@
+"""PNG figures of `vit inspect` and `vit eval --out`, drawn with matplotlib's Agg renderer.
+
+Figures are built as `matplotlib.figure.Figure` objects, never through pyplot: there is no global figure
+state and no GUI backend, so drawing works headless and in threads. Every figure has a fixed size in
+inches at `DPI`, so its pixel size is known (tests check it). The numbers come from `inspection.py`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+
+from vitcli.files import atomic_write
+
+DPI = 100
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Write `fig` as a PNG atomically (a crash leaves the old file or none, never half an image)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    atomic_write(Path(path), lambda f: f.write(buffer.getvalue()))
+    return Path(path)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    lo, hi = float(x.min()), float(x.max())
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+
+
+def embedding_filters(components: torch.Tensor, variance: torch.Tensor, what: str, path: Path,
+                      note: str = "") -> Path:
+    """Figure 7 (left): each principal component [3, kh, kw] as an RGB patch, 7 per row."""
+    k = len(components)
+    cols = min(7, k)
+    rows = -(-k // cols)
+    fig = Figure(figsize=(7, 1.1 * rows + 0.9))
+    size = "x".join(map(str, components.shape[2:]))
+    fig.suptitle(f"{what}: first {k} principal components ({size} px RGB)" + (f"\n{note}" if note else ""),
+                 fontsize=9)
+    for i in range(rows * cols):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.set_axis_off()
+        if i < k:
+            ax.imshow(_unit(components[i].permute(1, 2, 0).numpy()), interpolation="nearest")
+            ax.set_title(f"{100 * float(variance[i]):.1f}%", fontsize=7)
+    return save(fig, path)
+
+
+def posemb_similarity(sim: torch.Tensor, path: Path, note: str = "") -> Path:
+    """Figure 7 (centre): for each patch position (row, column), its similarity with every other position.
+
+    The small grids are tiled into one image with a one-pixel gap, so a 24x24 grid is one `imshow`.
+    """
+    rows, cols = sim.shape[:2]
+    mosaic = np.full((rows * (rows + 1) - 1, cols * (cols + 1) - 1), np.nan)
+    for i in range(rows):
+        for j in range(cols):
+            mosaic[i * (rows + 1):i * (rows + 1) + rows, j * (cols + 1):j * (cols + 1) + cols] = sim[i, j].numpy()
+    fig = Figure(figsize=(6, 5.4))
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(mosaic, cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_xticks([j * (cols + 1) + (cols - 1) / 2 for j in range(cols)], [str(j + 1) for j in range(cols)],
+                  fontsize=6)
+    ax.set_yticks([i * (rows + 1) + (rows - 1) / 2 for i in range(rows)], [str(i + 1) for i in range(rows)],
+                  fontsize=6)
+    ax.set_xlabel("input patch column")
+    ax.set_ylabel("input patch row")
+    ax.set_title("Position embedding similarity" + (f"\n{note}" if note else ""), fontsize=9)
+    fig.colorbar(image, ax=ax, label="cosine similarity", shrink=0.8)
+    return save(fig, path)
+
+
+def attention_distance(distance: torch.Tensor, images: int, path: Path, limit: float, note: str = "") -> Path:
+    """Figure 7 (right): one dot per head at its layer's index; `limit` is the image diagonal in pixels."""
+    layers, heads = distance.shape
+    fig = Figure(figsize=(5, 4))
+    ax = fig.add_subplot(1, 1, 1)
+    for h in range(heads):
+        ax.scatter(np.arange(1, layers + 1), distance[:, h].numpy(), s=14, label=f"head {h + 1}")
+    ax.set_xlabel("network depth (layer)")
+    ax.set_ylabel("mean attention distance (pixels)")
+    ax.set_xticks(range(1, layers + 1))
+    ax.set_ylim(0, limit)
+    ax.set_title(f"Mean attention distance over {images} images" + (f"\n{note}" if note else ""), fontsize=9)
+    if heads <= 16:
+        ax.legend(fontsize=6, ncol=2, loc="lower right")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def attention_maps(images: np.ndarray, maps: torch.Tensor, titles: Sequence[str], path: Path,
+                   note: str = "") -> Path:
+    """Figure 6: each input image (uint8 [n, H, W, 3]) above itself weighted by its rollout map.
+
+    Each map is scaled to a maximum of 1 and resized bilinearly to the image, as in the paper's figure.
+    """
+    n = len(images)
+    height, width = images.shape[1:3]
+    masks = F.interpolate(maps[:, None].float(), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+    masks = masks / masks.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
+    fig = Figure(figsize=(1.6 * n, 3.9))
+    fig.suptitle("Attention rollout to the input" + (f"\n{note}" if note else ""), fontsize=9)
+    for i in range(n):
+        top, bottom = fig.add_subplot(2, n, i + 1), fig.add_subplot(2, n, n + i + 1)
+        top.imshow(images[i])
+        top.set_title(titles[i], fontsize=7)
+        bottom.imshow((images[i] * masks[i].clamp(0, 1).numpy()[..., None]).astype(np.uint8))
+        top.set_axis_off()
+        bottom.set_axis_off()
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.78, hspace=0.35)
+    return save(fig, path)
+
+
+def learning_curves(rows: list[dict], path: Path, title: str = "") -> Path:
+    """Training loss, learning rate and evaluation top-1 against the step, from metrics.jsonl rows."""
+    fig = Figure(figsize=(12, 3.6))
+    fig.suptitle(f"Learning curves{f' of {title}' if title else ''}", fontsize=9)
+    panels = [("loss", ["loss"], "training loss"), ("lr", ["lr"], "learning rate"),
+              ("top-1", ["eval/top1", "eval/ema_top1"], "evaluation top-1")]
+    for i, (label, keys, name) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, i + 1)
+        for key in keys:
+            points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, marker="o" if len(points) < 12 else None, markersize=3,
+                        label=key.removeprefix("eval/"))
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.set_title(name, fontsize=9)
+        if i == 2:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def confusion_matrix(counts: Sequence[Sequence[int]], names: Sequence[str], path: Path, title: str = "") -> Path:
+    """Counts of (true class, predicted class); names on the axes up to 40 classes, counts up to 20."""
+    matrix = np.asarray(counts, dtype=np.float64)
+    classes = len(matrix)
+    side = float(min(14, max(6, 0.3 * classes + 2)))
+    fig = Figure(figsize=(side, side))
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(matrix, cmap="Blues", interpolation="nearest")
+    if classes <= 40:
+        ax.set_xticks(range(classes), list(names), rotation=90, fontsize=7)
+        ax.set_yticks(range(classes), list(names), fontsize=7)
+    if classes <= 20:
+        top = matrix.max() or 1.0
+        for t in range(classes):
+            for p in range(classes):
+                ax.text(p, t, f"{int(matrix[t, p])}", ha="center", va="center", fontsize=6,
+                        color="white" if matrix[t, p] > top / 2 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"Confusion matrix{f' ({title})' if title else ''}", fontsize=9)
+    fig.colorbar(image, ax=ax, label="images", shrink=0.8)
+    fig.tight_layout()
+    return save(fig, path)

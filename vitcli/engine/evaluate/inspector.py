@@ -1,0 +1,161 @@
+"""`vit inspect`: a model's Figures 6 and 7 (and a run's learning curves) as PNGs, plus inspection.json.
+
+The numbers come from `inspection.py`, the drawings from `figures.py`; this module picks the images,
+runs the model once over them and writes the files. Every figure that cannot be made for this model or
+input is left out with a one-line reason in `skipped`, never drawn from made-up data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from vitcli import files
+from vitcli.config import RecipeCfg
+from vitcli.data import load_split
+from vitcli.data.transforms import eval_pil_transform, to_batch
+from vitcli.engine.evaluate import figures, inspection
+from vitcli.engine.persistence.metrics_log import read_rows
+from vitcli.errors import DataError, RunError
+
+SHOWN = 8  # images in the attention-map figure when they come from a data split
+
+
+@dataclass
+class Sample:
+    """Images as the model sees them and as a person does, with a caption each."""
+
+    batch: torch.Tensor  # normalised [n, 3, H, W]
+    pixels: np.ndarray  # uint8 [n, H, W, 3] at the model's resolution
+    names: list[str]  # file name or "split[i]"
+    labels: list[str | None]  # class name, when the data says
+    class_names: list[str] | None = None  # of the split the images came from
+
+
+def from_files(paths: Sequence[Path], cfg: RecipeCfg) -> Sample:
+    """`--images FILE...`: each file decoded, resized and cropped as for evaluation."""
+    from PIL import Image, UnidentifiedImageError
+
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                images.append(eval_pil_transform(cfg.data, cfg.model.res)(image.convert("RGB")))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DataError(f"--images {path}: cannot be read as an image ({exc.__class__.__name__}); "
+                            "give PNG, JPEG or another format PIL reads") from None
+    return _sample(images, cfg, [Path(p).name for p in paths], [None] * len(images))
+
+
+def from_split(cfg: RecipeCfg, split: str, count: int) -> Sample:
+    """The first `count` images of a split, in dataset order (so a rerun shows the same images)."""
+    d = cfg.data
+    s = load_split(d.source, split, image_column=d.image_column, label_column=d.label_column,
+                   num_classes=d.num_classes, streaming=d.streaming)
+    rows = itertools.islice(iter(s.dataset), count) if s.num_examples is None else \
+        (s.dataset[i] for i in range(min(count, s.num_examples)))
+    transform = eval_pil_transform(d, cfg.model.res)
+    images, labels = [], []
+    for row in rows:
+        images.append(transform(row[s.image_column]))
+        label = int(row[s.label_column])
+        labels.append(s.class_names[label] if s.class_names else str(label))
+    sample = _sample(images, cfg, [f"{split}[{i}]" for i in range(len(images))], labels)
+    sample.class_names = s.class_names
+    return sample
+
+
+def _sample(images: list, cfg: RecipeCfg, names: list[str], labels: list) -> Sample:
+    return Sample(batch=to_batch(images, cfg.data.norm), pixels=np.stack([np.asarray(i) for i in images]),
+                  names=names, labels=labels)
+
+
+def _note(geom: inspection.Geometry) -> str:
+    if geom.hybrid:
+        return (f"hybrid: a patch is one cell of the ResNet feature map ({geom.grid[0]}x{geom.grid[1]} cells, "
+                f"{geom.cell[0]:g} px each)")
+    return f"{geom.grid[0]}x{geom.grid[1]} patches of {geom.cell[0]:g}x{geom.cell[1]:g} px"
+
+
+def weights_figures(model: nn.Module, geom: inspection.Geometry, out: Path, report: dict) -> None:
+    """Figure 7, left and centre: what the weights alone show."""
+    filters = inspection.embedding_filters(model)
+    note = "a hybrid's patch projection reads ResNet channels, not pixels" if geom.hybrid else ""
+    report["figures"]["embedding_filters"] = str(figures.embedding_filters(
+        filters["components"], filters["explained_variance"], filters["what"], out / "embedding_filters.png", note))
+    report["embedding_filters"] = {"what": filters["what"],
+                                   "explained_variance": filters["explained_variance"].tolist(),
+                                   "components": filters["components"].tolist()}
+    if getattr(model, "pos_embed", None) is None:
+        report["skipped"]["posemb_similarity"] = "the model has no learned position embeddings"
+        return
+    sim = inspection.posemb_similarity(model, geom)
+    report["figures"]["posemb_similarity"] = str(figures.posemb_similarity(sim, out / "posemb_similarity.png",
+                                                                           _note(geom)))
+    report["posemb_similarity"] = {"grid": list(geom.grid), "mean": inspection.row_column_structure(sim),
+                                   "matrix": sim.reshape(geom.patches, geom.patches).tolist()}
+
+
+def attention_figures(model: nn.Module, geom: inspection.Geometry, sample: Sample | None, shown: Sample | None,
+                      class_names: list[str] | None, out: Path, report: dict) -> None:
+    """Figure 7 (right) over `sample`, and Figure 6 on `shown` (the same images when not given apart)."""
+    if sample is None:
+        for key in ("attention_distance", "attention_maps"):
+            report["skipped"][key] = "needs images: give --data SOURCE (and --split) or --images FILE..."
+        return
+    summary = inspection.attention_pass(model, sample.batch, geom)
+    height, width = sample.batch.shape[2:]
+    report["figures"]["attention_distance"] = str(figures.attention_distance(
+        summary.distance, summary.images, out / "attention_distance.png", math.hypot(height, width), _note(geom)))
+    report["attention_distance"] = {"images": summary.images, "from": sample.names[0].partition("[")[0],
+                                    "pixels": summary.distance.tolist(),
+                                    "layer_mean": summary.distance.mean(dim=1).tolist()}
+    if shown is not sample:
+        summary = inspection.attention_pass(model, shown.batch, geom)
+    count = min(len(shown.names), SHOWN if shown is sample else len(shown.names))
+    predicted = [None] * count
+    if summary.logits is not None:
+        predicted = [class_names[i] if class_names and i < len(class_names) else str(i)
+                     for i in summary.logits[:count].argmax(dim=1).tolist()]
+    titles = [f"{label or name}\n-> {pred}" if pred else (label or name)
+              for name, label, pred in zip(shown.names, shown.labels, predicted)]
+    report["figures"]["attention_maps"] = str(figures.attention_maps(
+        shown.pixels[:count], summary.maps[:count], titles, out / "attention_maps.png",
+        ("mean of the patch tokens" if not geom.pooled_by_token else "from the class token") + "; " + _note(geom)))
+    report["attention_maps"] = [{"image": n, "label": lab, "predicted": p, "rollout": m.tolist()}
+                                for n, lab, p, m in zip(shown.names, shown.labels, predicted, summary.maps[:count])]
+
+
+def curves_figure(run_dir: Path, out: Path, report: dict) -> None:
+    """The learning curves of a run directory, from its metrics.jsonl."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = read_rows(path)
+    report["figures"]["learning_curves"] = str(figures.learning_curves(rows, out / "learning_curves.png",
+                                                                       Path(run_dir).name))
+    report["learning_curves"] = {"metrics": str(path), "rows": len(rows)}
+
+
+def prepare_out(out: Path) -> Path:
+    """Create the output folder; one line naming it when it cannot be used."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out}: is a file, not a directory; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"--out {out}: cannot create it ({exc.strerror}); choose another --out") from None
+    return out
+
+
+def write(report: dict, out: Path) -> Path:
+    """inspection.json: every number behind the figures."""
+    path = out / "inspection.json"
+    files.write_json(path, report)
+    return path
