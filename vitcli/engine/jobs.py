@@ -75,8 +75,11 @@ def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: f
             trainer = Trainer(cfg, rt, out, log, resume=resume, recipe_data=recipe_data)
             if resume and rt.is_main:
                 rundir.record(out, recipe_text, recipe_data)  # only now is the resume known to be valid
-            with StopRequest(resume_hint or f"--resume --out {out}") as stop:
-                results = trainer.run(stop)
+            try:
+                with StopRequest(resume_hint or f"--resume --out {out}") as stop:
+                    results = trainer.run(stop)
+            finally:
+                trainer.metrics.close()  # the TensorBoard event file
             # train_examples: the size of the split trained on (a sweep reports what its final model saw).
             summary = {"out": str(out), "steps": trainer.pos.step,
                        "train_examples": trainer.train_split.num_examples, **results,

@@ -1,4 +1,7 @@
-"""`metrics.jsonl`: one JSON object per logged step and per evaluation, appended and fsynced."""
+"""`metrics.jsonl`: one JSON object per logged step and per evaluation, appended and fsynced.
+
+The same rows go to TensorBoard event files in the same folder (`tensorboard.py`).
+"""
 
 from __future__ import annotations
 
@@ -6,19 +9,31 @@ import json
 from pathlib import Path
 
 from vitcli import files
+from vitcli.engine.persistence.tensorboard import TensorBoardLog
 
 
 class MetricsLog:
     """Append-only `metrics.jsonl`; a crash or a full disk loses at most the line being written, whole."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, tensorboard: bool = True):
         self.path = path
+        self.tensorboard = TensorBoardLog(Path(path).parent) if path is not None and tensorboard else None
 
     def write(self, row: dict) -> None:
         """Append one row (no-op on non-main processes, which get path=None)."""
         if self.path is None:
             return
         files.append_line(self.path, json.dumps(row))
+        if self.tensorboard is not None:
+            try:
+                self.tensorboard.write(row)
+            except OSError as exc:
+                raise files.write_error(exc, self.path.parent) from None
+
+    def close(self) -> None:
+        """Close the TensorBoard event file (metrics.jsonl is closed after every row)."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
     def truncate_after(self, step: int, *, rerun_eval: bool = False) -> None:
         """On resume, drop rows logged after the checkpoint so the log matches an uninterrupted run.
@@ -28,6 +43,8 @@ class MetricsLog:
         export), so the row it left is dropped and the log holds each step's evaluation once.
         """
         if self.path is None or not files.check_regular(self.path, follow=False):
+            if self.tensorboard is not None:
+                self.tensorboard.purge_after(step)
             return
         lines = files.read_bytes(self.path).decode("utf-8", "replace").splitlines()
         kept, seen = [], set()
@@ -39,6 +56,11 @@ class MetricsLog:
                 continue
             seen.add(row)
             kept.append(line)
+        if self.tensorboard is not None:
+            # A rerun evaluation at `step` is purged with it; the kept training row of that step is
+            # written again into the new event file, so TensorBoard still shows it, once.
+            again = [json.loads(line) for line in kept if rerun_eval and _row(line) == (step, "train")]
+            self.tensorboard.purge_after(step - 1 if again else step, replay=again)
         if kept != lines:
             files.atomic_write(self.path, lambda f: f.write("".join(r + "\n" for r in kept).encode()))
 
