@@ -32,7 +32,7 @@ def test_posemb_similarity_on_a_non_square_grid(tmp_path):
 
 
 def test_attention_distance(tmp_path):
-    check_png(figures.attention_distance(torch.rand(4, 3) * 20, 16, tmp_path / "d.png", 45.0), (500, 400))
+    check_png(figures.attention_distance(torch.rand(4, 3) * 20, 16, tmp_path / "d.png", 45.0, 16.0), (500, 400))
 
 
 def test_attention_maps_show_the_images_and_their_masks(tmp_path):

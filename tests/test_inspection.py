@@ -71,6 +71,7 @@ def test_uniform_attention_has_the_grids_mean_distance(pool):
     expected = uniform_mean_distance(4, 4, 4.0)
     assert expected == pytest.approx(8.032, abs=1e-3)  # about 2.01 patches of 4 px
     torch.testing.assert_close(summary.distance, torch.full((2, 2), expected), atol=1e-4, rtol=0)
+    assert inspection.uniform_distance(geom) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("pool", ["gap", "token"])

@@ -181,7 +181,8 @@ def inspect_summary(report: dict) -> dict:
         summary["posemb_similarity"] = report["posemb_similarity"]["mean"]
     if "attention_distance" in report:
         d = report["attention_distance"]
-        summary["attention_distance"] = {"images": d["images"], "layer_mean": d["layer_mean"], "pixels": d["pixels"]}
+        summary["attention_distance"] = {"images": d["images"], "uniform_pixels": d["uniform_pixels"],
+                                         "layer_mean": d["layer_mean"], "pixels": d["pixels"]}
     return summary
 
 
@@ -200,7 +201,8 @@ def inspect_table(summary: dict) -> Table:
     if "attention_distance" in summary:
         d = summary["attention_distance"]
         shown = ", ".join(f"{v:.1f}" for v in d["layer_mean"])
-        table.add_row("attention distance", f"mean px per layer ({d['images']} images): {shown}")
+        table.add_row("attention distance", f"mean px per layer ({d['images']} images): {shown} "
+                                            f"(uniform attention: {d['uniform_pixels']:.1f})")
     table.add_section()
     for name, path in summary["figures"].items():
         table.add_row(name, escape(path))

@@ -77,11 +77,14 @@ def posemb_similarity(sim: torch.Tensor, path: Path, note: str = "") -> Path:
     return save(fig, path)
 
 
-def attention_distance(distance: torch.Tensor, images: int, path: Path, limit: float, note: str = "") -> Path:
-    """Figure 7 (right): one dot per head at its layer's index; `limit` is the image diagonal in pixels."""
+def attention_distance(distance: torch.Tensor, images: int, path: Path, limit: float, uniform: float,
+                       note: str = "") -> Path:
+    """Figure 7 (right): one dot per head at its layer's index; `limit` is the image diagonal in pixels,
+    `uniform` the distance of a head that attends to every patch alike (a dashed line)."""
     layers, heads = distance.shape
     fig = Figure(figsize=(5, 4))
     ax = fig.add_subplot(1, 1, 1)
+    ax.axhline(uniform, color="grey", linestyle="--", linewidth=1, label="uniform attention")
     for h in range(heads):
         ax.scatter(np.arange(1, layers + 1), distance[:, h].numpy(), s=14, label=f"head {h + 1}")
     ax.set_xlabel("network depth (layer)")
@@ -91,6 +94,8 @@ def attention_distance(distance: torch.Tensor, images: int, path: Path, limit: f
     ax.set_title(f"Mean attention distance over {images} images" + (f"\n{note}" if note else ""), fontsize=9)
     if heads <= 16:
         ax.legend(fontsize=6, ncol=2, loc="lower right")
+    else:
+        ax.legend(handles=ax.get_lines(), fontsize=6, loc="lower right")
     fig.tight_layout()
     return save(fig, path)
 
@@ -135,8 +140,10 @@ def learning_curves(rows: list[dict], path: Path, title: str = "") -> Path:
         ax.set_xlabel("step")
         ax.set_ylabel(label)
         ax.set_title(name, fontsize=9)
-        if i == 2:
+        if ax.get_lines() and i == 2:
             ax.legend(fontsize=7)
+        elif not ax.get_lines():
+            ax.text(0.5, 0.5, "not logged yet", ha="center", va="center", transform=ax.transAxes, color="grey")
     fig.tight_layout()
     return save(fig, path)
 

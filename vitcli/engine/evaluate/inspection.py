@@ -118,6 +118,11 @@ def pixel_distances(geom: Geometry) -> torch.Tensor:
     return torch.cdist(centres, centres)
 
 
+def uniform_distance(geom: Geometry) -> float:
+    """Mean attention distance of a head that attends to every patch alike: the grid's mean pair distance."""
+    return float(pixel_distances(geom).mean())
+
+
 def attention_distance(probs: torch.Tensor, geom: Geometry, dist: torch.Tensor) -> torch.Tensor:
     """Mean attention distance of each image and head, [batch, heads], in pixels.
 
@@ -184,19 +189,25 @@ def attention_pass(model: nn.Module, images: torch.Tensor, geom: Geometry, chunk
     dist = pixel_distances(geom).to(device)
     sums, maps, logits = None, [], []
     for start in range(0, len(images), chunk):
-        layers: dict[int, torch.Tensor] = {}
-        per_head: dict[int, torch.Tensor] = {}
-
-        def keep(i: int, probs: torch.Tensor) -> None:
-            layers[i] = probs.mean(dim=1)
-            per_head[i] = attention_distance(probs, geom, dist).sum(dim=0)
-
-        with record_attention(model, keep):
-            out = model(images[start:start + chunk].to(device).float())
-        batch = torch.stack([per_head[i] for i in sorted(per_head)]).cpu()
-        sums = batch if sums is None else sums + batch
-        maps.append(rollout_map(rollout(layers[i] for i in sorted(layers)), geom).cpu())
+        distance, layers, out = _record(model, images[start:start + chunk].to(device).float(), geom, dist)
+        sums = distance if sums is None else sums + distance
+        maps.append(rollout_map(rollout(layers), geom).cpu())
         logits.append(out.float().cpu())
     has_head = getattr(model, "num_classes", 0) > 0
     return AttentionSummary(distance=(sums / len(images)).float(), images=len(images), maps=torch.cat(maps),
                             logits=torch.cat(logits) if has_head else None)
+
+
+def _record(model: nn.Module, batch: torch.Tensor, geom: Geometry, dist: torch.Tensor):
+    """One forward: summed distances [layers, heads], head-averaged attention per layer, the output."""
+    layers: dict[int, torch.Tensor] = {}
+    per_head: dict[int, torch.Tensor] = {}
+
+    def keep(i: int, probs: torch.Tensor) -> None:
+        layers[i] = probs.mean(dim=1)
+        per_head[i] = attention_distance(probs, geom, dist).sum(dim=0)
+
+    with record_attention(model, keep):
+        out = model(batch)
+    order = sorted(layers)
+    return torch.stack([per_head[i] for i in order]).cpu(), [layers[i] for i in order], out

@@ -112,10 +112,12 @@ def attention_figures(model: nn.Module, geom: inspection.Geometry, sample: Sampl
         return
     summary = inspection.attention_pass(model, sample.batch, geom)
     height, width = sample.batch.shape[2:]
+    uniform = inspection.uniform_distance(geom)
     report["figures"]["attention_distance"] = str(figures.attention_distance(
-        summary.distance, summary.images, out / "attention_distance.png", math.hypot(height, width), _note(geom)))
+        summary.distance, summary.images, out / "attention_distance.png", math.hypot(height, width), uniform,
+        _note(geom)))
     report["attention_distance"] = {"images": summary.images, "from": sample.names[0].partition("[")[0],
-                                    "pixels": summary.distance.tolist(),
+                                    "uniform_pixels": uniform, "pixels": summary.distance.tolist(),
                                     "layer_mean": summary.distance.mean(dim=1).tolist()}
     if shown is not sample:
         summary = inspection.attention_pass(model, shown.batch, geom)
