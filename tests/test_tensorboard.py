@@ -54,3 +54,12 @@ def test_a_resumed_run_shows_each_step_once_with_the_new_values(tiny_data, tmp_p
     shown = scalars(out)["train/loss"]
     assert [s for s, _ in shown] == [1, 2, 3, 4, 5, 6] == [s for s, _ in losses]
     assert [v for _, v in shown] == pytest.approx([v for _, v in losses], rel=1e-6)
+
+
+def test_a_finished_run_resumed_reruns_its_final_evaluation_once(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_data, out, steps=4)
+    train(tiny_data, out, resume=True, steps=4)  # nothing to train: the final evaluation runs again
+    shown = scalars(out)
+    assert [s for s, _ in shown["eval/top1"]] == [2, 4]
+    assert [s for s, _ in shown["train/loss"]] == [1, 2, 3, 4]  # step 4's training row kept, once
