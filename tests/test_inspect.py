@@ -108,3 +108,17 @@ def test_an_unreadable_image_is_one_line(run, tmp_path):
 def test_a_folder_that_is_not_a_run_is_one_line(run, tmp_path):
     line = error_line(invoke("inspect", tmp_path, "--from", run / "model.safetensors", "--out", tmp_path / "f"))
     assert "no metrics.jsonl there" in line and not (tmp_path / "f").exists()
+
+
+def test_weights_alone_give_the_weight_figures_and_say_what_needs_images(tmp_path):
+    from vitcli.config import ModelCfg
+    from vitcli.models import build_model
+
+    model = build_model(ModelCfg(name="Ti/4", res=(16, 16), width=32, depth=2, heads=2, mlp_dim=64), 4)
+    torch.save(model.state_dict(), tmp_path / "plain.pth")  # a timm state dict: no recipe, no data
+    sets = ["model.name=Ti/4", "model.res=16", "model.width=32", "model.depth=2", "model.heads=2", "model.mlp_dim=64"]
+    args = [a for item in sets for a in ("--set", item)]
+    summary = one_json(invoke("inspect", "--from", tmp_path / "plain.pth", *args, "--out", tmp_path / "f", "--json"))
+    assert set(summary["figures"]) == {"embedding_filters", "posemb_similarity"}
+    assert set(summary["skipped"]) == {"attention_distance", "attention_maps"}
+    assert "--images" in summary["skipped"]["attention_maps"]
