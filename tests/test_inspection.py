@@ -164,3 +164,20 @@ def test_a_hybrid_is_inspected_on_its_feature_map_cells():
     summary = inspection.attention_pass(model, torch.randn(2, 3, 32, 32), geom)
     assert summary.distance.shape == (1, 3) and summary.maps.shape == (2, 2, 2)
     assert bool((summary.distance >= 0).all()) and bool((summary.distance <= 16 * math.sqrt(2) + 1e-6).all())
+
+
+def test_2d_posemb_similarity_and_relative_models():
+    model = tiny("token", posemb="learned_2d")
+    geom = inspection.geometry(model, (16, 16))
+    sim = inspection.posemb_similarity(model, geom)
+    row, col = model.pos_embed_row.detach()[0], model.pos_embed_col.detach()[0]
+    first, other = torch.cat([row[1], col[2]]), torch.cat([row[3], col[0]])
+    assert float(sim[1, 2, 3, 0]) == pytest.approx(float(F.cosine_similarity(first, other, dim=0)), abs=1e-5)
+    relative = tiny("gap", posemb="relative_2d")
+    assert "one per offset" in inspection.posemb_absent(relative)
+    summary = inspection.attention_pass(relative, torch.randn(2, 3, 16, 16), inspection.geometry(relative, (16, 16)))
+    assert summary.distance.shape == (2, 2)  # the relative bias is part of the recorded softmax
+    x = torch.randn(2, 3, 16, 16)
+    with record_attention(relative, lambda i, p: None):
+        recorded = relative(x)
+    torch.testing.assert_close(recorded, relative(x), atol=1e-5, rtol=1e-5)

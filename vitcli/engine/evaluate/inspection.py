@@ -76,12 +76,27 @@ def embedding_filters(model: nn.Module, k: int = FILTERS) -> dict:
             "explained_variance": variance[:k].float()}
 
 
+def posemb_absent(model: nn.Module) -> str | None:
+    """Why the model has no embedding per patch position (None when it has one)."""
+    kind = getattr(model, "posemb", "learned")
+    if kind in ("relative", "relative_2d"):
+        return f"the model's position embedding is {kind}: one per offset between patches, not one per position"
+    if kind == "none" or (kind in ("learned", "sincos2d") and getattr(model, "pos_embed", None) is None):
+        return "the model has no position embeddings"
+    return None
+
+
 def patch_posemb(model: nn.Module, geom: Geometry) -> torch.Tensor:
-    """The learned embeddings of the patch positions, [patches, width] (class token's left out)."""
-    pos = getattr(model, "pos_embed", None)
-    if pos is None:
-        raise ValueError("the model has no learned position embeddings (pos_embed)")
-    return pos.detach().float()[0, -geom.patches:]
+    """The embedding of each patch position, [patches, width] (the class token's left out): the learned
+    or sin-cos table, or the paper's 2-D embedding (row and column halves concatenated)."""
+    reason = posemb_absent(model)
+    if reason:
+        raise ValueError(reason)
+    if getattr(model, "posemb", "learned") == "learned_2d":
+        from vitcli.models.posemb import axes_table
+
+        return axes_table(model.pos_embed_row, model.pos_embed_col).detach().float()[0]
+    return model.pos_embed.detach().float()[0, -geom.patches:]
 
 
 def posemb_similarity(model: nn.Module, geom: Geometry) -> torch.Tensor:

@@ -93,8 +93,9 @@ def weights_figures(model: nn.Module, geom: inspection.Geometry, out: Path, repo
     report["embedding_filters"] = {"what": filters["what"],
                                    "explained_variance": filters["explained_variance"].tolist(),
                                    "components": filters["components"].tolist()}
-    if getattr(model, "pos_embed", None) is None:
-        report["skipped"]["posemb_similarity"] = "the model has no learned position embeddings"
+    absent = inspection.posemb_absent(model)
+    if absent:
+        report["skipped"]["posemb_similarity"] = absent
         return
     sim = inspection.posemb_similarity(model, geom)
     report["figures"]["posemb_similarity"] = str(figures.posemb_similarity(sim, out / "posemb_similarity.png",
