@@ -47,7 +47,7 @@ def run(tiny_data, tmp_path_factory):
     cfg = recipe.from_data(tiny_recipe(tiny_data, train={"steps": 4, "device": "cpu"},
                                        data={"eval_split": "test"}, eval={"every": 2}), "test")
     out = tmp_path_factory.mktemp("inspect") / "run"
-    jobs.train(cfg, out, recipe.to_yaml(cfg), log=Reporter(enabled=False))
+    jobs.train(cfg, out, render=recipe.dump, log=Reporter(enabled=False))
     torch.set_num_threads(before)
     return out
 

@@ -25,7 +25,7 @@ def train(data, out, resume=False, **train):
     cfg = recipe.from_data(tiny_recipe(data, train={"device": "cpu", **train}, data={"eval_split": "test"},
                                        eval={"every": 2}), "test")
     torch.set_num_threads(1)
-    return jobs.train(cfg, out, recipe.to_yaml(cfg), resume=resume, log=Reporter(enabled=False),
+    return jobs.train(cfg, out, resume=resume, log=Reporter(enabled=False), render=recipe.dump,
                       allowed_changes=frozenset({"train.steps"}))
 
 
