@@ -122,3 +122,10 @@ def test_weights_alone_give_the_weight_figures_and_say_what_needs_images(tmp_pat
     assert set(summary["figures"]) == {"embedding_filters", "posemb_similarity"}
     assert set(summary["skipped"]) == {"attention_distance", "attention_maps"}
     assert "--images" in summary["skipped"]["attention_maps"]
+
+
+def test_another_data_source_is_sampled_from_its_own_held_out_split(run, tiny_data, tmp_path):
+    summary = one_json(invoke("inspect", "--from", run, "--data", tiny_data, "--samples", 5, "--out", tmp_path / "f",
+                              "--json"))
+    assert summary["data"] == {"source": str(tiny_data), "split": "test"}
+    assert summary["attention_distance"]["images"] == 5

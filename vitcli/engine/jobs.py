@@ -300,6 +300,8 @@ def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Pa
         shown = inspector.from_files(images, cfg) if images else None
         data = None
         if cfg.data.source and (split or not images):
+            if not split:  # --data names another source: its own held-out split (an 'auto' split)
+                cfg = with_splits(cfg, "eval", log.info)
             data_split = split or cfg.data.eval_split or "test"
             data = inspector.from_split(cfg, data_split, samples)
         out = inspector.prepare_out(out)
