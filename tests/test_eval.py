@@ -103,8 +103,8 @@ def test_known_predictions_give_hand_computed_metrics(known):
     expected_loss = (torch.logsumexp(logits, 0) - logits[:4].mean()).item()  # equal counts per class
     assert out["loss"] == pytest.approx(expected_loss, rel=1e-5)
     assert out["per_class_top1"] == {"red": 0.0, "green": 1.0, "blue": 0.0, "grey": 0.0}
-    # Every image is predicted green: green's precision is 8/32, the others are never predicted.
-    assert out["per_class_precision"] == {"red": None, "green": 0.25, "blue": None, "grey": None}
+    # Every image is predicted green: green's precision is 8/32; the others, never predicted, score 0.
+    assert out["per_class_precision"] == {"red": 0.0, "green": 0.25, "blue": 0.0, "grey": 0.0}
     confusion = out["confusion_matrix"]
     assert confusion["classes"][:4] == CLASSES and len(confusion["classes"]) == len(BIAS)
     expected = [[8 if p == 1 and t < 4 else 0 for p in range(len(BIAS))] for t in range(len(BIAS))]

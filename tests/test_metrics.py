@@ -54,8 +54,8 @@ def test_precision_and_confusion_matrix_by_hand():
     assert confusion[0][0] == 1 and confusion[1][2] == 1 and confusion[5][0] == 1 and confusion[4][0] == 1
     assert sum(map(sum, confusion)) == 4
     # Class 0 was predicted 3 times, right once; class 2 once, wrongly; 1, 4, 5 had images, no predictions.
-    assert meter.per_class_precision(list("abcdef")) == {"a": pytest.approx(1 / 3), "b": None, "c": 0.0,
-                                                         "e": None, "f": None}
+    assert meter.per_class_precision(list("abcdef")) == {"a": pytest.approx(1 / 3), "b": 0.0, "c": 0.0,
+                                                         "e": 0.0, "f": 0.0}
 
 
 def test_no_confusion_matrix_beyond_the_class_limit():

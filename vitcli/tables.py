@@ -89,10 +89,12 @@ def eval_table(results: dict) -> Table:
         shown = sorted(shown, key=lambda item: item[1])[:_PER_CLASS_SHOWN]
         table.caption = f"the {_PER_CLASS_SHOWN} weakest of {len(per_class)} classes; --json lists all"
     table.add_section()
-    precision = results.get("per_class_precision", {})
     for name, acc in shown:
-        p = precision.get(name)
-        table.add_row(escape(f"top-1 {name}"), f"{_pct(acc)}  precision {_pct(p) if p is not None else '-'}")
+        table.add_row(escape(f"top-1 {name}"), _pct(acc))
+    precision = results.get("per_class_precision", {})
+    table.add_section()
+    for name, _ in shown:  # the same classes (0 for one never predicted)
+        table.add_row(escape(f"precision {name}"), _pct(precision.get(name, 0.0)))
     png = (results.get("confusion_matrix") or {}).get("png")
     if png:
         table.add_section()

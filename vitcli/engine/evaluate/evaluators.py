@@ -51,7 +51,7 @@ class ClassificationEvaluator:
     rt: Runtime
     name: str = "classification"
     per_class: dict[str, float] = field(default_factory=dict)  # top-1 (recall) of each class
-    per_class_precision: dict[str, float | None] = field(default_factory=dict)
+    per_class_precision: dict[str, float] = field(default_factory=dict)
     confusion: list[list[int]] | None = None  # [true][predicted] counts of the last run
     progress: Reporter = field(default_factory=_quiet)
 

@@ -155,16 +155,16 @@ class ClassificationMeter:
         correct, total = self._block(0), self._block(1)
         return {names[c]: correct[c].item() / total[c].item() for c in torch.nonzero(total).flatten().tolist()}
 
-    def per_class_precision(self, class_names: list[str] | None = None) -> dict[str, float | None]:
+    def per_class_precision(self, class_names: list[str] | None = None) -> dict[str, float]:
         """Of the images predicted as each class, the fraction that are that class.
 
-        Keyed like `per_class_top1`, for every class that had images or predictions; None for a class
-        that had images but was never predicted (its precision is undefined, not 0).
+        Keyed like `per_class_top1`, for every class that had images or predictions; a class that was
+        never predicted scores 0 (scikit-learn's convention), so every value is a number.
         """
         names = self._names(class_names)
         correct, total, predicted = self._block(0), self._block(1), self._block(2)
         seen = torch.nonzero(total + predicted).flatten().tolist()
-        return {names[c]: correct[c].item() / predicted[c].item() if predicted[c] > 0 else None for c in seen}
+        return {names[c]: correct[c].item() / predicted[c].item() if predicted[c] > 0 else 0.0 for c in seen}
 
     def confusion(self) -> list[list[int]] | None:
         """Counts [true class][predicted class], or None above `CONFUSION_MAX_CLASSES` classes."""
