@@ -3,12 +3,16 @@
 A first SIGTERM or SIGINT only sets a flag that the training loop reads at the next step boundary (a
 checkpoint of a half-applied step would be worthless). A second Ctrl-C means "now": it raises
 KeyboardInterrupt at once, and the last checkpoint on disk is still intact because writes are atomic.
+Work that writes nothing (the final evaluation, after the last checkpoint) runs under `immediately()`:
+there a signal stops at once, since a preempted job has seconds, not the minutes an evaluation may take.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from vitcli.errors import VitError
@@ -29,6 +33,7 @@ class StopRequest:
         self.resume_hint = resume_hint
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
+        self._now: Callable[[], Interrupted] | None = None  # set inside `immediately()`
 
     @property
     def requested(self) -> bool:
@@ -38,6 +43,19 @@ class StopRequest:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
+        if self._now is not None:
+            raise self._now()
+
+    @contextlib.contextmanager
+    def immediately(self, error: Callable[[], Interrupted]):
+        """Inside: a signal (or one that came just before) raises `error()` at once instead of waiting."""
+        if self.requested:
+            raise error()
+        self._now = error
+        try:
+            yield
+        finally:
+            self._now = None
 
     def __enter__(self) -> "StopRequest":
         # Signal handlers can only be installed from the main thread (tests may run fit() elsewhere).

@@ -198,13 +198,13 @@ class Trainer:
         finally:
             self.bar.close()
         self.log.info(f"trained {plural(self.pos.step, 'step')} in {duration(self.train_seconds)}")
-        results = run_evaluators(self.evaluators, self.setup, self.pos.step, self.metrics, self.log,
-                                 final=True)
+        # The last checkpoint comes before the final evaluation, which writes nothing else to resume from:
+        # a signal during it stops at once and the resume evaluates again.
         if self.total > 0 and (cfg.checkpoint_every == 0 or self.pos.step % cfg.checkpoint_every):
             self.save()
-        if stop.requested:  # a signal during the final evaluation: stop now, the resume evaluates again
-            raise stop.exit(reader.latest(self.out) if self.rt.is_main else None, self.pos.step)
-        return results
+        saved = reader.latest(self.out) if self.rt.is_main else None
+        with stop.immediately(lambda: stop.exit(saved, self.pos.step)):
+            return run_evaluators(self.evaluators, self.setup, self.pos.step, self.metrics, self.log, final=True)
 
     def _epoch_batches(self):
         """Yield lists of `accum` micro-batches: one list per optimiser step, from the saved position."""
