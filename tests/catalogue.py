@@ -66,6 +66,7 @@ INPUTS = {
     'label-null': 'Null label in a parquet data set',
     'image-null': 'Null image in a parquet data set',
     'label-huge': 'One label of 2e9 (would build a 2e9-class head)',
+    'imagefolder-whole-tree': '`imagefolder:` pointed at a whole tree (a home directory): refused before any scan',
     'images-corrupt-small-set': 'One corrupt image in a data set of 32 (`max_bad_fraction` on small sets)',
     'parquet-truncated': 'Truncated parquet file',
     'parquet-corrupt': 'Parquet file with scrambled pages',

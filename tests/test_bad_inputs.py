@@ -258,6 +258,12 @@ def _wide_head(c: Ctx) -> Path:
     return c.tmp / "wide.pth"
 
 
+def _deep_tree(c: Ctx) -> Path:
+    """A home directory given as an image folder: folders below <split>/<class>."""
+    (c.tmp / "home" / "me" / "photos" / "2024").mkdir(parents=True)
+    return c.tmp / "home"
+
+
 def _pretrain(c: Ctx, path: Path, *sets: str) -> list[str]:
     args = ["pretrain", str(path), "--out", str(c.out)]
     for item in sets:
@@ -402,6 +408,10 @@ CASES = [
         "img": _images(32), "label": [2_000_000_000 if i == 7 else i % 4 for i in range(32)]})))),
      "data.source '{tmp}/d' split 'train': label column 'label' holds the label 2000000000, which would make a head "
      "of 2000000001 classes (more than 1000000); labels must be class ids 0..K-1"),
+    ("imagefolder-whole-tree", lambda c: _pretrain(c, c.recipe(data={"source": f"imagefolder:{_deep_tree(c)}"})),
+     "data.source 'imagefolder:{tmp}/home': '{tmp}/home/me/photos/2024' is a folder 3 levels down; an image folder "
+     "is PATH/<class>/<image> or PATH/<split>/<class>/<image>: point imagefolder: at the folder that holds the "
+     "class (or split) folders"),
     ("images-corrupt-small-set", lambda c: _pretrain(c, c.recipe(**_no_eval(
         _parquet(c.tmp / "d", {"img": _images(32, {9}), "label": [i % 4 for i in range(32)]})))),
      "data.source '{tmp}/d' split 'train': 1 of 32 images seen could not be decoded, more than "

@@ -111,6 +111,19 @@ def test_imagefolder(tmp_path):
         load_split(f"imagefolder:{tmp_path / 'nope'}", "train")
 
 
+def test_imagefolder_with_split_folders_loads_but_a_deeper_tree_is_refused_unscanned(tmp_path, monkeypatch):
+    for split, name in (("train", "cat"), ("train", "dog"), ("test", "cat"), ("test", "dog")):
+        (tmp_path / "pets" / split / name).mkdir(parents=True)
+        _images(1)[0].save(tmp_path / "pets" / split / name / "0.png")
+    assert load_split(f"imagefolder:{tmp_path / 'pets'}", "test").num_examples == 2
+    # A home directory: folders below <split>/<class>. datasets would walk all of it; nothing may.
+    (tmp_path / "home" / "me" / "photos" / "2024" / "trip").mkdir(parents=True)
+    _images(1)[0].save(tmp_path / "home" / "me" / "photos" / "2024" / "trip" / "0.png")
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("datasets was asked to scan"))
+    with pytest.raises(DataError, match=r"3 levels down; an image folder is PATH/<class>/<image>"):
+        load_split(f"imagefolder:{tmp_path / 'home'}", "train")
+
+
 @pytest.mark.skipif(not CIFAR10.is_dir(), reason="shared CIFAR-10 copy not present")
 def test_cifar10_shared_copy():
     split = load_split(str(CIFAR10), "test", streaming=True)  # streaming: no preparation, fast
