@@ -83,11 +83,11 @@ def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: f
             # train_examples: the size of the split trained on (a sweep reports what its final model saw).
             summary = {"out": str(out), "steps": trainer.pos.step,
                        "train_examples": trainer.train_split.num_examples, **results,
-                       "train_s": round(trainer.train_seconds, 1)}
+                       "train_s": round(trainer.train_seconds, 3)}
             weights = trainer.setup.raw_state_dict()  # a collective under FSDP: every rank calls it
             if rt.is_main:
                 export(out, trainer.setup, recipe_data, weights, trainer.label_names, log.info)
-                summary.update(wall_s=round(time.monotonic() - started, 1), date=date, vit_version=__version__,
+                summary.update(wall_s=round(time.monotonic() - started, 3), date=date, vit_version=__version__,
                                command=command)
                 files.write_json(out / "results.json", summary)
                 log.info(f"saved {out}/model.safetensors (and results.json, metrics.jsonl, checkpoints/)")
