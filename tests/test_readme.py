@@ -8,6 +8,7 @@ Commands anyone adds to the README's console blocks are picked up the same way.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -105,6 +106,9 @@ def test_output_shapes_ignore_numbers_and_table_widths_but_not_words():
 
 def test_the_readme_tour_runs_as_written_with_short_training(tmp_path):
     run_tour(tmp_path, ["--set", "train.steps=3", "--set", "schedule.warmup_steps=1"])
+    # A real process: results.json records the command line exactly as the user gave it.
+    saved = json.loads((tmp_path / "tour" / "runs" / "demo" / "results.json").read_text())
+    assert saved["command"] == "vit pretrain demo --set train.steps=3 --set schedule.warmup_steps=1"
 
 
 @pytest.mark.slow

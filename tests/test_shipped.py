@@ -113,7 +113,9 @@ def test_a_default_run_says_where_it_is_and_records_time_date_version_and_comman
     assert result.stderr.splitlines()[0] == "run directory: runs/tiny"
     saved = json.loads((folder / "runs/tiny/results.json").read_text())
     assert saved["vit_version"] == __version__
-    assert saved["command"].startswith("vit ")  # the process's own argv: test_readme checks it in a real run
+    # The process's own argv: in-process that is pytest's (empty under a bare `python -m pytest`), so only
+    # the program name is checked here; test_readme checks the whole command in a real run.
+    assert saved["command"].split(" ")[0] == "vit"
     assert saved["date"].endswith("+00:00") and saved["date"][:4].isdigit()
     assert 0 < saved["train_s"] <= saved["wall_s"]
     assert isinstance(saved["images"], int) and saved["images"] == 32
