@@ -254,11 +254,14 @@ def _hub(source: str, split: str, streaming: bool):
     except Exception as e:
         if not _is_unavailable(e):
             raise
-        raise DataError(
-            f"data.source: cannot load {source!r} from the Hugging Face hub (offline or not found); "
-            "download it where you have internet, or point data.source at a local copy "
-            "(a directory of parquet/arrow files or imagefolder:PATH)"
-        ) from e
+        raise hub_unavailable(source) from e
+
+
+def hub_unavailable(source: str) -> DataError:
+    """The one line for a hub id that cannot be reached or does not exist (shared with split listing)."""
+    return DataError(f"data.source: cannot load {source!r} from the Hugging Face hub (offline or not found); "
+                     "download it where you have internet, or point data.source at a local copy "
+                     "(a directory of parquet/arrow files or imagefolder:PATH)")
 
 
 def _is_unavailable(e: Exception) -> bool:

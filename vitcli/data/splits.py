@@ -17,7 +17,7 @@ import datasets
 
 from vitcli import hub
 from vitcli.data import source as _source
-from vitcli.errors import DataError, one_of
+from vitcli.errors import DataError
 
 _EVAL_NAMES = ("test", "validation", "val", "valid", "eval")
 _TRAIN_NAMES = ("train", "training")
@@ -100,8 +100,4 @@ def _hub_names(source: str) -> list[str]:
     except Exception as e:
         if not (_source._is_unavailable(e) or isinstance(e, (ValueError, datasets.exceptions.DatasetsError))):
             raise
-        raise DataError(
-            f"data.source: cannot load {source!r} from the Hugging Face hub (offline or not found); "
-            "download it where you have internet, or point data.source at a local copy "
-            "(a directory of parquet/arrow files or imagefolder:PATH)"
-        ) from e
+        raise _source.hub_unavailable(source) from e
