@@ -24,7 +24,7 @@ import numpy as np
 import timm
 import torch
 
-from vitcli.config import DataCfg
+from vitcli.recipe.config import DataCfg
 from vitcli.data import load_split
 from vitcli.engine.evaluate.evaluators import ClassificationEvaluator
 from vitcli.engine.evaluate.fewshot import extract_features

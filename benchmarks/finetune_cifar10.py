@@ -63,7 +63,7 @@ class Bench:
 
 def matched_steps(run: Path, steps_48: int) -> int:
     """Steps at 32 px that cost the multiply-adds of `steps_48` steps at 48 px (same batch)."""
-    from vitcli.config import ModelCfg
+    from vitcli.recipe.config import ModelCfg
     from vitcli.models import macs, resolve_variant
 
     desc = json.loads((run / "config.json").read_text())["vit_model"]

@@ -216,7 +216,7 @@ def section_batch(plan: Plan, budget: Budget, emit) -> None:
 
 def section_loader(plan: Plan, budget: Budget, emit, work: Path) -> None:
     """Loader images/s alone (several worker counts) and a short real run fed by it."""
-    from vitcli.config import DataCfg
+    from vitcli.recipe.config import DataCfg
     from vitcli.data import load_split, train_loader
 
     folder = make_jpegs(work / "jpegs", plan.loader_images, plan.loader_size)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from vitcli import recipe
-from vitcli.config import ModelCfg
+from vitcli.recipe.config import ModelCfg
 from vitcli.engine.runtime.process import Runtime
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.train.bench import matmul_peak

@@ -12,8 +12,9 @@ import yaml
 from conftest import tiny_recipe
 from typer.testing import CliRunner
 
-from vitcli import assembly, recipe, schema
-from vitcli.assembly import Layers
+from vitcli import recipe
+from vitcli.recipe import assembly, schema
+from vitcli.recipe.assembly import Layers
 from vitcli.cli import app
 from vitcli.errors import RecipeError
 from vitcli.weights.reader import Pretrained

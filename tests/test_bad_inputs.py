@@ -94,7 +94,7 @@ def _npz(c: Ctx, drop: tuple[str, ...]) -> Path:
     """A Google .npz of a tiny ViT (vit_jax array names), without the arrays in `drop`."""
     from foreign import write_npz
 
-    from vitcli.config import ModelCfg
+    from vitcli.recipe.config import ModelCfg
     from vitcli.models import build_model
 
     model = build_model(ModelCfg(name="Ti/4", res=(16, 16), width=32, depth=1, heads=2, mlp_dim=64), 3)

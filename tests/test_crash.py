@@ -322,7 +322,7 @@ def test_latest_falls_back_to_the_newest_complete_checkpoint(tmp_path):
 
 
 def test_resume_removes_temp_files_and_torn_metrics_lines(tiny_data, tmp_path):
-    from vitcli import schema
+    from vitcli.recipe import schema
     from vitcli.engine.persistence import rundir
 
     cfg, out = nan_cfg(tiny_data, "train.steps=2"), tmp_path / "run"

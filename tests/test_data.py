@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitcli.config import DataCfg
+from vitcli.recipe.config import DataCfg
 from vitcli.data import (
     ShardedSampler,
     eval_loader,

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from vitcli import recipe
 from vitcli.cli import app
-from vitcli.config import ModelCfg
+from vitcli.recipe.config import ModelCfg
 from vitcli.engine import jobs
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.models import build_model

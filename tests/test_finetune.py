@@ -19,7 +19,8 @@ from rich.console import Console
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from vitcli import assembly, recipe
+from vitcli import recipe
+from vitcli.recipe import assembly
 from vitcli.cli import app
 from vitcli.engine import jobs
 from vitcli.engine.runtime.progress import Reporter

@@ -111,7 +111,7 @@ def test_a_folder_that_is_not_a_run_is_one_line(run, tmp_path):
 
 
 def test_weights_alone_give_the_weight_figures_and_say_what_needs_images(tmp_path):
-    from vitcli.config import ModelCfg
+    from vitcli.recipe.config import ModelCfg
     from vitcli.models import build_model
 
     model = build_model(ModelCfg(name="Ti/4", res=(16, 16), width=32, depth=2, heads=2, mlp_dim=64), 4)

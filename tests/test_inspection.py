@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitcli.config import ModelCfg
+from vitcli.recipe.config import ModelCfg
 from vitcli.engine.evaluate import inspection
 from vitcli.models import build_model
 from vitcli.models.attention import record_attention

@@ -11,7 +11,7 @@ import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vitcli.config import ModelCfg
+from vitcli.recipe.config import ModelCfg
 from vitcli.errors import RecipeError
 from vitcli.models import (
     Variant,

@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_recipe
 from test_train import QUIET, Interrupted, assert_same, cfg_of, run_trainer, train
 
-from vitcli.config import ModelCfg
+from vitcli.recipe.config import ModelCfg
 from vitcli.data.transforms import norm_stats
 from vitcli.engine.train.objectives import MaskedPatch
 from vitcli.errors import RecipeError
@@ -147,7 +147,7 @@ def test_unlabelled_image_folder_trains(tmp_path):
 
 
 def test_finetune_and_fewshot_from_an_mpp_run(tiny_data, tmp_path):
-    from vitcli import assembly
+    from vitcli.recipe import assembly
     from vitcli.engine import jobs
     from vitcli.weights import reader
 

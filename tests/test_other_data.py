@@ -17,8 +17,9 @@ from conftest import CLASSES, make_images, tiny_recipe
 from PIL import Image
 from test_eval import error_line, invoke, one_json
 
-from vitcli import assembly, recipe
-from vitcli.config import AUTO
+from vitcli import recipe
+from vitcli.recipe import assembly
+from vitcli.recipe.config import AUTO
 from vitcli.data.splits import choose
 from vitcli.engine import jobs
 from vitcli.engine.runtime.progress import Reporter

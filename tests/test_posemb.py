@@ -8,7 +8,7 @@ import torch
 from scipy import ndimage
 from timm.layers import resample_abs_pos_embed
 
-from vitcli.config import ModelCfg
+from vitcli.recipe.config import ModelCfg
 from vitcli.errors import CheckpointError
 from vitcli.models import build_model, resample_posemb
 from vitcli.weights.fit import load_weights

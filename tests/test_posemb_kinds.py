@@ -8,7 +8,7 @@ import pytest
 import timm
 import torch
 
-from vitcli.config import ModelCfg
+from vitcli.recipe.config import ModelCfg
 from vitcli.errors import RecipeError
 from vitcli.models import build_model, describe
 from vitcli.models import posemb as pe
@@ -160,8 +160,8 @@ def test_kinds_skip_weight_decay_and_bad_widths_are_named():
 def test_export_says_in_one_line_when_timm_cannot_rebuild_the_model(tmp_path):
     from types import SimpleNamespace
 
-    from vitcli import schema
-    from vitcli.config import RecipeCfg
+    from vitcli.recipe import schema
+    from vitcli.recipe.config import RecipeCfg
     from vitcli.weights.export import export
 
     for kind, expect_line in (("relative", True), ("sincos2d", False)):

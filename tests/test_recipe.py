@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from vitcli import recipe
-from vitcli.config import TrainCfg, resolve_steps
+from vitcli.recipe.config import TrainCfg, resolve_steps
 from vitcli.errors import RecipeError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def test_shipped_recipe_header_names_a_runnable_command_and_its_expected_result(
 
     import typer
 
-    from vitcli import assembly
+    from vitcli.recipe import assembly
     from vitcli.cli import app
 
     header = _header(path)

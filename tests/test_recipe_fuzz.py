@@ -25,7 +25,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from vitcli import recipe  # noqa: E402
 from vitcli.cli import app  # noqa: E402
-from vitcli.config import RecipeCfg  # noqa: E402
+from vitcli.recipe.config import RecipeCfg  # noqa: E402
 from vitcli.errors import VitError  # noqa: E402
 
 TIME_BUDGET_S = 5.0  # one check of one recipe, on a loaded 2-core machine: seconds at worst, never minutes
@@ -92,7 +92,7 @@ def _engine_takes(cfg) -> None:
     import numpy as np
     import torch
 
-    from vitcli.config import resolve_steps
+    from vitcli.recipe.config import resolve_steps
     from vitcli.data.transforms import eval_transform, mixup_fn, train_transform
     from vitcli.engine.train import optim
     from vitcli.errors import VitError

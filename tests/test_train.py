@@ -97,7 +97,7 @@ class StopAt(StopRequest):
 
 
 def run_trainer(cfg, out, resume=False, stop_at=None):
-    from vitcli import schema
+    from vitcli.recipe import schema
     from vitcli.engine.persistence import rundir
 
     rt = Runtime.create("cpu", cfg.train.precision, cfg.train.seed)

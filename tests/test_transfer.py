@@ -12,7 +12,8 @@ from conftest import tiny_recipe
 from rich.console import Console
 from typer.testing import CliRunner
 
-from vitcli import assembly, recipe, transfer
+from vitcli import recipe
+from vitcli.recipe import assembly, transfer
 from vitcli.cli import app
 from vitcli.engine import jobs
 from vitcli.engine.runtime.progress import Reporter
@@ -33,7 +34,7 @@ def pre(tiny_data, tmp_path_factory) -> Path:
     cfg = recipe.from_data(tiny_recipe(tiny_data), "t", ["train.steps=2"])
     jobs.train(cfg, out, render=recipe.dump, log=Reporter(enabled=False))
     return out
-SCRATCH = assembly.RECIPES / "cifar10" / "scratch.yaml"  # gives train.epochs
+SCRATCH = recipe.SHIPPED / "cifar10" / "scratch.yaml"  # gives train.epochs
 
 
 @pytest.mark.parametrize("source, name", [

@@ -14,9 +14,9 @@ import torch
 from foreign import randomise, write_npz
 from typer.testing import CliRunner
 
-from vitcli import assembly
+from vitcli.recipe import assembly
 from vitcli.cli import app
-from vitcli.config import ModelCfg
+from vitcli.recipe.config import ModelCfg
 from vitcli.engine import jobs
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.train.model_setup import init_model

@@ -24,7 +24,7 @@ import torch
 from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader, get_worker_info
 
-from vitcli.config import DataCfg, Res
+from vitcli.recipe.config import DataCfg, Res
 from vitcli.data.checks import check_labels, raise_label
 from vitcli.data.images import DECODE_ERRORS
 from vitcli.data.sampler import Batches, ShardedSampler, mix_seed, seeded

@@ -23,7 +23,7 @@ from timm.data.transforms import ResizeKeepRatio
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from vitcli.config import DataCfg, Res
+from vitcli.recipe.config import DataCfg, Res
 from vitcli.data.images import to_rgb
 from vitcli.errors import DataError
 

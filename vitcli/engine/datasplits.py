@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Literal
 
-from vitcli.config import AUTO, RecipeCfg
+from vitcli.recipe.config import AUTO, RecipeCfg
 from vitcli.data.splits import default_splits
 from vitcli.errors import DataError, one_of
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from vitcli import __version__, files, schema
-from vitcli.config import RecipeCfg
+from vitcli import __version__, files
+from vitcli.recipe import schema
+from vitcli.recipe.config import RecipeCfg
 from vitcli.engine.datasplits import with_splits
 from vitcli.engine.evaluate.evaluators import (
     ClassificationEvaluator,

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from vitcli.config import ModelCfg, Res
+from vitcli.recipe.config import ModelCfg, Res
 from vitcli.errors import RecipeError, did_you_mean
 
 

@@ -17,7 +17,7 @@ from timm.models.resnetv2 import ResNetV2
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from vitcli.config import ModelCfg
+from vitcli.recipe.config import ModelCfg
 from vitcli.errors import RecipeError
 from vitcli.models import posemb as pe
 from vitcli.models.attention import Attention

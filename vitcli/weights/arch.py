@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from vitcli.config import ModelCfg
+from vitcli.recipe.config import ModelCfg
 from vitcli.errors import CheckpointError, RecipeError
 from vitcli.models import describe
 from vitcli.models.variants import FAMILIES, R50_LAYERS, resolve_variant

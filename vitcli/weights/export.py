@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vitcli.config import DataCfg
+from vitcli.recipe.config import DataCfg
 from vitcli.files import write_json
 from vitcli.models.masked import is_pretraining_key
 from vitcli.models.posemb import TIMM_KINDS

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from vitcli import formats
-from vitcli.config import DataCfg, FewshotCfg, RecipeCfg
+from vitcli.recipe.config import DataCfg, FewshotCfg, RecipeCfg
 from vitcli.data import Split, eval_loader, load_split
 from vitcli.data.checks import check_labels, class_counts
 from vitcli.engine.evaluate.fewshot import check_shots, extract_features, fewshot_eval

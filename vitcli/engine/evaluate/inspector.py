@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from vitcli import files
-from vitcli.config import RecipeCfg
+from vitcli.recipe.config import RecipeCfg
 from vitcli.data import load_split
 from vitcli.data.transforms import eval_pil_transform, to_batch
 from vitcli.engine.evaluate import figures, inspection

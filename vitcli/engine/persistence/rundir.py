@@ -103,7 +103,7 @@ def _check_place(out: Path, resume: bool) -> None:
 def _with_defaults(old: dict, saved: Path) -> dict:
     """A stored recipe with the keys added to vit since it was written filled in at their defaults, so
     a run from an older version resumes; one that no longer parses is compared as it is."""
-    from vitcli import schema
+    from vitcli.recipe import schema
     from vitcli.errors import VitError
 
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from vitcli.config import TrainCfg
+from vitcli.recipe.config import TrainCfg
 from vitcli.engine.runtime.process import Runtime
 
 

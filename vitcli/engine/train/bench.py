@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from vitcli.config import RecipeCfg, Res
+from vitcli.recipe.config import RecipeCfg, Res
 from vitcli.engine.runtime.process import Runtime
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.train.step import TrainStep

@@ -20,7 +20,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from vitcli.config import RecipeCfg
+from vitcli.recipe.config import RecipeCfg
 from vitcli.engine.runtime.parallel import wrap
 from vitcli.engine.runtime.process import Runtime
 from vitcli.engine.runtime.progress import Reporter

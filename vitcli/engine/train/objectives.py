@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitcli.config import RecipeCfg
+from vitcli.recipe.config import RecipeCfg
 from vitcli.data import mixup_fn
 from vitcli.data.transforms import norm_stats
 from vitcli.models import masked, resolve_variant

@@ -8,7 +8,7 @@ import re
 import torch
 from torch import nn
 
-from vitcli.config import OptimCfg, ScheduleCfg
+from vitcli.recipe.config import OptimCfg, ScheduleCfg
 from vitcli.errors import RecipeError
 from vitcli.models import param_groups_no_decay
 

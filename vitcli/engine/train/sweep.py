@@ -21,8 +21,9 @@ from pathlib import Path
 
 from rich.table import Table
 
-from vitcli import files, formats, schema, transfer
-from vitcli.config import RecipeCfg, SweepCfg
+from vitcli import files, formats
+from vitcli.recipe import schema, transfer
+from vitcli.recipe.config import RecipeCfg, SweepCfg
 from vitcli.engine import jobs
 from vitcli.engine.datasplits import with_splits
 from vitcli.engine.persistence import rundir

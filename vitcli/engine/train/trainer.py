@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from vitcli import schema, transfer
-from vitcli.config import RecipeCfg, resolve_steps
+from vitcli.recipe import schema, transfer
+from vitcli.recipe.config import RecipeCfg, resolve_steps
 from vitcli.data import load_split, train_loader
 from vitcli.data.checks import check_labels
 from vitcli.engine.datasplits import with_splits

@@ -8,7 +8,7 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
-from vitcli import schema
+from vitcli.recipe import schema
 from vitcli.errors import RecipeError, VitError
 from vitcli.formats import percent, plural
 from vitcli.models.variants import count_params, grid, macs, seq_len, zoo

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vitcli import files, recipe
-from vitcli.config import AUTO, EvalCfg, ModelCfg, RecipeCfg
+from vitcli.recipe.config import AUTO, EvalCfg, ModelCfg, RecipeCfg
 from vitcli.errors import CheckpointError, RecipeError, RunError
 from vitcli.models.variants import resolve_variant
+from vitcli.recipe.shipped import SHIPPED
 
 # Lowest priority first; each layer's keys win over every layer above it in this list. The dict layers
 # are deep-merged (mappings merge, lists are replaced); `options` and `sets` are KEY=VALUE items applied
@@ -34,8 +35,7 @@ PRECEDENCE = (
 
 # Model fields that define the architecture: they come from the checkpoint when it records them.
 _ARCH_KEYS = ("name", "width", "depth", "heads", "mlp_dim", "patch", "pool", "representation_size", "posemb")
-RECIPES = Path(__file__).resolve().parent / "recipes"  # shipped as package data: found after any install
-FINETUNE_DEFAULT = RECIPES / "finetune" / "default.yaml"
+FINETUNE_DEFAULT = SHIPPED / "finetune" / "default.yaml"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Callable
 
-from vitcli.config import RecipeCfg
+from vitcli.recipe.config import RecipeCfg
 from vitcli.errors import RecipeError, VitError, one_of
 
 MAX_TOKENS = 65536  # patches per image (e.g. 4096x4096 at patch 16); more cannot train or infer in memory

@@ -12,7 +12,7 @@ import types
 import typing
 from typing import Any, Literal, Union
 
-from vitcli.config import RecipeCfg
+from vitcli.recipe.config import RecipeCfg
 from vitcli.errors import RecipeError, did_you_mean, one_of
 
 _NONE = type(None)

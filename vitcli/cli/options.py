@@ -1,0 +1,49 @@
+"""Options shared by several commands, declared once as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+RecipeArg = Annotated[Path, typer.Argument(
+    help="Recipe YAML file, or the name of a shipped recipe (vit recipe list), e.g. demo or cifar10/scratch.",
+    show_default=False, metavar="RECIPE")]
+FinetuneRecipeArg = Annotated[Optional[Path], typer.Argument(
+    help="Recipe YAML file or shipped recipe name (optional); default: finetune/default, the paper's "
+    "fine-tuning settings, on the checkpoint's own data.", show_default=False, metavar="RECIPE")]
+EvalRecipeArg = Annotated[Optional[Path], typer.Argument(
+    help="Recipe YAML file or shipped recipe name (optional); default: the checkpoint's own recipe.",
+    show_default=False, metavar="RECIPE")]
+BenchRecipeArg = Annotated[Optional[Path], typer.Argument(
+    help="Recipe YAML file or shipped recipe name (optional); default: --model with default settings.",
+    show_default=False, metavar="RECIPE")]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", "-s", metavar="KEY=VALUE", help="Override a recipe field, e.g. optim.lr=3e-3, "
+    "fewshot.shots=[1,5] or fewshot.datasets[0].source=PATH. Repeatable.", show_default=False)]
+OutOpt = Annotated[Optional[Path], typer.Option(
+    "--out", "-o", help="Run directory. Default: runs/<run.name> (the recipe's name), or runs/<run.name>-2, "
+    "-3, ... when taken; with --resume, runs/<run.name>.", show_default=False)]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
+FromOpt = Annotated[str, typer.Option(
+    "--from", help="Weights: a vit run directory or checkpoint (.pt); a timm or Hugging Face ViT folder "
+    "(config.json + weights) or file (.safetensors/.pth/.bin); a Google .npz (ViT-B_16.npz, AugReg); or a hub "
+    "name: hf-hub:ORG/NAME, timm:ARCH.TAG.", show_default=False)]
+ResOpt = Annotated[Optional[str], typer.Option(
+    "--res", help="Resolution, e.g. 384 or 384x256; position embeddings are resampled.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object with the results on stdout.")]
+NoRetrainOpt = Annotated[bool, typer.Option(
+    "--no-retrain", help="lr sweep: keep the minival winner instead of retraining it on the whole train split "
+    "(cheaper; not the paper's protocol).")]
+WeightsOpt = Annotated[Optional[str], typer.Option(
+    "--weights", help="ema or raw: which weights of the checkpoint (eval, fewshot, predict: default the "
+    "recipe's eval.weights, ema).", show_default=False)]
+DataOpt = Annotated[Optional[str], typer.Option(
+    "--data", help="Data source instead of the checkpoint's (hub id, local dir, imagefolder:PATH); its own "
+    "splits are used unless --split names one.", show_default=False)]
+SplitOpt = Annotated[Optional[str], typer.Option(
+    "--split", help="Split expression to score, e.g. test or train[98%:]. Default: the data's test, else "
+    "validation split.", show_default=False)]
+IgnoreLabelsOpt = Annotated[bool, typer.Option(
+    "--ignore-labels", help="Score data label i as the head's output i, even where the class names differ.")]
