@@ -19,7 +19,7 @@ from pathlib import Path
 
 from vitcli import recipe
 from vitcli.data import load_split, train_loader
-from vitcli.data import loader as loader_module
+from vitcli.data import readers
 from vitcli.engine.train.bench import bench
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="model training steps timed per case")
     args = p.parse_args()
     if args.path == "pil":
-        loader_module._CACHE_BYTES = 0  # every data set takes the per-image path
+        readers.CACHE_BYTES = 0  # every data set takes the per-image path
     print(json.dumps({"path": args.path, **case("digits (demo)", "recipes/demo.yaml", None, None,
                                                  args.epochs, args.steps)}), flush=True)
     if not CIFAR10.exists():

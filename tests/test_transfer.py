@@ -1,4 +1,4 @@
-"""The paper's per-data-set transfer settings (vitcli/transfer.py) and training lengths given by override."""
+"""The paper's per-data-set transfer settings (vitcli/recipe/transfer.py) and training lengths given by override."""
 
 from __future__ import annotations
 

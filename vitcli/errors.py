@@ -42,3 +42,11 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 def one_of(choices: Iterable[str]) -> str:
     """Format valid choices for an error message."""
     return ", ".join(repr(c) if isinstance(c, str) else str(c) for c in choices)
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none), control characters as '?':
+    parsers quote the raw bytes they met, and a user's error is one printable line."""
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return "".join(ch if ch.isprintable() else "?" for ch in line)

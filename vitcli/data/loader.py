@@ -14,27 +14,21 @@ from __future__ import annotations
 
 import logging
 import os
-import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
 
-import datasets
-import numpy as np
 import torch
 from datasets.distributed import split_dataset_by_node
-from torch.utils.data import DataLoader, get_worker_info
+from torch.utils.data import DataLoader
 
 from vitcli.recipe.config import DataCfg, Res
 from vitcli.data.checks import check_labels, raise_label
-from vitcli.data.images import DECODE_ERRORS
-from vitcli.data.sampler import Batches, ShardedSampler, mix_seed, seeded
+from vitcli.data.sampler import Batches, ShardedSampler
+from vitcli.data.readers import CachedReader, Decoder, MapReader, StreamReader, cached
 from vitcli.data.source import Split
 from vitcli.data.transforms import (
     TensorPipeline,
     eval_pil_transform,
     eval_tensor_pipeline,
     mixup_fn,
-    to_batch,
     train_pil_transform,
     train_tensor_pipeline,
 )
@@ -49,167 +43,6 @@ _MAX_WORKERS = 8
 _MIN_SEEN = 100  # bad images are judged as a fraction only after this many have been seen
 # Undecoded ImageNet images are about 110 kB: 2,000 of them are about 220 MB per worker.
 _SHUFFLE_BUFFER = 2_000
-_DECODER = datasets.Image()
-# Data sets whose decoded pixels fit in this are decoded once per process and augmented a batch at a
-# time (CIFAR-10's 50,000 32x32 images are 150 MB); larger ones are decoded per image, every epoch.
-_CACHE_BYTES = 1 << 30
-_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # dataset -> {pipeline key: cache}
-
-
-@dataclass(frozen=True)
-class _Decoder:
-    """How a worker turns raw rows into a batch: which columns, which PIL steps, which normalisation."""
-
-    image_column: str
-    label_column: str
-    transform: Callable  # PIL image -> RGB PIL image of size res
-    norm: str
-    res: Res
-
-    def columns(self, ds):
-        """Only the two columns needed, with images left as bytes to be decoded by `__call__`."""
-        ds = ds.select_columns([self.image_column, self.label_column])
-        return ds.cast_column(self.image_column, datasets.Image(decode=False))
-
-    def __call__(self, values, labels, positions, seed: int | None):
-        """Decode and transform one batch; undecodable images are left out and reported.
-
-        Returns (images [B,3,H,W], labels [B], positions of bad images, first error message or None).
-        """
-        images, kept, bad, reason = [], [], [], None
-        with seeded(seed):
-            for value, label, position in zip(values, labels, positions):
-                try:
-                    images.append(self.transform(_DECODER.decode_example(value)))
-                except DECODE_ERRORS as e:
-                    bad.append(int(position))
-                    reason = reason or f"{type(e).__name__}: {str(e).strip()[:200]}".splitlines()[0]
-                    continue
-                kept.append(label)
-        shape = (len(images), 3, *self.res)
-        stacked = to_batch(images, self.norm, out=_batch_buffer(shape)) if images else torch.empty(shape)
-        # (an empty batch is dropped by ImageLoader, after counting its bad images)
-        return stacked, torch.tensor(kept, dtype=torch.int64), bad, reason
-
-
-def _batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
-    """An empty float32 batch; in a worker, allocated in shared memory as torch's default_collate does.
-
-    A batch made in ordinary memory is copied into shared memory to reach the training process;
-    writing it there in the first place saves that copy (about a fifth of the time at 224px).
-    """
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.float32)
-    numel = int(np.prod(shape))
-    storage = torch.UntypedStorage._new_shared(numel * 4)  # what default_collate uses, via TypedStorage
-    return torch.empty(0, dtype=torch.float32).set_(storage, 0, shape)
-
-
-class _MapReader(torch.utils.data.Dataset):
-    """Map-style: a work item (seed, indices) -> one decoded batch."""
-
-    def __init__(self, ds, decoder: _Decoder):
-        self.ds, self.decoder = decoder.columns(ds), decoder
-
-    def __getitem__(self, item):
-        seed, indices = item
-        rows = self.ds[indices]  # one Arrow read for the whole batch
-        return self.decoder(rows[self.decoder.image_column], rows[self.decoder.label_column], indices, seed)
-
-
-class _StreamReader(torch.utils.data.IterableDataset):
-    """Streaming: batches from this rank's stream; each worker reads its own shards.
-
-    `start` (examples of this rank's stream already consumed) is honoured by each worker skipping
-    the batches it had produced: the DataLoader takes batches from workers in turn, so this is exact
-    except where some workers ran out of shards before others.
-    """
-
-    def __init__(self, ds, decoder: _Decoder, batch_size: int, seed: int | None, rank: int):
-        self.ds, self.decoder = decoder.columns(ds), decoder
-        self.batch_size, self.seed, self.rank = batch_size, seed, rank
-        self.drop_last = seed is not None  # training
-        self.start = 0
-
-    def __iter__(self):
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        first = len(range(worker, self.start // self.batch_size, workers))  # batches this worker had made
-        batch, number = [], 0
-        for example in self.ds:
-            batch.append(example)
-            if len(batch) == self.batch_size:
-                if number >= first:
-                    yield self._decode(batch, worker, number)
-                batch, number = [], number + 1
-        if batch and not self.drop_last and number >= first:
-            yield self._decode(batch, worker, number)
-
-    def _decode(self, batch, worker: int, number: int):
-        seed = None if self.seed is None else mix_seed(self.seed, self.ds.epoch, self.rank, worker, number)
-        values = [example[self.decoder.image_column] for example in batch]
-        labels = [example[self.decoder.label_column] for example in batch]
-        positions = range(number * self.batch_size, (number + 1) * self.batch_size)  # in this worker's stream
-        return self.decoder(values, labels, positions, seed)
-
-
-class _CachedReader(torch.utils.data.Dataset):
-    """Map-style over a decode-once cache: a work item (seed, indices) -> one augmented batch.
-
-    Per-image PIL work (about 0.2 ms decode plus resize and crop) is what bounds small models;
-    indexing a uint8 tensor and augmenting the batch as a whole costs a few microseconds per image.
-    """
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, pipeline: TensorPipeline):
-        self.images, self.labels, self.pipeline = images, labels, pipeline
-
-    def __getitem__(self, item):
-        seed, indices = item
-        index = torch.tensor(indices)
-        generator = None if seed is None else torch.Generator().manual_seed(seed)
-        images = self.images[index]
-        out = _batch_buffer((len(index), 3, *self.pipeline.size))
-        return self.pipeline(images, generator, out), self.labels[index], [], None
-
-
-def _cached(split: Split, pipeline: TensorPipeline | None) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The split's images after `pipeline.prefix` as one uint8 [N, 3, h, w] tensor plus its labels,
-    decoded once per process and kept while the data set lives.
-
-    None (use the per-image path) when there is no batched pipeline, the pixels would exceed
-    `_CACHE_BYTES`, the images differ in size, or one does not decode: the per-image path is the
-    one that skips and counts bad images.
-    """
-    if pipeline is None or split.num_examples is None:
-        return None
-    per_split = _CACHES.setdefault(split.dataset, {})
-    key = (pipeline.key, split.image_column, split.label_column)
-    if key not in per_split:
-        per_split[key] = _decode_all(split, pipeline.prefix)
-    return per_split[key]
-
-
-def _decode_all(split: Split, prefix: Callable, chunk: int = 1024):
-    ds = split.dataset.select_columns([split.image_column]).cast_column(split.image_column,
-                                                                        datasets.Image(decode=False))
-    images = None
-    for begin in range(0, split.num_examples, chunk):
-        for i, value in enumerate(ds[begin : begin + chunk][split.image_column], begin):
-            try:
-                pixels = torch.from_numpy(np.array(prefix(_DECODER.decode_example(value)))).permute(2, 0, 1)
-            except DECODE_ERRORS:
-                return None
-            if images is None:
-                if split.num_examples * pixels.numel() > _CACHE_BYTES:
-                    return None
-                images = torch.empty((split.num_examples, *pixels.shape), dtype=torch.uint8)
-            if pixels.shape != images.shape[1:]:
-                return None
-            images[i] = pixels
-    labels = torch.as_tensor(np.asarray(split.dataset[split.label_column]), dtype=torch.int64)
-    return images, labels
-
-
 def _as_is(batch):
     return batch
 
@@ -245,7 +78,7 @@ class ImageLoader(DataLoader):
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Iterate epoch `epoch` next, skipping its first `start` examples on this rank (resuming)."""
-        if isinstance(self.dataset, _StreamReader):
+        if isinstance(self.dataset, StreamReader):
             self.dataset.ds.set_epoch(epoch)  # reshuffles shards and the shuffle buffer
             self.dataset.start = start
         else:
@@ -352,23 +185,23 @@ def eval_loader(
     return _map_loader(split, cfg, decoder, batches, workers, eval_tensor_pipeline(cfg, res))
 
 
-def _decoder(split: Split, transform, cfg: DataCfg, res: Res) -> _Decoder:
-    return _Decoder(split.image_column, split.label_column, transform, cfg.norm, tuple(res))
+def _decoder(split: Split, transform, cfg: DataCfg, res: Res) -> Decoder:
+    return Decoder(split.image_column, split.label_column, transform, cfg.norm, tuple(res))
 
 
-def _map_loader(split: Split, cfg: DataCfg, decoder: _Decoder, batches: Batches, workers: int | None,
+def _map_loader(split: Split, cfg: DataCfg, decoder: Decoder, batches: Batches, workers: int | None,
                 pipeline: TensorPipeline | None = None):
     # Labels are checked once, up front, on the Arrow column: cheaper than per batch, and it fails
     # before any worker starts.
     check_labels(split)
-    cache = _cached(split, pipeline)
+    cache = cached(split, pipeline)
     if cache is not None:
-        reader = _CachedReader(*cache, pipeline)
+        reader = CachedReader(*cache, pipeline)
         # Batched tensor augmentation is cheap next to a training step: worker processes would cost
         # start-up and a copy of every batch for nothing, unless asked for.
         n = workers if workers is not None else (cfg.workers or 0)
     else:
-        reader, n = _MapReader(split.dataset, decoder), _workers(cfg, workers, split.num_examples)
+        reader, n = MapReader(split.dataset, decoder), _workers(cfg, workers, split.num_examples)
     return ImageLoader(
         reader,
         split=split,
@@ -386,7 +219,7 @@ def _stream_loader(split, cfg, decoder, batch_size, seed, epoch, start, rank, wo
     ds = split_dataset_by_node(split.dataset, rank=rank, world_size=world)
     if seed is not None:
         ds = ds.shuffle(seed=seed, buffer_size=_SHUFFLE_BUFFER)
-    reader = _StreamReader(ds, decoder, batch_size, seed, rank)
+    reader = StreamReader(ds, decoder, batch_size, seed, rank)
     reader.ds.set_epoch(epoch)
     reader.start = start
     # Workers beyond the shard count would get nothing. They are not persistent, so that what

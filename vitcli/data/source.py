@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,10 @@ from typing import Any
 import datasets
 
 from vitcli import hub
-from vitcli.errors import DataError, did_you_mean, one_of
+from vitcli.data.local import check_image_folder, check_parquet
+from vitcli.data.source_errors import (EMPTY, SCRIPTS, bad_split, empty_split, root_cause, script_error,
+                                       split_error)
+from vitcli.errors import DataError, did_you_mean, first_line, one_of
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,6 @@ LABEL_COLUMNS = ("label", "labels", "fine_label")
 UNLABELLED = "__unlabelled__"  # the constant label column of a split loaded with labels=False
 _DIGITS_SEED = 0  # fixes the builtin:digits train/test split for good
 _DIGITS_TRAIN_FRACTION = 0.8
-_EMPTY = "corresponds to no data"  # how datasets says a split expression selects nothing
-_SCRIPTS = "Dataset scripts are no longer supported"  # how datasets (>= 4) refuses to run a loading script
 
 
 @dataclass
@@ -84,7 +84,7 @@ def load_split(
     ds = _load(source, split, streaming)
     where = f"data.source {source!r} split {split!r}"
     if not streaming and len(ds) == 0:
-        raise _empty_split(source, split)
+        raise empty_split(source, split)
     if ds.features is None:  # some streaming sources only know their schema once read
         ds = ds._resolve_features()  # datasets' own way to learn it (reads the first example)
     features = ds.features
@@ -120,7 +120,7 @@ def _load(source: str, split: str, streaming: bool):
         folder = Path(source.removeprefix("imagefolder:")).expanduser()
         if not folder.is_dir():
             raise DataError(f"data.source {source!r}: {str(folder)!r} is not a directory of class folders")
-        _check_image_folder(source, folder)
+        check_image_folder(source, folder)
         return _local(source, split, streaming, "imagefolder", data_dir=str(folder))
     path = Path(source).expanduser()
     if path.exists():
@@ -149,9 +149,9 @@ def _from_path(source: str, path: Path, split: str, streaming: bool):
         if builder is None:
             raise DataError(f"data.source {source!r}: cannot read {path.suffix!r} files; valid: .parquet, .arrow")
         if builder == "parquet":
-            _check_parquet(source, path)
+            check_parquet(source, path)
         return _local(source, split, streaming, builder, data_files={"train": str(path)})
-    _check_parquet(source, path)
+    check_parquet(source, path)
     return _local(source, split, streaming, str(path))
 
 
@@ -160,79 +160,19 @@ def _local(source: str, split: str, streaming: bool, path: str, **kwargs):
     try:
         return datasets.load_dataset(path, split=split, streaming=streaming, **kwargs)
     except ValueError as e:
-        raise _split_error(source, split, streaming, e, path, kwargs) from e
+        raise split_error(source, split, streaming, e, path, kwargs) from e
     except FileNotFoundError as e:  # also datasets' DataFilesNotFoundError / EmptyDatasetError
         raise DataError(
-            f"data.source {source!r}: no data files found ({_first_line(e)}); expected parquet/arrow "
+            f"data.source {source!r}: no data files found ({first_line(e)}); expected parquet/arrow "
             "files in the hub's layout, a save_to_disk directory, or imagefolder:PATH"
         ) from e
     except (OSError, datasets.exceptions.DatasetsError) as e:
         # A corrupt file fails while datasets prepares the split; its own message is in the cause.
-        raise DataError(f"data.source {source!r}: cannot read the data files ({_root_cause(e)})") from e
+        raise DataError(f"data.source {source!r}: cannot read the data files ({root_cause(e)})") from e
     except RuntimeError as e:
-        if _SCRIPTS not in str(e):
+        if SCRIPTS not in str(e):
             raise
-        raise _script_error(source, e) from e
-
-
-def _script_error(source: str, e: RuntimeError) -> DataError:
-    # datasets >= 4 refuses loading scripts: it never runs them. Say so in one line.
-    script = _first_line(e).rpartition(" ")[2]
-    return DataError(f"data.source {source!r} holds a dataset loading script ({script}), which vit never runs; "
-                     "give parquet/arrow files, a save_to_disk directory or imagefolder:PATH")
-
-
-def _data_files(source: str, path: Path, suffix: str) -> list[Path]:
-    """The files ending in `suffix` under `path`, found within a bounded walk: a data set is a few
-    folders of files, and a source that is a huge tree (a home directory) is refused in a second
-    instead of scanned for minutes, here and again inside `datasets`."""
-    found, seen = [], 0
-    for root, dirs, names in os.walk(path):
-        seen += len(dirs) + len(names)
-        if seen > MAX_SCAN:
-            raise DataError(f"data.source {source!r}: holds more than {MAX_SCAN} files and folders, which is not a "
-                            "parquet/arrow data set; point data.source at the folder with the data files")
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(root) / n for n in names if n.endswith(suffix)]
-    return sorted(found)
-
-
-def _check_image_folder(source: str, folder: Path) -> None:
-    """An image folder is PATH/<class>/<image> or PATH/<split>/<class>/<image>. A deeper tree (a home
-    directory, a whole disk) is refused as soon as the walk meets its first folder below that layout,
-    instead of being scanned by `datasets` for minutes in silence; the walk never goes deeper itself."""
-    stack = [(folder, 0)]
-    while stack:
-        path, depth = stack.pop()
-        try:
-            entries = [e for e in os.scandir(path) if not e.name.startswith(".")]
-        except OSError as e:
-            raise DataError(f"data.source {source!r}: cannot list {str(path)!r} ({e.strerror})") from None
-        for entry in entries:
-            if not entry.is_dir(follow_symlinks=False):
-                continue
-            if depth + 1 > _FOLDER_DEPTH:
-                raise DataError(
-                    f"data.source {source!r}: {entry.path!r} is a folder {depth + 1} levels down; an image "
-                    "folder is PATH/<class>/<image> or PATH/<split>/<class>/<image>: point imagefolder: at the "
-                    "folder that holds the class (or split) folders")
-            stack.append((Path(entry.path), depth + 1))
-
-
-def _check_parquet(source: str, path: Path) -> None:
-    """Read every parquet footer first, so a truncated or empty file is named (datasets names none)."""
-    import pyarrow.parquet as pq
-
-    files = [path] if path.is_file() else _data_files(source, path, ".parquet")
-    for file in files:
-        try:
-            rows = pq.read_metadata(file).num_rows
-        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
-            reason = _first_line(e).split(". ", 1)[0]  # pyarrow adds "Either the file is corrupted or ..."
-            raise DataError(f"data.source {source!r}: {file} is not a readable parquet file, truncated or "
-                            f"corrupt ({reason}); download or write it again") from None
-        if rows == 0:
-            raise DataError(f"data.source {source!r}: {file} holds no rows; remove it or write it again")
+        raise script_error(source, e) from e
 
 
 def _hub(source: str, split: str, streaming: bool):
@@ -244,13 +184,13 @@ def _hub(source: str, split: str, streaming: bool):
             return datasets.load_dataset(source, split=split, streaming=streaming)
     except ValueError as e:
         with mode():
-            raise _split_error(source, split, streaming, e, source, {}) from e
+            raise split_error(source, split, streaming, e, source, {}) from e
     except datasets.exceptions.DatasetGenerationError as e:
-        raise DataError(f"data.source {source!r}: cannot read the data files ({_root_cause(e)})") from e
+        raise DataError(f"data.source {source!r}: cannot read the data files ({root_cause(e)})") from e
     except RuntimeError as e:
-        if _SCRIPTS not in str(e):
+        if SCRIPTS not in str(e):
             raise
-        raise _script_error(source, e) from e
+        raise script_error(source, e) from e
     except Exception as e:
         if not _is_unavailable(e):
             raise
@@ -286,56 +226,21 @@ def _offline_mode():
         datasets.config.HF_HUB_OFFLINE = saved
 
 
-def _split_error(source: str, split: str, streaming: bool, e: ValueError, path: str, kwargs: dict) -> DataError:
-    """Explain a split `load_dataset` refused, listing the splits that exist."""
-    message = str(e)
-    if _EMPTY in message:
-        return _empty_split(source, split)
-    if not ("split" in message.lower() or "instruction" in message.lower()):
-        return DataError(f"data.source {source!r} split {split!r}: {_first_line(e)}")
-    try:
-        available = datasets.get_dataset_split_names(path, **kwargs)
-    except Exception:  # listing is a courtesy: the original message still explains the failure
-        return DataError(f"data.source {source!r}: bad split {split!r} ({_first_line(e)})")
-    return _bad_split(source, split, available, streaming)
-
-
-def _empty_split(source: str, split: str) -> DataError:
-    return DataError(f"data.source {source!r} split {split!r} is empty; choose a split expression that "
-                     "selects some examples")
-
-
-def _bad_split(source: str, split: str, available, streaming: bool) -> DataError:
-    name = split.split("[", 1)[0].strip()
-    where = f"data.source {source!r}"
-    splits = f"available splits: {one_of(available)}"
-    if streaming and "[" in split:
-        return DataError(f"{where}: split {split!r} has a slice, which needs streaming off; {splits}")
-    if name in available:
-        return DataError(
-            f"{where}: split {split!r} is not a valid split expression "
-            f"(e.g. 'train', 'train[:90%]', 'train[1000:]', 'train+test'); {splits}"
-        )
-    return DataError(f"{where} has no split {split!r}{did_you_mean(name, available)}; {splits}")
-
-
 def _from_parts(parts: datasets.DatasetDict, source: str, split: str, streaming: bool):
     """Apply a split expression to in-memory splits with datasets' own split-expression parser."""
     try:
         instruction = datasets.ReadInstruction.from_spec(split)
         pieces = instruction.to_absolute({name: len(ds) for name, ds in parts.items()})
     except (ValueError, AssertionError) as e:
-        if _EMPTY in str(e):
-            raise _empty_split(source, split) from e
-        raise _bad_split(source, split, list(parts), False) from e
+        if EMPTY in str(e):
+            raise empty_split(source, split) from e
+        raise bad_split(source, split, list(parts), False) from e
     selected = [parts[p.splitname].select(range(p.from_, p.to)) for p in pieces]
     ds = selected[0] if len(selected) == 1 else datasets.concatenate_datasets(selected)
     return ds.to_iterable_dataset() if streaming else ds
 
 
 MAX_CLASSES = 1_000_000  # a larger label is an id, not a class index: its head would not fit in memory
-MAX_SCAN = 100_000  # files and folders looked at under a local data.source before it is refused
-_FOLDER_DEPTH = 2  # folder levels of an image folder: <split>/<class>
 
 
 @functools.lru_cache(maxsize=1)
@@ -453,16 +358,3 @@ def label_range(ds: datasets.Dataset, column: str) -> tuple[int, int]:
 
     result = pc.min_max(ds.with_format("arrow")[column])
     return int(result["min"].as_py()), int(result["max"].as_py())
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    line = text.splitlines()[0] if text else type(e).__name__
-    return "".join(ch if ch.isprintable() else "?" for ch in line)  # parsers quote the raw bytes they met
-
-
-def _root_cause(e: BaseException) -> str:
-    """The first line of the innermost exception: datasets wraps the real failure in a generic one."""
-    while e.__cause__ is not None or (e.__context__ is not None and not e.__suppress_context__):
-        e = e.__cause__ or e.__context__
-    return _first_line(e)

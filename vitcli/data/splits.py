@@ -17,7 +17,8 @@ import datasets
 
 from vitcli import hub
 from vitcli.data import source as _source
-from vitcli.errors import DataError
+from vitcli.data.source_errors import root_cause
+from vitcli.errors import DataError, first_line
 
 _EVAL_NAMES = ("test", "validation", "val", "valid", "eval")
 _TRAIN_NAMES = ("train", "training")
@@ -85,10 +86,10 @@ def _listed(source: str, path: str, **kwargs) -> list[str]:
     try:
         return list(datasets.get_dataset_split_names(path, **kwargs))
     except FileNotFoundError as e:  # also datasets' DataFilesNotFoundError / EmptyDatasetError
-        raise DataError(f"data.source {source!r}: no data files found ({_source._first_line(e)}); expected "
+        raise DataError(f"data.source {source!r}: no data files found ({first_line(e)}); expected "
                         "parquet/arrow files in the hub's layout, a save_to_disk directory, or imagefolder:PATH") from e
     except (ValueError, OSError, datasets.exceptions.DatasetsError) as e:
-        raise DataError(f"data.source {source!r}: cannot list its splits ({_source._root_cause(e)})") from e
+        raise DataError(f"data.source {source!r}: cannot list its splits ({root_cause(e)})") from e
 
 
 def _hub_names(source: str) -> list[str]:
