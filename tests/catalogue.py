@@ -67,6 +67,7 @@ INPUTS = {
     'image-null': 'Null image in a parquet data set',
     'label-huge': 'One label of 2e9 (would build a 2e9-class head)',
     'imagefolder-whole-tree': '`imagefolder:` pointed at a whole tree (a home directory): refused before any scan',
+    'imagefolder-unused-image': '`imagefolder:` with an image beside its class folders (it would be used by no class)',
     'images-corrupt-small-set': 'One corrupt image in a data set of 32 (`max_bad_fraction` on small sets)',
     'parquet-truncated': 'Truncated parquet file',
     'parquet-corrupt': 'Parquet file with scrambled pages',

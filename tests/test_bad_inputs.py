@@ -258,9 +258,16 @@ def _wide_head(c: Ctx) -> Path:
     return c.tmp / "wide.pth"
 
 
+def _loose_image(c: Ctx) -> str:
+    """An image folder with an image beside its class folders (which torchvision would not use either)."""
+    source = _folder(c, ("red", "green"))
+    (c.tmp / "f" / "n01440764_val_1.JPEG").write_bytes(_png(9))
+    return source
+
+
 def _deep_tree(c: Ctx) -> Path:
-    """A home directory given as an image folder: folders below <split>/<class>."""
-    (c.tmp / "home" / "me" / "photos" / "2024").mkdir(parents=True)
+    """A home directory given as an image folder: folders far below <split>/<class>."""
+    (c.tmp / "home" / "me" / "photos" / "2024" / "trip" / "day1").mkdir(parents=True)
     return c.tmp / "home"
 
 
@@ -409,9 +416,13 @@ CASES = [
      "data.source '{tmp}/d' split 'train': label column 'label' holds the label 2000000000, which would make a head "
      "of 2000000001 classes (more than 1000000); labels must be class ids 0..K-1"),
     ("imagefolder-whole-tree", lambda c: _pretrain(c, c.recipe(data={"source": f"imagefolder:{_deep_tree(c)}"})),
-     "data.source 'imagefolder:{tmp}/home': '{tmp}/home/me/photos/2024' is a folder 3 levels down; an image folder "
-     "is PATH/<class>/<image> or PATH/<split>/<class>/<image>: point imagefolder: at the folder that holds the "
-     "class (or split) folders"),
+     "data.source 'imagefolder:{tmp}/home': '{tmp}/home/me/photos/2024/trip/day1' is a folder 5 levels down, deeper "
+     "than an image folder goes (4); an image folder is PATH/<class>/<image> or PATH/<split>/<class>/<image> (split "
+     "folders: train, val, test): point imagefolder: at the folder that holds the class (or split) folders"),
+    ("imagefolder-unused-image", lambda c: _pretrain(c, c.recipe(data={"source": _loose_image(c)})),
+     "data.source 'imagefolder:{tmp}/f': image '{tmp}/f/n01440764_val_1.JPEG' lies beside class folders, in no class "
+     "and would not be used; an image folder is PATH/<class>/<image> or PATH/<split>/<class>/<image> (split folders: "
+     "train, val, test): move it into a class folder or remove it"),
     ("images-corrupt-small-set", lambda c: _pretrain(c, c.recipe(**_no_eval(
         _parquet(c.tmp / "d", {"img": _images(32, {9}), "label": [i % 4 for i in range(32)]})))),
      "data.source '{tmp}/d' split 'train': 1 of 32 images seen could not be decoded, more than "

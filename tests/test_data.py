@@ -116,11 +116,11 @@ def test_imagefolder_with_split_folders_loads_but_a_deeper_tree_is_refused_unsca
         (tmp_path / "pets" / split / name).mkdir(parents=True)
         _images(1)[0].save(tmp_path / "pets" / split / name / "0.png")
     assert load_split(f"imagefolder:{tmp_path / 'pets'}", "test").num_examples == 2
-    # A home directory: folders below <split>/<class>. datasets would walk all of it; nothing may.
-    (tmp_path / "home" / "me" / "photos" / "2024" / "trip").mkdir(parents=True)
-    _images(1)[0].save(tmp_path / "home" / "me" / "photos" / "2024" / "trip" / "0.png")
+    # A home directory: folders far below <split>/<class>. Nothing walks all of it.
+    (tmp_path / "home" / "me" / "photos" / "2024" / "trip" / "day1").mkdir(parents=True)
+    _images(1)[0].save(tmp_path / "home" / "me" / "photos" / "2024" / "trip" / "day1" / "0.png")
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("datasets was asked to scan"))
-    with pytest.raises(DataError, match=r"3 levels down; an image folder is PATH/<class>/<image>"):
+    with pytest.raises(DataError, match=r"5 levels down, deeper than an image folder goes"):
         load_split(f"imagefolder:{tmp_path / 'home'}", "train")
 
 

@@ -1,4 +1,4 @@
-"""Local data sources checked before `datasets` reads them: bounded walks, image-folder depth, parquet footers.
+"""Local data sources checked before `datasets` reads them: bounded walks, parquet footers.
 
 A data set is a few folders of files; a source that is a huge tree (a home directory) is refused in a
 second instead of scanned for minutes, here and again inside `datasets`.
@@ -12,7 +12,6 @@ from pathlib import Path
 from vitcli.errors import DataError, first_line
 
 MAX_SCAN = 100_000  # files and folders looked at under a local data.source before it is refused
-FOLDER_DEPTH = 2  # folder levels of an image folder: <split>/<class>
 
 
 def data_files(source: str, path: Path, suffix: str) -> list[Path]:
@@ -28,28 +27,6 @@ def data_files(source: str, path: Path, suffix: str) -> list[Path]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [Path(root) / n for n in names if n.endswith(suffix)]
     return sorted(found)
-
-
-def check_image_folder(source: str, folder: Path) -> None:
-    """An image folder is PATH/<class>/<image> or PATH/<split>/<class>/<image>. A deeper tree (a home
-    directory, a whole disk) is refused as soon as the walk meets its first folder below that layout,
-    instead of being scanned by `datasets` for minutes in silence; the walk never goes deeper itself."""
-    stack = [(folder, 0)]
-    while stack:
-        path, depth = stack.pop()
-        try:
-            entries = [e for e in os.scandir(path) if not e.name.startswith(".")]
-        except OSError as e:
-            raise DataError(f"data.source {source!r}: cannot list {str(path)!r} ({e.strerror})") from None
-        for entry in entries:
-            if not entry.is_dir(follow_symlinks=False):
-                continue
-            if depth + 1 > FOLDER_DEPTH:
-                raise DataError(
-                    f"data.source {source!r}: {entry.path!r} is a folder {depth + 1} levels down; an image "
-                    "folder is PATH/<class>/<image> or PATH/<split>/<class>/<image>: point imagefolder: at the "
-                    "folder that holds the class (or split) folders")
-            stack.append((Path(entry.path), depth + 1))
 
 
 def check_parquet(source: str, path: Path) -> None:

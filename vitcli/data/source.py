@@ -4,7 +4,7 @@
 columns and knows how many classes there are:
 
 - `builtin:digits`: scikit-learn's bundled UCI digits, a demo that needs no download;
-- `imagefolder:PATH`: one folder per class;
+- `imagefolder:PATH`: one folder per class, optionally under split folders (data/imagefolder.py);
 - an existing local path: parquet/arrow files (the hub's layout) or a `save_to_disk` directory;
 - anything else: a Hugging Face hub id.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from typing import Any
 import datasets
 
 from vitcli import hub
-from vitcli.data.local import check_image_folder, check_parquet
+from vitcli.data import imagefolder
+from vitcli.data.local import check_parquet
 from vitcli.data.source_errors import (EMPTY, SCRIPTS, bad_split, empty_split, root_cause, script_error,
                                        split_error)
 from vitcli.errors import DataError, did_you_mean, first_line, one_of
@@ -53,6 +55,8 @@ class Split:
     # label_map[i] is the model output that the data's label i stands for (classes matched by name);
     # None: labels are used as they are. The loaders apply it to every batch.
     label_map: tuple[int, ...] | None = None
+    # What the source holds, for the commands to print (an image folder: images per split and class).
+    note: str | None = None
 
     @property
     def where(self) -> str:
@@ -81,7 +85,10 @@ def load_split(
     `labels=False` (self-supervised training) ignores any label column: the split gets a constant one
     (`UNLABELLED`, all 0, one class), so an image folder without class folders loads as well.
     """
-    ds = _load(source, split, streaming)
+    if source.startswith("imagefolder:"):
+        ds, note = _image_folder(source, split, streaming)
+    else:
+        ds, note = _load(source, split, streaming), None
     where = f"data.source {source!r} split {split!r}"
     if not streaming and len(ds) == 0:
         raise empty_split(source, split)
@@ -93,7 +100,7 @@ def load_split(
         ds = _as_image_column(ds, image, features[image], where)
         return Split(dataset=_unlabelled(ds, streaming), image_column=image, label_column=UNLABELLED,
                      num_classes=1, class_names=None, num_examples=None if streaming else len(ds),
-                     source=source, split=split)
+                     source=source, split=split, note=note)
     label = _pick_column(features, label_column, LABEL_COLUMNS, datasets.ClassLabel, "label", where)
     ds = _as_image_column(ds, image, features[image], where)
     if not streaming:
@@ -108,6 +115,7 @@ def load_split(
         num_examples=None if streaming else len(ds),
         source=source,
         split=split,
+        note=note,
     )
 
 
@@ -116,12 +124,6 @@ def _load(source: str, split: str, streaming: bool):
         return _from_parts(_digits(), source, split, streaming)
     if source.startswith("builtin:"):
         raise DataError(f"data.source {source!r} is not a builtin source; valid: 'builtin:digits'")
-    if source.startswith("imagefolder:"):
-        folder = Path(source.removeprefix("imagefolder:")).expanduser()
-        if not folder.is_dir():
-            raise DataError(f"data.source {source!r}: {str(folder)!r} is not a directory of class folders")
-        check_image_folder(source, folder)
-        return _local(source, split, streaming, "imagefolder", data_dir=str(folder))
     path = Path(source).expanduser()
     if path.exists():
         return _from_path(source, path, split, streaming)
@@ -131,6 +133,15 @@ def _load(source: str, split: str, streaming: bool):
             "imagefolder:PATH, builtin:digits or a Hugging Face hub id such as 'uoft-cs/cifar10'"
         )
     return _hub(source, split, streaming)
+
+
+def _image_folder(source: str, split: str, streaming: bool):
+    """An image folder's split and the line that counts its images: built from the listed files, never by
+    datasets' imagefolder builder, which sorts files into splits by words in their names (imagefolder.py)."""
+    listing = imagefolder.scan(source)
+    ds = _from_parts(imagefolder.to_datasets(listing), source, split, streaming)
+    named = [name for name in listing.splits if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", split)]
+    return ds, imagefolder.counts(listing, named)
 
 
 def looks_like_path(source: str) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 import datasets
 
 from vitcli import hub
+from vitcli.data import imagefolder
 from vitcli.data import source as _source
 from vitcli.data.source_errors import root_cause
 from vitcli.errors import DataError, first_line
@@ -43,10 +44,7 @@ def split_names(source: str) -> list[str]:
     if source == "builtin:digits":
         return list(_source._digits())
     if source.startswith("imagefolder:"):
-        folder = Path(source.removeprefix("imagefolder:")).expanduser()
-        if not folder.is_dir():
-            raise DataError(f"data.source {source!r}: {str(folder)!r} is not a directory of class folders")
-        return _listed(source, "imagefolder", data_dir=str(folder))
+        return list(imagefolder.scan(source).splits)
     path = Path(source).expanduser()
     if path.exists():
         return _local_names(source, path)

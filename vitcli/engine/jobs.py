@@ -193,7 +193,7 @@ def fewshot(cfg: RecipeCfg, source: reader.Pretrained, *, log: Reporter | None =
         if not cfg.fewshot.datasets:
             cfg = with_splits(cfg, "fewshot", log.info)
         # Data first: splits, columns, labels and shots against class sizes are checked before the model.
-        evaluator = FewshotEvaluator(fewshot_sets(cfg), cfg.fewshot, cfg.data, cfg.model.res, rt, log=log.info,
+        evaluator = FewshotEvaluator(fewshot_sets(cfg, log.info), cfg.fewshot, cfg.data, cfg.model.res, rt, log=log.info,
                                      progress=log)
         model, resampled = model_from(cfg, source, log, need_head=False)
         evaluator.run(model.to(rt.device))
@@ -233,7 +233,10 @@ def predict(cfg: RecipeCfg, source: reader.Pretrained, inputs: list[str], *, spl
             defaults = default_splits(text) if split is None else None
             chosen = split or defaults.held_out or defaults.only or "train"
             log.info(f"{text}: predicting split {chosen!r}")
-            groups.append(from_split(load_split(text, chosen, streaming=False), transform))
+            data = load_split(text, chosen, streaming=False)
+            if data.note:
+                log.info(data.note)
+            groups.append(from_split(data, transform))
         files, missing = from_files([t for t in inputs if t not in sources], transform)
         unreadable += [{"path": m.name, "error": m.reason} for m in missing]
         groups.append(files)

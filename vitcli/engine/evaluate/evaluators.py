@@ -184,6 +184,8 @@ def eval_split(data: DataCfg, split: str, num_classes: int, names: Sequence[str]
     """
     s = load_split(data.source, split, image_column=data.image_column, label_column=data.label_column,
                    num_classes=data.num_classes, streaming=data.streaming)
+    if s.note and log:
+        log(s.note)
     return align(s, num_classes, names, ignore=ignore, whose=whose, hint=hint, log=log)
 
 
@@ -197,17 +199,18 @@ def build_evaluators(cfg: RecipeCfg, rt: Runtime, num_classes: int, log=None,
     data = cfg.data
     if "classification" in cfg.eval.evaluators and data.eval_split:
         split = eval_split(data, data.eval_split, num_classes, label_names, whose="the training split",
-                           hint=_SAME_CLASSES)
+                           hint=_SAME_CLASSES, log=log.info if log else None)
         evaluators.append(ClassificationEvaluator(split, data, cfg.model.res, cfg.eval.batch_size, rt,
                                                   progress=log or _quiet()))
     if "fewshot" in cfg.eval.evaluators:
-        evaluators.append(FewshotEvaluator(fewshot_sets(cfg), cfg.fewshot, data, cfg.model.res, rt,
+        evaluators.append(FewshotEvaluator(fewshot_sets(cfg, log.info if log else None), cfg.fewshot, data, cfg.model.res, rt,
                                            progress=log or _quiet()))
     return evaluators
 
 
-def fewshot_sets(cfg: RecipeCfg) -> list[tuple[str, Split, Split]]:
-    """The few-shot data sets of a recipe: `fewshot.datasets`, or the recipe's own train/eval splits."""
+def fewshot_sets(cfg: RecipeCfg, log=None) -> list[tuple[str, Split, Split]]:
+    """The few-shot data sets of a recipe: `fewshot.datasets`, or the recipe's own train/eval splits;
+    `log` gets each split's note (an image folder's counts)."""
     if not cfg.fewshot.datasets:
         d = cfg.data
         name = d.source.rstrip("/").split("/")[-1].removeprefix("builtin:")
@@ -224,6 +227,9 @@ def fewshot_sets(cfg: RecipeCfg) -> list[tuple[str, Split, Split]]:
         # may list them differently), so a test class outside them is refused rather than
         # silently widening the classifier.
         test = load_split(source, test_split, num_classes=None if train.class_names else train.num_classes, **kw)
+        for note in (train.note, test.note):
+            if note and log:
+                log(note)
         sets.append((name, train, align(test, train.num_classes, train.class_names, whose="the training split",
                                                hint=_SAME_CLASSES)))
     return sets

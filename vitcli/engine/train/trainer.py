@@ -60,6 +60,8 @@ class Trainer:
         self.train_split = load_split(data.source, data.train_split, image_column=data.image_column,
                                       label_column=data.label_column, num_classes=data.num_classes,
                                       streaming=data.streaming, labels=supervised)
+        if self.train_split.note:
+            reporter.info(self.train_split.note)
         if supervised:
             check_labels(self.train_split)  # a label outside the classes fails now, not at the first batch
         self.num_classes = self.train_split.num_classes if supervised else 0  # self-supervised: no head
