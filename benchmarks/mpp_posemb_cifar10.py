@@ -3,6 +3,7 @@ ablation, both at the scale of recipes/cifar10/scratch.yaml (ViT 4 x 128, patch 
 
     .venv/bin/python benchmarks/mpp_posemb_cifar10.py mpp --data ../shared/data/cifar10
     .venv/bin/python benchmarks/mpp_posemb_cifar10.py posemb --data ../shared/data/cifar10 [--steps 120]
+    .venv/bin/python benchmarks/mpp_posemb_cifar10.py where --data ../shared/data/cifar10 [--steps 120]
 
 mpp     (1) the fine-tuning recipe from random initialisation (recipes/mpp/cifar10_finetune.yaml run
             by `vit pretrain`), `--ft-steps` steps
@@ -12,13 +13,16 @@ mpp     (1) the fine-tuning recipe from random initialisation (recipes/mpp/cifar
         plus the few-shot accuracy of the MPP backbone (of every model with --all-fewshot).
 posemb  recipes/cifar10/scratch.yaml for `--steps` steps (warm-up 20) with each model.posemb, then its
         top-1 on 20% of the test split (2,000 images) and few-shot accuracy.
+where   the same for Table 8's other rows: the learned table added before every block (model.posemb_where
+        every_layer: a table per block; every_layer_shared: one table), and the default again with
+        train.seed 1, so the run-to-run noise of one seed is visible next to the differences.
 
 Few-shot: recipes/fewshot/cifar10.yaml on 5% of the training split (2,500 images) and 20% of the test
 split (2,000), 1/5/10/25 shots x 3 seeds, to keep each evaluation short on a shared CPU.
 
 Each `vit` command runs under `flock /tmp/vit-heavy.lock nice -n 5` (the machine is shared), one at a
 time; results are kept in RUNS/bench-<part>.json so an interrupted benchmark continues where it stopped.
-One seed (train.seed 0). Prints a markdown table for benchmarks/README.md.
+One seed (train.seed 0) unless a row says otherwise. Prints a markdown table for benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -129,9 +133,33 @@ def posemb(bench: Bench, data: str, runs: Path, steps: int) -> None:
         print(f"| {kind} | {100 * top1(result):.2f}% | {cells} | {wall / 60:.1f} min |", flush=True)
 
 
+WHERE_ROWS = (("learned, stem, seed 1", "learned-seed1", ["--set", "train.seed=1"]),
+              ("learned, every_layer", "learned-every_layer", ["--set", "model.posemb_where=every_layer"]),
+              ("learned, every_layer_shared", "learned-every_layer_shared",
+               ["--set", "model.posemb_where=every_layer_shared"]))
+
+
+def where(bench: Bench, data: str, runs: Path, steps: int) -> None:
+    """Table 8's every-layer rows and a second seed of the default, at the budget of `posemb`."""
+    print("| model.posemb, posemb_where | test top-1 | 1-shot | 5-shot | 10-shot | 25-shot | wall |\n"
+          "|---|---|---|---|---|---|---|")
+    for name, key, extra in WHERE_ROWS:
+        out = runs / f"posemb-{key}"
+        result = bench.step(key, ["pretrain", "recipes/cifar10/scratch.yaml", "--set", f"data.source={data}",
+                                  *extra, "--set", "train.epochs=null",
+                                  "--set", f"train.steps={steps}", "--set", "train.checkpoint_every=0",
+                                  "--set", "schedule.warmup_steps=20", "--set", "data.eval_split=test[:20%]",
+                                  "--out", str(out)])
+        shots = fewshot(bench, key, out, data)
+        cells = " | ".join(f"{100 * shots[s]:.2f}%" for s in ("1shot", "5shot", "10shot", "25shot"))
+        wall = bench.state[key]["wall_s"]
+        print(f"| {name} | {100 * top1(result):.2f}% | {cells} | "
+              f"{'-' if wall is None else f'{wall / 60:.1f} min'} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("part", choices=["mpp", "posemb"])
+    parser.add_argument("part", choices=["mpp", "posemb", "where"])
     parser.add_argument("--data", required=True, help="CIFAR-10 source, e.g. ../shared/data/cifar10")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-mpp")
     parser.add_argument("--steps", type=int, default=120, help="posemb: training steps per choice")
@@ -143,6 +171,8 @@ def main() -> None:
     bench = Bench(args.runs, args.part)
     if args.part == "mpp":
         mpp(bench, args.data, args.runs, args.pre_steps, args.ft_steps, args.all_fewshot, not args.no_scratch)
+    elif args.part == "where":
+        where(bench, args.data, args.runs, args.steps)
     else:
         posemb(bench, args.data, args.runs, args.steps)
 

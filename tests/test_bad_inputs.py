@@ -360,6 +360,10 @@ CASES = [
     ("res-not-divisible", lambda c: ["recipe", "check", c.recipe(model={"res": 18})],
      "{tmp}/r.yaml: model.res: 18 is not divisible by the patch size 4 of Ti/4 (width=32, depth=2, heads=2, "
      "mlp_dim=64); nearest valid: 16 or 20"),
+    ("posemb-where-without-a-table", lambda c: ["recipe", "check", c.recipe(model={"posemb": "relative",
+                                                                             "posemb_where": "every_layer"})],
+     "{tmp}/r.yaml: model.posemb_where: every_layer adds a learned table to every block, and model.posemb "
+     "relative has none to add (the paper's N/A); valid: posemb learned or learned_2d, or posemb_where stem"),
     ("steps-and-epochs", lambda c: ["recipe", "check", c.recipe(train={"epochs": 2})],
      "{tmp}/r.yaml: train: give only one of steps, epochs or examples (got steps, epochs)"),
     ("micro-batch-not-divisor", lambda c: ["recipe", "check", c.recipe(train={"micro_batch": 5})],

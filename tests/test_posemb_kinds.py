@@ -173,3 +173,30 @@ def test_export_says_in_one_line_when_timm_cannot_rebuild_the_model(tmp_path):
         assert len(lines) == int(expect_line)
         if expect_line:
             assert "model.posemb relative has no timm equivalent" in lines[0] and "\n" not in lines[0]
+
+
+def test_sequence_offsets_keep_their_meaning_on_another_grid():
+    """1-D relative offsets are re-indexed by (row, column): one row down stays one row down."""
+    old = torch.randn(2 * 16 - 1, 8)  # a 4 x 4 grid: offsets -15..15, one row down is +4
+    wide = pe.resample_sequence_offsets(old, (4, 4), (4, 6))  # the same rows, wider: one row down is +6
+    assert wide.shape == (47, 8)
+    for new, was in ((6, 4), (-6, -4), (0, 0), (12, 8), (18, 12)):  # whole rows up or down
+        torch.testing.assert_close(wide[23 + new], old[15 + was])
+    big = pe.resample_sequence_offsets(old, (4, 4), (6, 6))
+    as_2d = pe.resample_relative(pe.sequence_offsets_2d(old, (4, 4)), (11, 11))  # how relative_2d resamples
+    torch.testing.assert_close(big[35 + 6], as_2d[5 + 1, 5])  # one row down reads row offsets, never columns
+    # +1 is one to the right (6 x 5 pairs of patches) or one down and five to the left (5 x 1 pairs)
+    torch.testing.assert_close(big[35 + 1], (30 * as_2d[5, 5 + 1] + 5 * as_2d[5 + 1, 5 - 5]) / 35)
+    assert pe.resample_sequence_offsets(old, (4, 4), (4, 4)) is old
+
+
+def test_a_relative_model_at_another_resolution_keeps_the_one_row_down_offset():
+    model = build_model(tiny(posemb="relative"), 10)  # 32 px at patch 8: a 4 x 4 grid
+    wider = build_model(tiny(posemb="relative", res=(32, 48)), 10)  # a 4 x 6 grid
+    notes = load_weights(wider, model.state_dict(), drop_head=False, old_grid=(4, 4), log=lambda _: None)
+    assert notes == ["position embeddings resampled: 4x4 -> 4x6 (paper, sequence offsets re-indexed by row and "
+                     "column)"]
+    learned, fitted = model.blocks[0].attn.rel_pos, wider.blocks[0].attn.rel_pos
+    torch.testing.assert_close(fitted[23 + 6], learned[15 + 4])  # one row down: +4 then, +6 now
+    stretched = pe.resample_relative(learned.detach(), (47,))  # the sequence stretched: "+3.9", a row's end
+    assert not torch.allclose(stretched[23 + 6], learned[15 + 4])

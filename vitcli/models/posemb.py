@@ -138,6 +138,43 @@ def resample_relative(table: torch.Tensor, new_shape: tuple[int, ...], mode: str
     return out.reshape(*new_shape, table.shape[-1])
 
 
+def sequence_offsets_2d(table: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """The 1-D offset table (2hw-1, d) of a grid (h, w) seen by (row, column): (2h-1, 2w-1, d).
+
+    Cell (dr, dc) holds the embedding of the sequence offset dr*w + dc, the one every pair of patches
+    dr rows and dc columns apart used on that grid.
+    """
+    h, w = grid
+    dr = torch.arange(-(h - 1), h)[:, None]
+    dc = torch.arange(-(w - 1), w)[None, :]
+    return table[dr * w + dc + h * w - 1]
+
+
+def resample_sequence_offsets(table: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int],
+                              mode: str = "paper") -> torch.Tensor:
+    """Fit a 1-D (sequence) offset table (2n-1, d) of `old_grid` to `new_grid`, keeping what offsets mean.
+
+    Stretching the table along the sequence would change meaning: on a wider grid "one row down" is a
+    larger sequence offset, and would read the old table at "a few to the right". So the offsets are
+    re-indexed by (row, column) through the old grid, that 2-D table is resampled as `relative_2d`'s
+    is, and each new sequence offset takes the mean of the (row, column) offsets it stands for on the
+    new grid (at most two, e.g. +w-1: w-1 to the right, or one down and one to the left), weighted by
+    how many patch pairs are that far apart.
+    """
+    h, w = new_grid
+    if tuple(old_grid) == (h, w):
+        return table
+    offsets = resample_relative(sequence_offsets_2d(table, old_grid), relative_shape(new_grid, True), mode)
+    dr = torch.arange(-(h - 1), h)[:, None]
+    dc = torch.arange(-(w - 1), w)[None, :]
+    pairs = ((h - dr.abs()) * (w - dc.abs())).reshape(-1, 1).to(offsets.dtype)
+    index = (dr * w + dc + h * w - 1).reshape(-1)
+    out = torch.zeros(2 * h * w - 1, table.shape[-1], dtype=offsets.dtype)
+    out.index_add_(0, index, offsets.reshape(-1, table.shape[-1]) * pairs)
+    weight = torch.zeros(2 * h * w - 1, 1, dtype=offsets.dtype).index_add_(0, index, pairs)
+    return (out / weight).to(table.dtype)
+
+
 def resample_axis(axis: torch.Tensor, new_len: int, mode: str = "paper") -> torch.Tensor:
     """Interpolate one axis table (1, n, d) of the 2-D learned embedding to `new_len` positions."""
     return resample_posemb(axis, (new_len, 1), (axis.shape[1], 1), num_prefix=0, mode=mode)

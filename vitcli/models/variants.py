@@ -233,3 +233,19 @@ def macs(v: Variant, res: Res, num_classes: int = 1000) -> int:
     # qkv, scores q.k^T and the weighted sum of values (each n*n*d over all heads), output proj, MLP.
     block = n * d * 3 * d + 2 * n * n * d + n * d * d + 2 * n * d * m
     return embed + v.depth * block + d * num_classes
+
+
+# Position embeddings that can be built (arithmetic too, so recipe checks need no torch).
+POSEMB_WHERE = ("stem", "every_layer", "every_layer_shared")  # Table 8's rows: where the table is added
+LAYERED_POSEMB = ("learned", "learned_2d")  # the kinds with the "every layer" rows in the paper
+
+
+def posemb_problem(posemb: str, where: str, width: int) -> str | None:
+    """Why a position embedding cannot be built at that width and place, as 'model.KEY: ...; valid: ...'."""
+    if posemb == "sincos2d" and width % 4 or posemb == "learned_2d" and width % 2:
+        return (f"model.posemb: {posemb} needs a width divisible by {4 if posemb == 'sincos2d' else 2}, got "
+                f"{width}; valid: another width or posemb")
+    if where != "stem" and posemb not in LAYERED_POSEMB:
+        return (f"model.posemb_where: {where} adds a learned table to every block, and model.posemb {posemb} has "
+                f"none to add (the paper's N/A); valid: posemb {' or '.join(LAYERED_POSEMB)}, or posemb_where stem")
+    return None

@@ -22,10 +22,12 @@ from vitcli.errors import RecipeError
 from vitcli.models import posemb as pe
 from vitcli.models.attention import Attention
 from vitcli.models.masked import Corruption, corrupt
+from vitcli.models.positions import LAYERED_KINDS, WHERE, PositionTables
 from vitcli.models.variants import (
     R50_LAYERS,
     Variant,
     grid,
+    posemb_problem,
     resolve_variant,
     timm_family,
 )
@@ -38,21 +40,26 @@ class PreLogits(nn.Sequential):
         super().__init__(OrderedDict(fc=nn.Linear(in_features, out_features), act=nn.Tanh()))
 
 
-class ViT(VisionTransformer):
-    """timm's VisionTransformer with an optional tanh pre-logits layer (`representation_size`).
+class ViT(PositionTables, VisionTransformer):
+    """timm's VisionTransformer with an optional tanh pre-logits layer (`representation_size`) and the
+    paper's other position embeddings (`posemb`, added where `posemb_where` says: models/positions.py).
 
     `forward_head(x, pre_logits=True)` returns the input of the head, i.e. the tanh output when the layer
     exists: that is the representation the paper's few-shot evaluation fits on.
     """
 
-    def __init__(self, *, representation_size: int | None = None, posemb: str = "learned", **kwargs: Any) -> None:
+    def __init__(self, *, representation_size: int | None = None, posemb: str = "learned",
+                 posemb_where: str = "stem", **kwargs: Any) -> None:
         if posemb not in pe.KINDS:
             raise ValueError(f"unknown position embedding {posemb!r}; valid: {', '.join(pe.KINDS)}")
+        if posemb_where not in WHERE or posemb_where != "stem" and posemb not in LAYERED_KINDS:
+            raise ValueError(f"position embeddings {posemb!r} cannot be added at {posemb_where!r}; valid: "
+                             f"{', '.join(WHERE)} for {' or '.join(LAYERED_KINDS)}, else stem")
         if posemb not in ("learned", "sincos2d"):
             kwargs["pos_embed"] = "none"  # timm holds no table; ours (if any) is added in _pos_embed
         super().__init__(**kwargs)
         self.representation_size = representation_size
-        self.posemb = posemb
+        self.posemb, self.posemb_where = posemb, posemb_where
         self._attach_posemb()
         self.mask_token: nn.Parameter | None = None  # masked patch prediction only (enable_masked_patch)
         self.mpp_head: nn.Linear | None = None
@@ -76,71 +83,6 @@ class ViT(VisionTransformer):
         _init_linear(head)
         return head
 
-    def _attach_posemb(self) -> None:
-        """Create the tables of the position embedding `self.posemb` (timm made the learned one)."""
-        grid, dim = tuple(self.patch_embed.grid_size), self.embed_dim
-        prefix = 0 if self.no_embed_class else self.num_prefix_tokens
-        self.pos_embed_row = self.pos_embed_col = self.pos_embed_prefix = None
-        if self.posemb == "sincos2d":
-            # A fixed table under timm's own key: timm loads it and computes the same function.
-            del self.pos_embed
-            self.register_buffer("pos_embed", pe.sincos_2d(grid, dim, prefix))
-        elif self.posemb == "learned_2d":
-            self.pos_embed_row = nn.Parameter(trunc_normal_(torch.empty(1, grid[0], dim // 2), std=0.02))
-            self.pos_embed_col = nn.Parameter(trunc_normal_(torch.empty(1, grid[1], dim - dim // 2), std=0.02))
-            if prefix:
-                self.pos_embed_prefix = nn.Parameter(trunc_normal_(torch.empty(1, prefix, dim), std=0.02))
-        elif self.posemb in ("relative", "relative_2d"):
-            for block in self.blocks:
-                block.attn.enable_relative(grid, prefix, two_d=self.posemb == "relative_2d")
-
-    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
-        if self.posemb in ("learned", "sincos2d"):
-            return super()._pos_embed(x)
-        x = super()._pos_embed(x)  # no timm table: this only puts the class token in front
-        if self.posemb == "learned_2d":
-            table = pe.axes_table(self.pos_embed_row, self.pos_embed_col)
-            if self.pos_embed_prefix is not None:
-                table = torch.cat([self.pos_embed_prefix, table], dim=1)
-            x = x + table
-        return self.pos_drop(x)
-
-    def no_weight_decay(self) -> set[str]:
-        """timm's no-decay names plus the tables of the other position embeddings."""
-        extra = {n for n, _ in self.named_parameters() if n.startswith("pos_embed_") or ".attn.rel_" in n}
-        return set(super().no_weight_decay()) | extra
-
-    def fit_posemb(self, sd: dict[str, torch.Tensor], mode: str, old_grid: tuple[int, int] | None = None) -> list[str]:
-        """Fit a checkpoint's position tables (state dict `sd`, changed in place) to this model's grid.
-
-        Learned 2-D axes and relative offset tables are interpolated (`mode`), the fixed sine-cosine
-        table is recomputed; timm's learned table is left to `weights.fit`. `old_grid` (the checkpoint's
-        patch grid, when known) only names the change. Returns one note, "position embeddings
-        resampled: 4x4 -> 6x6 (...)", when anything changed.
-        """
-        own = dict(self.named_parameters()) | dict(self.named_buffers())
-        changed = [k for k in sd if k in own and sd[k].shape != own[k].shape and sd[k].ndim == own[k].ndim
-                   and sd[k].shape[-1] == own[k].shape[-1]]
-        how = None
-        if "pos_embed_row" in sd and "pos_embed_col" in sd:
-            old_grid = (sd["pos_embed_row"].shape[1], sd["pos_embed_col"].shape[1])
-        for key in changed:
-            old, new = sd[key], own[key]
-            if self.posemb == "sincos2d" and key == "pos_embed":
-                sd[key], how = new.detach().clone(), "sincos2d recomputed"
-                old_grid = old_grid or pe.square_grid(old.shape[1] - (new.shape[1] - self.patch_embed.num_patches))
-            elif key in ("pos_embed_row", "pos_embed_col"):
-                sd[key], how = pe.resample_axis(old, new.shape[1], mode), f"{mode}, row and column tables"
-            elif key.endswith(".attn.rel_pos"):
-                sd[key], how = pe.resample_relative(old, tuple(new.shape[:-1]), mode), f"{mode}, relative offsets"
-                # 2-D offsets (2h-1, 2w-1) hold the old grid; 1-D ones (2n-1) only its size
-                two_d = ((old.shape[0] + 1) // 2, (old.shape[1] + 1) // 2) if old.ndim == 3 else None
-                old_grid = two_d or old_grid or pe.square_grid((old.shape[0] + 1) // 2)
-        if how is None:
-            return []
-        was = _fmt(old_grid) if old_grid else "checkpoint grid"
-        return [f"position embeddings resampled: {was} -> {_fmt(self.patch_embed.grid_size)} ({how})"]
-
     def enable_masked_patch(self, outputs: int) -> None:
         """Add the parts of masked patch prediction: the learnable [mask] embedding and a linear head of
         `outputs` predictions per corrupted patch (`forward(x, corruption=...)`)."""
@@ -159,8 +101,16 @@ class ViT(VisionTransformer):
         x = corrupt(self.patch_embed(x), self.mask_token, corruption)
         x = self._pos_embed(x)
         x = self.norm_pre(self.patch_drop(x))
-        x = self.norm(self.blocks(x))
+        x = self.norm(self._encode(x))
         return self.mpp_head(x[:, self.num_prefix_tokens:][corruption.selected])
+
+    def forward_features(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                         is_causal: bool = False) -> torch.Tensor:
+        """timm's, with the position tables of every block added to its input (`posemb_where`)."""
+        if self.posemb_where == "stem":
+            return super().forward_features(x, attn_mask=attn_mask, is_causal=is_causal)
+        x = self.norm_pre(self.patch_drop(self._pos_embed(self.patch_embed(x))))
+        return self.norm(self._encode(x, attn_mask, is_causal))
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the head (timm API); the new head reads the pre-logits output when there is one."""
@@ -176,10 +126,6 @@ class ViT(VisionTransformer):
         x = self.head_drop(x)
         x = self.pre_logits(x)
         return x if pre_logits else self.head(x)
-
-
-def _fmt(grid) -> str:
-    return f"{grid[0]}x{grid[1]}"
 
 
 def _init_linear(layer: nn.Linear) -> None:
@@ -239,12 +185,13 @@ def build_model(cfg: ModelCfg, num_classes: int) -> ViT:
     kwargs = timm_kwargs(v, cfg, num_classes)
     if v.hybrid:
         kwargs["embed_layer"] = _r50_embed(v)
-    if cfg.posemb == "sincos2d" and v.width % 4 or cfg.posemb == "learned_2d" and v.width % 2:
-        raise RecipeError(f"model.posemb: {cfg.posemb} needs a width divisible by "
-                          f"{4 if cfg.posemb == 'sincos2d' else 2}, got {v.width}; valid: another width or posemb")
+    problem = posemb_problem(cfg.posemb, cfg.posemb_where, v.width)
+    if problem:
+        raise RecipeError(problem)
     model = ViT(
         representation_size=cfg.representation_size,
         posemb=cfg.posemb,
+        posemb_where=cfg.posemb_where,
         pos_drop_rate=cfg.dropout,
         proj_drop_rate=cfg.dropout,
         attn_drop_rate=cfg.attn_dropout,
@@ -276,7 +223,8 @@ def describe(cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
     """A JSON-able description of the model `build_model(cfg, num_classes)` makes.
 
     `ModelCfg(name=d["name"], width=d["width"], ...)` rebuilds the same variant, and, when
-    `representation_size` is None and `posemb` is one timm holds (`posemb.TIMM_KINDS`), `timm.create_model(d["timm_name"], **d["timm_kwargs"])` builds a timm
+    `representation_size` is None and timm holds its position embedding (`positions.not_in_timm`),
+    `timm.create_model(d["timm_name"], **d["timm_kwargs"])` builds a timm
     model with identical state-dict keys and shapes.
     """
     v = resolve_variant(cfg)
@@ -294,6 +242,7 @@ def describe(cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
         "pool": cfg.pool,
         "representation_size": cfg.representation_size,
         "posemb": cfg.posemb,
+        "posemb_where": cfg.posemb_where,
         "num_classes": num_classes,
         "timm_name": _timm_name(v, cfg.res),
         "timm_kwargs": timm_kwargs(v, cfg, num_classes),

@@ -32,6 +32,10 @@ class ModelCfg:
     # tables of width/2, concatenated), relative (learned offsets along the patch sequence, as a bias
     # of each attention), relative_2d (row/column offsets), sincos2d (fixed sine-cosine).
     posemb: Literal["learned", "none", "learned_2d", "relative", "relative_2d", "sincos2d"] = "learned"
+    # Where the table is added (paper Table 8): stem (once, after the patch embedding), every_layer (a
+    # table per block, added to its input), every_layer_shared (the one table added before every block).
+    # The two layer rows exist for the learned tables only (learned, learned_2d), as in the paper.
+    posemb_where: Literal["stem", "every_layer", "every_layer_shared"] = "stem"
     # paper: linear zoom, corners aligned; bilinear/bicubic: as timm's checkpoint loading (antialiased)
     posemb_resample: Literal["paper", "bilinear", "bicubic"] = "paper"
     # Overrides to build a variant outside the zoo (tiny models for CPU recipes and tests).

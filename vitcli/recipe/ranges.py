@@ -151,7 +151,7 @@ def _check_names(cfg: RecipeCfg, bad: Bad) -> None:
 
 
 def _check_model(cfg: RecipeCfg, bad: Bad, given: dict[str, str], origin: str) -> None:
-    from vitcli.models.variants import grid, resolve_variant
+    from vitcli.models.variants import grid, posemb_problem, resolve_variant
 
     m = cfg.model
     for key, limit in _SIZES.items():
@@ -165,6 +165,10 @@ def _check_model(cfg: RecipeCfg, bad: Bad, given: dict[str, str], origin: str) -
     except VitError as exc:
         field = str(exc).partition(":")[0]
         raise RecipeError(f"{given.get(field) or given.get('model.res') or origin}: {exc}") from None
+    problem = posemb_problem(m.posemb, m.posemb_where, variant.width)
+    if problem:
+        field, _, why = problem.partition(": ")
+        raise bad(field, why)
     if h * w > MAX_TOKENS:
         gigabytes = 3 * m.res[0] * m.res[1] * 4 / 1e9
         raise bad("model.res", f"{m.res[0]}x{m.res[1]} at patch {variant.patch} is {h * w} patches per image, more "

@@ -40,10 +40,11 @@ _ARCH = ("name", "width", "depth", "heads", "mlp_dim", "pool", "representation_s
 def model_cfg(desc: dict, **changes) -> ModelCfg:
     """The ModelCfg that builds the model a description (`vitcli.models.describe`) describes."""
     fields = {k: desc[k] for k in _ARCH}
-    if "posemb" in desc:  # descriptions written before position-embedding kinds existed are "learned"
-        fields["posemb"] = desc["posemb"]
+    for key in ("posemb", "posemb_where"):  # older descriptions lack them: "learned" at the "stem"
+        if key in desc:
+            fields[key] = desc[key]
     fields.update(changes)
-    return ModelCfg(**fields, res=tuple(desc["res"]))
+    return ModelCfg(**{"res": tuple(desc["res"]), **fields})
 
 
 def family_for(width: int, depth: int) -> str:

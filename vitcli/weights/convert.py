@@ -19,7 +19,7 @@ import torch
 from vitcli.errors import CheckpointError, RunError
 from vitcli.files import atomic_write, write_json
 from vitcli.models import build_model, describe
-from vitcli.models.posemb import TIMM_KINDS
+from vitcli.models.positions import not_in_timm, not_in_transformers
 from vitcli.weights import hf, remote
 from vitcli.weights.arch import model_cfg
 from vitcli.weights.export import NORMS, timm_config
@@ -81,9 +81,10 @@ def _headless(desc: dict, state: dict) -> tuple[dict, dict]:
 
 
 def _timm(model, desc, state, labels, data, out: Path) -> tuple[list[str], str | None]:
-    if desc.get("posemb", "learned") not in TIMM_KINDS:
-        raise CheckpointError(f"--format timm: model.posemb {desc['posemb']} cannot be carried: timm's ViT has no "
-                              "such position embedding; export --format onnx")
+    missing = not_in_timm(desc)
+    if missing:
+        raise CheckpointError(f"--format timm: {missing} cannot be carried: timm's ViT has no such position "
+                              "embedding; export --format onnx")
     dropped = None
     if desc["representation_size"]:
         desc, state = _headless(desc, state)
@@ -105,9 +106,10 @@ def _hf(model, desc, state, labels, data, out: Path) -> tuple[list[str], str | N
     if desc.get("hybrid"):
         raise CheckpointError("--format hf: the R50 hybrid cannot be carried: transformers' ViT has no ResNet "
                               "backbone; export --format timm or onnx")
-    if desc.get("posemb", "learned") != "learned":
-        raise CheckpointError(f"--format hf: model.posemb {desc['posemb']} cannot be carried: transformers' ViT "
-                              "has one learned position table; export --format onnx")
+    missing = not_in_transformers(desc)
+    if missing:
+        raise CheckpointError(f"--format hf: {missing} cannot be carried: transformers' ViT has one learned "
+                              "position table, added after the stem; export --format onnx")
     dropped = None
     if desc["representation_size"] and desc["num_classes"]:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}

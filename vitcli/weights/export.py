@@ -14,7 +14,7 @@ from pathlib import Path
 from vitcli.recipe.config import DataCfg
 from vitcli.files import write_json
 from vitcli.models.masked import is_pretraining_key
-from vitcli.models.posemb import TIMM_KINDS
+from vitcli.models.positions import not_in_timm
 from vitcli.weights.reader import LABEL_NAMES
 from vitcli.weights.serialization import write_safetensors
 
@@ -72,8 +72,9 @@ def export(out: Path, setup, recipe_data: dict, weights: dict, label_names: list
     if setup.ema is not None:
         write_safetensors(out / "model_ema.safetensors", backbone(setup.ema_state_dict()), meta)
     desc = setup.description
-    if desc.get("posemb", "learned") not in TIMM_KINDS:
-        log(f"export: model.posemb {desc['posemb']} has no timm equivalent; {out / 'config.json'} rebuilds "
+    missing = not_in_timm(desc)
+    if missing:
+        log(f"export: {missing} has no timm equivalent; {out / 'config.json'} rebuilds "
             "the model in vit only (timm.create_model would miss its position tables)")
     write_json(out / "config.json", {
         **timm_config(desc, recipe_data.get("data") or {}, label_names), "vit_model": desc,

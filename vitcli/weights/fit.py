@@ -113,12 +113,12 @@ def load_weights(
         del sd[k]
     if pretraining:
         notes.append(f"masked-patch parts not loaded: {len(pretraining)} tensors of mask_token/mpp_head dropped")
-    if hasattr(model, "fit_posemb"):  # 2-D, relative and fixed tables: the model knows their layout
-        notes += model.fit_posemb(sd, mode, old_grid)
+    # 2-D, relative, fixed and per-block tables: the model knows their layout (and names the change once)
+    own = model.fit_posemb(sd, mode, old_grid) if hasattr(model, "fit_posemb") else []
     if "pos_embed" in sd and getattr(model, "pos_embed", None) is not None:
         sd["pos_embed"], note = _resample(model, sd, old_grid, mode)
-        if note:
-            notes.append(note)
+        own = own or ([note] if note else [])
+    notes += own
     problems = _problems(model.state_dict(), sd, drop_head)
     if problems:
         raise CheckpointError(f"checkpoint does not fit the model (the variants differ): {problems}")
