@@ -34,6 +34,7 @@ INPUTS = {
     'set-value-out-of-range': 'Out-of-range `--set` (`optim.b1=1`)',
     'res-too-large-for-memory': 'Resolution whose activations cannot fit in memory (100000 px)',
     'freeze-range-too-large': "`train.freeze` range beyond the model's blocks",
+    'posemb-where-without-a-table': '`model.posemb_where: every_layer` for a kind without a learned table',
     'run-name-too-long': '300-character `run.name`',
     'out-path-too-long': '`--out` with a 300-character name',
     'missing-recipe': 'Recipe file that does not exist',
