@@ -21,7 +21,7 @@ from vitcli.engine import jobs
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.train.model_setup import init_model
 from vitcli.models import build_model
-from vitcli.weights import reader
+from vitcli.weights import convert, reader
 
 TINY = {"name": "Ti/4", "res": (16, 16), "width": 32, "depth": 2, "heads": 2, "mlp_dim": 64}
 BATCH = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
@@ -164,6 +164,62 @@ def test_hf_vitmodel_pooler_is_the_pre_logits_layer(tmp_path):
         assert max_diff(vit_forward(source), hf(pixel_values=BATCH).pooler_output) <= 1e-4
     cfg = assembly.from_checkpoint(source, None, [], ["data.source=builtin:digits"], assembly.FINETUNE)
     assert cfg.model.representation_size is None  # fine-tuning drops it, as the paper does
+
+
+def test_hf_layer_norm_eps_is_kept_for_eval_finetuning_and_export(tmp_path, tiny_data):
+    """transformers' default eps (1e-12), not timm's (1e-6): vit computes what transformers computes."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)  # transformers' own initialisation, which leaves the norms' inputs small
+    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                    image_size=16, patch_size=4, num_labels=3)
+    assert config.layer_norm_eps == 1e-12
+    hf = transformers.ViTForImageClassification(config).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    source = reader.read(tmp_path / "hf")
+    assert source.model["norm_eps"] == 1e-12
+    with torch.no_grad():
+        expected = hf(pixel_values=BATCH).logits
+        assert max_diff(vit_forward(source), expected) <= 1e-5
+        at_timm = build_model(convert.model_cfg(source.model, norm_eps=1e-6), 3).eval()
+        at_timm.load_state_dict(source.state_dict)
+        assert max_diff(at_timm(BATCH), expected) > 1e-5  # what running it at timm's eps got wrong
+    sets = [f"data.source={tiny_data}", "train.batch_size=16", "train.steps=2", "schedule.warmup_steps=1",
+            "train.precision=fp32", "train.checkpoint_every=0", "data.workers=0"]
+    cfg = assembly.from_checkpoint(source, None, [], sets, assembly.FINETUNE)
+    assert cfg.model.norm_eps == 1e-12
+    jobs.train(cfg, tmp_path / "ft", log=Reporter(enabled=False))
+    assert json.loads((tmp_path / "ft" / "recipe.json").read_text())["model"]["norm_eps"] == 1e-12
+    assert reader.read(tmp_path / "ft").model["norm_eps"] == 1e-12
+    assert all(m.eps == 1e-12 for m in jobs_model(tmp_path / "ft").modules() if isinstance(m, torch.nn.LayerNorm))
+    result = runner.invoke(app, ["export", str(tmp_path / "hf"), "--format", "hf", "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    again = transformers.ViTForImageClassification.from_pretrained(tmp_path / "again").eval()
+    assert again.config.layer_norm_eps == 1e-12
+    with torch.no_grad():
+        assert max_diff(again(pixel_values=BATCH).logits, expected) <= 1e-5
+    result = runner.invoke(app, ["export", str(tmp_path / "hf"), "--format", "timm", "--out", str(tmp_path / "timm"),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert "LayerNorm eps 1e-12: timm's config.json cannot name it" in json.loads(result.stdout.splitlines()[-1])[
+        "not_carried"]
+
+
+@pytest.mark.parametrize("eps", ["tiny", -1.0, 0.5, None])
+def test_hf_layer_norm_eps_that_is_no_epsilon_is_one_line(tmp_path, eps):
+    _hf_model("ViTModel", tmp_path).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "layer_norm_eps": eps}))
+    line = one_line_error("export", tmp_path, "--format", "onnx", "--out", tmp_path / "out")
+    assert f"config.json's layer_norm_eps {eps!r} is not a LayerNorm epsilon; valid: a number in (0, 0.1]" in line
+    assert not (tmp_path / "out").exists()
+
+
+def jobs_model(run: Path) -> torch.nn.Module:
+    source = reader.read(run)
+    cfg = assembly.from_checkpoint(source, None, ["data.source=builtin:digits"], [], assembly.EVALUATE)
+    return jobs.model_from(cfg, source, Reporter(enabled=False), need_head=False)[0]
 
 
 @pytest.mark.parametrize(("model_type", "extra"), [("deit", {}), ("swin", {}), ("beit", {}), ("vit-hybrid", {})])

@@ -33,6 +33,9 @@ from vitcli.models.variants import (
 )
 
 
+TIMM_EPS = 1e-6  # LayerNorm eps of timm's ViT (and the paper's); a timm config.json cannot set another
+
+
 class PreLogits(nn.Sequential):
     """The paper's representation layer: Linear then tanh, between the pooled token and the head."""
 
@@ -196,6 +199,7 @@ def build_model(cfg: ModelCfg, num_classes: int) -> ViT:
         proj_drop_rate=cfg.dropout,
         attn_drop_rate=cfg.attn_dropout,
         drop_path_rate=cfg.drop_path,
+        norm_layer=partial(nn.LayerNorm, eps=cfg.norm_eps),  # timm's own default, with the recipe's eps
         attn_layer=Attention,  # timm's, with fp32 attention for bf16 on CPU (models/attention.py)
         **kwargs,
     )
@@ -243,6 +247,7 @@ def describe(cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
         "representation_size": cfg.representation_size,
         "posemb": cfg.posemb,
         "posemb_where": cfg.posemb_where,
+        "norm_eps": cfg.norm_eps,
         "num_classes": num_classes,
         "timm_name": _timm_name(v, cfg.res),
         "timm_kwargs": timm_kwargs(v, cfg, num_classes),

@@ -35,7 +35,7 @@ PRECEDENCE = (
 
 # Model fields that define the architecture: they come from the checkpoint when it records them.
 _ARCH_KEYS = ("name", "width", "depth", "heads", "mlp_dim", "patch", "pool", "representation_size", "posemb",
-              "posemb_where")
+              "posemb_where", "norm_eps")
 FINETUNE_DEFAULT = SHIPPED / "finetune" / "default.yaml"
 
 
@@ -267,7 +267,7 @@ def _clashes(own: dict, desc: dict, new_head: bool) -> list[str]:
                                         **{k: own.get(k) for k in dims}))
         out += [f"{k} (recipe {getattr(mine, k)!r}, checkpoint {desc.get(k)!r})" for k in dims
                 if k in desc and k not in desc.get("guessed", ()) and getattr(mine, k) != desc[k]]
-    for key in ("pool", "representation_size", "posemb", "posemb_where"):
+    for key in ("pool", "representation_size", "posemb", "posemb_where", "norm_eps"):
         if new_head and key == "representation_size":
             continue  # a new head drops the pre-logits layer whatever the checkpoint had
         if own.get(key) is not None and key in desc and own[key] != desc[key]:

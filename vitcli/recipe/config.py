@@ -38,6 +38,9 @@ class ModelCfg:
     posemb_where: Literal["stem", "every_layer", "every_layer_shared"] = "stem"
     # paper: linear zoom, corners aligned; bilinear/bicubic: as timm's checkpoint loading (antialiased)
     posemb_resample: Literal["paper", "bilinear", "bicubic"] = "paper"
+    # LayerNorm epsilon of every norm of the transformer: the paper's and timm's 1e-6. A checkpoint that
+    # records another keeps it (a transformers ViT's layer_norm_eps, e.g. 1e-12), so it computes what it did.
+    norm_eps: float = 1e-6
     # Overrides to build a variant outside the zoo (tiny models for CPU recipes and tests).
     width: int | None = None
     depth: int | None = None

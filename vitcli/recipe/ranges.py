@@ -156,6 +156,7 @@ def _check_model(cfg: RecipeCfg, bad: Bad, given: dict[str, str], origin: str) -
     m = cfg.model
     for key, limit in _SIZES.items():
         _interval(bad, {f"model.{key}": getattr(m, key)}, 1, limit)
+    _interval(bad, {"model.norm_eps": m.norm_eps}, 0, 0.1, lo_open=True)
     if max(m.res) > MAX_SIDE:
         raise bad("model.res", f"{m.res[0]}x{m.res[1]} is larger than {MAX_SIDE} pixels a side: one such image "
                   f"is {3 * m.res[0] * m.res[1] * 4 / 1e9:.3g} GB as float32 and its activations cannot fit in memory")

@@ -40,7 +40,7 @@ _ARCH = ("name", "width", "depth", "heads", "mlp_dim", "pool", "representation_s
 def model_cfg(desc: dict, **changes) -> ModelCfg:
     """The ModelCfg that builds the model a description (`vitcli.models.describe`) describes."""
     fields = {k: desc[k] for k in _ARCH}
-    for key in ("posemb", "posemb_where"):  # older descriptions lack them: "learned" at the "stem"
+    for key in ("posemb", "posemb_where", "norm_eps"):  # older descriptions lack them: the defaults
         if key in desc:
             fields[key] = desc[key]
     fields.update(changes)
@@ -74,12 +74,12 @@ def _guess_heads(width: int, where: str) -> int:
 
 def describe_dims(*, width: int, depth: int, heads: int, mlp_dim: int, patch: int, hybrid: str | None,
                   res: tuple[int, int], pool: str, representation_size: int | None, num_classes: int,
-                  where: str) -> dict:
+                  where: str, norm_eps: float = 1e-6) -> dict:
     """The model description (`vitcli.models.describe`) of a ViT of these dimensions."""
     fam = family_for(width, depth)
     name = f"{'R50+' if hybrid else ''}{fam}/{patch}"
     cfg = ModelCfg(name=name, res=tuple(res), pool=pool, representation_size=representation_size,
-                   width=width, depth=depth, heads=heads, mlp_dim=mlp_dim)
+                   width=width, depth=depth, heads=heads, mlp_dim=mlp_dim, norm_eps=norm_eps)
     try:
         return describe(cfg, num_classes)
     except RecipeError as exc:  # e.g. an MLP size timm cannot express, or a width the heads do not divide

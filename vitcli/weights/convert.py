@@ -20,6 +20,7 @@ from vitcli.errors import CheckpointError, RunError
 from vitcli.files import atomic_write, write_json
 from vitcli.models import build_model, describe
 from vitcli.models.positions import not_in_timm, not_in_transformers
+from vitcli.models.vit import TIMM_EPS
 from vitcli.weights import hf, remote
 from vitcli.weights.arch import model_cfg
 from vitcli.weights.export import NORMS, timm_config
@@ -85,18 +86,22 @@ def _timm(model, desc, state, labels, data, out: Path) -> tuple[list[str], str |
     if missing:
         raise CheckpointError(f"--format timm: {missing} cannot be carried: timm's ViT has no such position "
                               "embedding; export --format onnx")
-    dropped = None
+    dropped = []
     if desc["representation_size"]:
         desc, state = _headless(desc, state)
         labels = None
-        dropped = ("the tanh pre-logits layer and the head on it: timm's ViT has no pre-logits layer, so the "
-                   "backbone is written headless (num_classes 0)")
+        dropped.append("the tanh pre-logits layer and the head on it: timm's ViT has no pre-logits layer, so the "
+                       "backbone is written headless (num_classes 0)")
+    eps = desc.get("norm_eps", TIMM_EPS)
+    if eps != TIMM_EPS:
+        dropped.append(f"LayerNorm eps {eps:g}: timm's config.json cannot name it, so timm runs the model at "
+                       f"{TIMM_EPS:g} (config.json's vit_model keeps {eps:g} for vit)")
     meta = {"format": "pt", "producer": "vitcli"}
     if labels is not None:
         meta[LABEL_NAMES] = json.dumps(labels)
     write_safetensors(out / "model.safetensors", state, meta)
     write_json(out / "config.json", {**timm_config(desc, data, labels), "vit_model": desc})
-    return ["model.safetensors", "config.json"], dropped
+    return ["model.safetensors", "config.json"], "; ".join(dropped) or None
 
 
 def _hf(model, desc, state, labels, data, out: Path) -> tuple[list[str], str | None]:

@@ -15,6 +15,7 @@ from vitcli.recipe.config import DataCfg
 from vitcli.files import write_json
 from vitcli.models.masked import is_pretraining_key
 from vitcli.models.positions import not_in_timm
+from vitcli.models.vit import TIMM_EPS
 from vitcli.weights.reader import LABEL_NAMES
 from vitcli.weights.serialization import write_safetensors
 
@@ -76,6 +77,9 @@ def export(out: Path, setup, recipe_data: dict, weights: dict, label_names: list
     if missing:
         log(f"export: {missing} has no timm equivalent; {out / 'config.json'} rebuilds "
             "the model in vit only (timm.create_model would miss its position tables)")
+    if desc.get("norm_eps", TIMM_EPS) != TIMM_EPS:
+        log(f"export: model.norm_eps {desc['norm_eps']:g} cannot be named in timm's model_args; timm.create_model "
+            f"runs the model at {TIMM_EPS:g}, vit at {desc['norm_eps']:g} ({out / 'config.json'}'s vit_model)")
     write_json(out / "config.json", {
         **timm_config(desc, recipe_data.get("data") or {}, label_names), "vit_model": desc,
         "vit_recipe": recipe_data,

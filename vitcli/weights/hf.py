@@ -11,7 +11,6 @@ directly, so a classifier and a pooler never apply together in HF. Files on the 
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 
@@ -20,7 +19,7 @@ from vitcli.weights.arch import describe_dims
 
 log = logging.getLogger(__name__)
 
-TIMM_EPS = 1e-6  # LayerNorm eps of timm's and the paper's ViT; HF's conversions wrote 1e-12
+HF_EPS = 1e-12  # transformers' ViTConfig default layer_norm_eps (what a config without one runs at)
 _PAPER_MEAN = [0.5, 0.5, 0.5]
 _IMAGENET_MEAN = [0.485, 0.456, 0.406]
 
@@ -62,6 +61,10 @@ def check_config(config: dict, where: str) -> None:
     if wrong:
         key, got, want = wrong[0]
         raise CheckpointError(f"{where}: {key} {got!r} is not supported; vit builds the paper's ViT ({key} {want!r})")
+    eps = config.get("layer_norm_eps", HF_EPS)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 0.1:
+        raise CheckpointError(f"{where}: config.json's layer_norm_eps {eps!r} is not a LayerNorm epsilon; valid: a number in "
+                              "(0, 0.1], e.g. 1e-12 (transformers' default) or 1e-6 (the paper's)")
 
 
 def _size(value) -> tuple[int, int]:
@@ -131,17 +134,14 @@ def describe_hf(sd: dict, config: dict, where: str) -> dict:
                          heads=int(config.get("num_attention_heads", 12)),
                          mlp_dim=int(config.get("intermediate_size", 4 * width)), patch=patch, hybrid=None,
                          res=res, pool="token", representation_size=int(pre.shape[0]) if pre is not None else None,
-                         num_classes=int(head.shape[0]) if head is not None else 0, where=where)
+                         num_classes=int(head.shape[0]) if head is not None else 0, where=where,
+                         norm_eps=float(config.get("layer_norm_eps", HF_EPS)))
 
 
 def read_hf(tensors: dict[str, torch.Tensor], config: dict, preprocessor: dict | None, where: str) -> dict:
     """Pretrained fields of an HF ViT: timm-named state dict, model description, label names, norm."""
     check_config(config, where)
     sd, notes = to_timm(tensors, config, where)
-    eps = float(config.get("layer_norm_eps", TIMM_EPS))
-    if not math.isclose(eps, TIMM_EPS):
-        # HF's conversions of the paper's weights wrote 1e-12; the weights were trained with 1e-6.
-        notes.append(f"layer_norm_eps {eps:g} of config.json is run as {TIMM_EPS:g}, the paper's and timm's")
     for note in notes:
         log.warning("%s: %s", where, note)
     return {"state_dict": sd, "model": describe_hf(sd, config, where), "label_names": _label_names(config),
@@ -156,7 +156,7 @@ def hf_config(desc: dict, label_names: list[str] | None, has_pooler: bool) -> di
     config = {
         "architectures": ["ViTForImageClassification" if classes else "ViTModel"], "model_type": "vit",
         "hidden_size": desc["width"], "num_hidden_layers": desc["depth"], "num_attention_heads": desc["heads"],
-        "intermediate_size": desc["mlp_dim"], "hidden_act": "gelu", "layer_norm_eps": TIMM_EPS,
+        "intermediate_size": desc["mlp_dim"], "hidden_act": "gelu", "layer_norm_eps": desc.get("norm_eps", 1e-6),
         "image_size": res[0] if res[0] == res[1] else list(res), "patch_size": desc["patch"], "num_channels": 3,
         "qkv_bias": True, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
         "id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)},
