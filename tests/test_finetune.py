@@ -360,12 +360,66 @@ def test_minival_is_carved_from_a_whole_train_split_never_the_test_split(pre):
 
     assert minival_splits(cfg())[:2] == ("train[:98%]", "train[98%:]")  # the tiny data set: not the paper's
     assert minival_splits(cfg("data.eval_split=validation"))[:2] == ("train[:98%]", "train[98%:]")
-    with pytest.raises(RecipeError, match="carves its minival from a whole split"):
+    with pytest.raises(RecipeError, match="carves its minival from whole splits"):
         minival_splits(cfg("data.train_split=train[:99%]"))
+    with pytest.raises(RecipeError, match="carves its minival from whole splits"):
+        minival_splits(cfg("data.train_split=train+"))
+    with pytest.raises(RecipeError, match="is part of data.train_split 'train\\+validation'"):
+        minival_splits(cfg("data.train_split=train+validation", "data.eval_split=validation"))
     with pytest.raises(RecipeError, match="is part of data.train_split 'train'"):
         minival_splits(cfg("data.eval_split=train[98%:]"))
     with pytest.raises(RecipeError, match="sweep.minival: must be a whole percent"):
         cfg("sweep.minival=0.025")
+
+
+def served_training_indices(monkeypatch) -> dict[int, list[set[int]]]:
+    """Which examples each training loader served, keyed by the size of the split it read (one set per run)."""
+    from vitcli.data import sampler
+
+    served: dict[int, list[set[int]]] = {}
+    original = sampler.Batches.__iter__
+
+    def counting(self):
+        if self.sampler.shuffle:  # training loaders shuffle; evaluation ones do not
+            runs = served.setdefault(self.sampler.size, [])
+            if self.sampler.epoch == 0 and self.sampler.start == 0:
+                runs.append(set())
+            for seed, chunk in original(self):
+                runs[-1].update(chunk)
+                yield seed, chunk
+        else:
+            yield from original(self)
+
+    monkeypatch.setattr(sampler.Batches, "__iter__", counting)
+    return served
+
+
+def test_sweep_on_train_validation_test_holds_out_of_both_and_retrains_on_both(pre, tmp_path, monkeypatch):
+    """Flowers-102's layout: the same command as on a one-split layout; the minival is 10% of
+    train+validation, and the final model is trained on every one of its images."""
+    import datasets
+    from conftest import CLASSES, make_images, write_parquet_dataset
+    from PIL import Image
+
+    data = write_parquet_dataset(tmp_path / "flowers102", n_train=60, n_test=32)
+    images, labels = make_images(40, seed=2)
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=CLASSES)})
+    datasets.Dataset.from_dict({"img": [Image.fromarray(a) for a in images], "label": labels},
+                               features=features).to_parquet(str(data / "validation-00000-of-00001.parquet"))
+    served = served_training_indices(monkeypatch)
+    result = invoke("finetune", "--from", pre, "--data", data, *sets("train.batch_size=10", "train.steps=10", "optim.name=sgd"),
+                    "--set", "optim.lr=[1e-5,0.1]", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert summary["minival_fraction"] == 0.10 and "Flowers-102" in summary["minival_fraction_from"]
+    assert summary["minival_split"] == "train[90%:]+validation[90%:]"
+    assert summary["train_split"] == "train[:90%]+validation[:90%]"
+    assert all(row["minival_images"] == 10 and row["train_examples"] == 90 for row in summary["sweep"])
+    final = summary["final"]
+    assert final["train_split"] == "train+validation" and final["train_examples"] == 100
+    assert final["test_split"] == "test" and final["test_images"] == 32
+    # Every one of the 100 train+validation images went into the final model (10 steps of 10: one epoch).
+    assert sorted(served) == [90, 100] and len(served[90]) == 2 and served[100] == [set(range(100))]
 
 
 # -- refusals -----------------------------------------------------------------------------------------

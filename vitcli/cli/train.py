@@ -56,7 +56,7 @@ def finetune_cmd(path: FinetuneRecipeArg = None, from_: FromOpt = ..., data: Dat
 
     Without a length (train.steps, train.epochs or train.examples) a fine-tune sizes itself: the paper's Table 4 for its data sets (ImageNet 20,000 steps, CIFAR-10/100 10,000, Pets and Flowers 500, at batch 512), otherwise 10 epochs kept within 500-20,000 steps of 512 images; the same number of images at another batch size, with a warmup of at most 10% of the run. The first steps print the measured time per step and the projected total. A length given with --set replaces the recipe's in any unit.
 
-    A list of learning rates is the paper's sweep: each value trains on train minus a held-out minival (sweep.minival; default the paper's 10% for Pets and Flowers, 2% CIFAR, 1% ImageNet, else 2%), the best minival top-1 wins (a tie: the lower minival loss), then that value is retrained on the whole train split and reported on the test split (data.eval_split). --no-retrain keeps the minival winner instead.
+    A list of learning rates is the paper's sweep: each value trains on train minus a held-out minival (sweep.minival; default the paper's 10% for Pets and Flowers, 2% CIFAR, 1% ImageNet, else 2%), the best minival top-1 wins (a tie: the lower minival loss), then that value is retrained on the whole train split (train+validation for a data set that has both besides test: the minival is cut from each) and reported on the test split (data.eval_split). --no-retrain keeps the minival winner instead.
 
     [b]Examples[/b]:
       [cyan]vit finetune --from runs/demo --res 24[/]  (writes runs/demo-finetune)

@@ -43,21 +43,27 @@ def is_sweep(cfg: RecipeCfg) -> bool:
 def minival_splits(cfg: RecipeCfg) -> tuple[str, str, float, str]:
     """(train part, minival, fraction, why that fraction), carved from the end of `data.train_split`.
 
-    The train split must be a whole split (e.g. `train`): split expressions cannot slice a slice, and a
-    test split that overlaps it would report a number measured on training images.
+    The train split must be whole splits (`train`, or `train+validation` as Flowers-102 and Pets are
+    trained): split expressions cannot slice a slice, and a test split that overlaps it would report a
+    number measured on training images. Of a union, the same fraction is held out of each split (so of
+    the whole): `train[:90%]+validation[:90%]` trains, `train[90%:]+validation[90%:]` chooses.
     """
     d = cfg.data
     train = d.train_split.strip()
-    if "[" in train or "+" in train:
-        raise RecipeError(f"data.train_split {train!r}: an lr sweep carves its minival from a whole split; give "
-                          "the split's name (e.g. 'train') and the held-out fraction as sweep.minival")
-    if d.eval_split and d.eval_split.partition("[")[0].strip() == train:
+    parts = [part.strip() for part in train.split("+")]
+    if "[" in train or not all(parts):
+        raise RecipeError(f"data.train_split {train!r}: an lr sweep carves its minival from whole splits; give "
+                          "their names (e.g. 'train' or 'train+validation') and the held-out fraction as "
+                          "sweep.minival")
+    tested = {part.partition("[")[0].strip() for part in (d.eval_split or "").split("+")}
+    if tested & set(parts):
         raise RecipeError(f"data.eval_split {d.eval_split!r} is part of data.train_split {train!r}, on which the "
                           "final model is retrained; give a separate test split (e.g. 'test') or null, and the "
                           "minival fraction as sweep.minival")
     fraction, why = transfer.minival_fraction(d.source, cfg.sweep.minival)
     keep = f"{round(100 * (1 - fraction))}%"
-    return f"{train}[:{keep}]", f"{train}[{keep}:]", fraction, why
+    return ("+".join(f"{part}[:{keep}]" for part in parts), "+".join(f"{part}[{keep}:]" for part in parts),
+            fraction, why)
 
 
 def run_sweep(cfg: RecipeCfg, out: Path, *, resume: bool, allowed: frozenset[str], hint: str,
@@ -88,6 +94,7 @@ def run_sweep(cfg: RecipeCfg, out: Path, *, resume: bool, allowed: frozenset[str
     log.info(f"sweep: {choice}")
     summary = {"out": str(out), "best_lr": best["lr"], "choice": choice, "best_minival_top1": best["minival_top1"],
                "minival_fraction": fraction, "minival_fraction_from": why, "train_split": train_split,
+               "minival_of": cfg.data.train_split,
                "minival_split": val_split, "retrained": cfg.sweep.retrain, "sweep": table}
     if cfg.sweep.retrain:
         final = _with(cfg, best["lr"], cfg.data.train_split, cfg.data.eval_split)
@@ -215,7 +222,7 @@ def sweep_table(summary: dict) -> Table:
     """The sweep as a Rich table: one row per learning rate (minival), then the final model (test)."""
     final = summary["final"]
     test = final.get("test_split") or "test"
-    whole = summary["train_split"].partition("[")[0]
+    whole = summary.get("minival_of") or summary["train_split"].partition("[")[0]
     table = Table(title=f"lr sweep in {summary['out']} (lr-*/, final/): chosen on {summary['minival_split']}, "
                         f"{summary['minival_fraction']:.0%} of {whole}", header_style="bold")
     for col in ("lr", "trained on", "minival top-1", "minival loss", f"{test} top-1", "steps", ""):
@@ -230,6 +237,6 @@ def sweep_table(summary: dict) -> Table:
         images = final.get("train_examples")
         table.add_row(f"{final['lr']:g}", final["train_split"] + (f" ({images})" if images else ""), "-", "-",
                       _pct(final.get("test_top1")), str(final.get("steps", "")), "final")
-    table.caption = summary["choice"] + ("; retrained on all of train" if summary["retrained"]
+    table.caption = summary["choice"] + (f"; retrained on all of {whole}" if summary["retrained"]
                                          else f"; --no-retrain: {NOT_PAPER}")
     return table
