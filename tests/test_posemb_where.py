@@ -107,3 +107,12 @@ def test_kinds_without_a_learned_table_refuse_the_layer_rows():
         with pytest.raises(RecipeError, match=f"model.posemb_where: every_layer adds a learned table to every "
                                               f"block, and model.posemb {kind} has none"):
             build_model(tiny(posemb=kind, posemb_where="every_layer"), 10)
+
+
+def test_layer_decay_puts_each_table_with_its_block():
+    from vitcli.engine.train.optim import _layer_id
+
+    model = build_model(tiny(posemb="learned_2d", posemb_where="every_layer"), 10)
+    ids = {name: _layer_id(name, 3) for name, _ in model.named_parameters() if name.startswith("pos_embed")}
+    assert ids["pos_embed_row"] == 0 and ids["pos_embed_layers.0.row"] == ids["pos_embed_layers.0.prefix"] == 2
+    assert ids["pos_embed_layers.1.col"] == _layer_id("blocks.2.attn.qkv.weight", 3) == 3

@@ -44,7 +44,11 @@ def _expand(pattern: str) -> list[str]:
 
 
 def _layer_id(name: str, depth: int) -> int:
-    # Embeddings are layer 0, block i is layer i+1, the final norm and head are layer depth+1.
+    # Embeddings are layer 0, block i is layer i+1, the final norm and head are layer depth+1; the
+    # position table added to block i's input ("every_layer": pos_embed_layers.<i-1>) goes with block i.
+    table = re.match(r"pos_embed_layers\.(\d+)\.", name)
+    if table:
+        return int(table.group(1)) + 2
     if name.startswith(("patch_embed", "cls_token", "pos_embed", "reg_token", "mask_token")):
         return 0
     match = re.match(r"blocks\.(\d+)\.", name)
