@@ -18,8 +18,6 @@ from torch import nn
 
 from vitcli.errors import CheckpointError
 from vitcli.models import posemb as pe
-from vitcli.models.variants import LAYERED_POSEMB as LAYERED_KINDS
-from vitcli.models.variants import POSEMB_WHERE as WHERE
 
 
 def not_in_timm(desc: dict) -> str | None:

@@ -22,8 +22,10 @@ from vitcli.errors import RecipeError
 from vitcli.models import posemb as pe
 from vitcli.models.attention import Attention
 from vitcli.models.masked import Corruption, corrupt
-from vitcli.models.positions import LAYERED_KINDS, WHERE, PositionTables
+from vitcli.models.positions import PositionTables
 from vitcli.models.variants import (
+    LAYERED_POSEMB,
+    POSEMB_WHERE,
     R50_LAYERS,
     Variant,
     grid,
@@ -55,9 +57,9 @@ class ViT(PositionTables, VisionTransformer):
                  posemb_where: str = "stem", **kwargs: Any) -> None:
         if posemb not in pe.KINDS:
             raise ValueError(f"unknown position embedding {posemb!r}; valid: {', '.join(pe.KINDS)}")
-        if posemb_where not in WHERE or posemb_where != "stem" and posemb not in LAYERED_KINDS:
+        if posemb_where not in POSEMB_WHERE or posemb_where != "stem" and posemb not in LAYERED_POSEMB:
             raise ValueError(f"position embeddings {posemb!r} cannot be added at {posemb_where!r}; valid: "
-                             f"{', '.join(WHERE)} for {' or '.join(LAYERED_KINDS)}, else stem")
+                             f"{', '.join(POSEMB_WHERE)} for {' or '.join(LAYERED_POSEMB)}, else stem")
         if posemb not in ("learned", "sincos2d"):
             kwargs["pos_embed"] = "none"  # timm holds no table; ours (if any) is added in _pos_embed
         super().__init__(**kwargs)
