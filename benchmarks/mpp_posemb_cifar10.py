@@ -21,7 +21,8 @@ Few-shot: recipes/fewshot/cifar10.yaml on 5% of the training split (2,500 images
 split (2,000), 1/5/10/25 shots x 3 seeds, to keep each evaluation short on a shared CPU.
 
 Each `vit` command runs under `flock /tmp/vit-heavy.lock nice -n 5` (the machine is shared), one at a
-time; results are kept in RUNS/bench-<part>.json so an interrupted benchmark continues where it stopped.
+time (`--locked`: the caller already holds the lock for the whole benchmark, e.g.
+`flock /tmp/vit-heavy.lock python benchmarks/mpp_posemb_cifar10.py where --locked ...`); results are kept in RUNS/bench-<part>.json so an interrupted benchmark continues where it stopped.
 One seed (train.seed 0) unless a row says otherwise. Prints a markdown table for benchmarks/README.md.
 """
 
@@ -36,15 +37,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VIT = ["flock", "/tmp/vit-heavy.lock", "nice", "-n", "5", sys.executable, "-m", "vitcli"]
+LOCK = ["flock", "/tmp/vit-heavy.lock"]
+VIT = ["nice", "-n", "5", sys.executable, "-m", "vitcli"]
 KINDS = ("learned", "none", "learned_2d", "relative", "sincos2d")  # the five of Table 8 (relative_2d: an option)
 
 
 class Bench:
     """Runs `vit` commands once each, remembering their JSON results and wall times."""
 
-    def __init__(self, runs: Path, part: str):
+    def __init__(self, runs: Path, part: str, locked: bool = False):
         self.runs = runs
+        self.vit = VIT if locked else [*LOCK, *VIT]
         self.path = runs / f"bench-{part}.json"
         self.state = json.loads(self.path.read_text()) if self.path.is_file() else {}
 
@@ -60,7 +63,7 @@ class Bench:
             return result
         print(f"[{key}] {shown}", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        proc = subprocess.run([*VIT, *args, "--json"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.run([*self.vit, *args, "--json"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         if proc.returncode != 0:
             sys.exit(f"[{key}] failed with exit code {proc.returncode}: {shown}")
         result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -167,8 +170,9 @@ def main() -> None:
     parser.add_argument("--ft-steps", type=int, default=200, help="mpp: fine-tuning steps")
     parser.add_argument("--no-scratch", action="store_true", help="mpp: leave out the from-scratch row")
     parser.add_argument("--all-fewshot", action="store_true", help="mpp: few-shot every model, not just the backbone")
+    parser.add_argument("--locked", action="store_true", help="the caller holds /tmp/vit-heavy.lock: take it no more")
     args = parser.parse_args()
-    bench = Bench(args.runs, args.part)
+    bench = Bench(args.runs, args.part, args.locked)
     if args.part == "mpp":
         mpp(bench, args.data, args.runs, args.pre_steps, args.ft_steps, args.all_fewshot, not args.no_scratch)
     elif args.part == "where":
