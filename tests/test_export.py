@@ -137,7 +137,7 @@ def test_export_writes_only_into_out(run, tmp_path):
     export(run, "timm", tmp_path / "timm")
     assert sorted(p.relative_to(run.parent) for p in run.parent.rglob("*")) == before
     assert sorted(p.name for p in (tmp_path / "timm").iterdir()) == ["config.json", "model.safetensors"]
-    assert convert.default_out(str(run), reader.read(run), "hf") == run.parent / "run-hf"
+    assert convert.default_export_dir(str(run), reader.read(run), "hf") == run.parent / "run-hf"
 
 
 def test_export_onnx_without_the_onnx_package_is_one_line(run, tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from vitcli.recipe.config import ModelCfg
-from vitcli.engine.evaluate import inspection
+from vitcli.engine.evaluate import internals
 from vitcli.models import build_model
 from vitcli.models.attention import record_attention
 
@@ -64,29 +64,29 @@ def test_uniform_attention_has_the_grids_mean_distance(pool):
         for block in model.blocks:
             block.attn.qkv.weight[: 2 * model.embed_dim].zero_()  # q = k = 0: every logit is 0
             block.attn.qkv.bias.zero_()
-    geom = inspection.geometry(model, (16, 16))
+    geom = internals.geometry(model, (16, 16))
     assert geom.grid == (4, 4) and geom.cell == (4.0, 4.0) and geom.prefix == (1 if pool == "token" else 0)
-    summary = inspection.attention_pass(model, torch.randn(3, 3, 16, 16), geom)
+    summary = internals.attention_pass(model, torch.randn(3, 3, 16, 16), geom)
     assert summary.images == 3 and summary.distance.shape == (2, 2)
     expected = uniform_mean_distance(4, 4, 4.0)
     assert expected == pytest.approx(8.032, abs=1e-3)  # about 2.01 patches of 4 px
     torch.testing.assert_close(summary.distance, torch.full((2, 2), expected), atol=1e-4, rtol=0)
-    assert inspection.uniform_distance(geom) == pytest.approx(expected)
+    assert internals.uniform_distance(geom) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("pool", ["gap", "token"])
 def test_attention_to_itself_has_distance_zero_and_an_identity_rollout(pool):
     model = self_attending(pool)
-    geom = inspection.geometry(model, (16, 16))
+    geom = internals.geometry(model, (16, 16))
     recorded = []
     with record_attention(model, lambda i, p: recorded.append(p)):
         model(torch.randn(2, 3, 16, 16))
     eye = torch.eye(geom.prefix + 16).expand(2, 2, -1, -1)
     for probs in recorded:
         torch.testing.assert_close(probs, eye, atol=1e-5, rtol=0)
-    summary = inspection.attention_pass(model, torch.randn(2, 3, 16, 16), geom)
+    summary = internals.attention_pass(model, torch.randn(2, 3, 16, 16), geom)
     torch.testing.assert_close(summary.distance, torch.zeros(2, 2), atol=1e-4, rtol=0)
-    rolled = inspection.rollout(p.mean(dim=1) for p in recorded)
+    rolled = internals.rollout(p.mean(dim=1) for p in recorded)
     torch.testing.assert_close(rolled, torch.eye(geom.prefix + 16, dtype=torch.float64).expand(2, -1, -1),
                                atol=1e-5, rtol=0)
     # The class token gathers nothing from the patches; GAP gathers each patch equally (1/16).
@@ -96,14 +96,14 @@ def test_attention_to_itself_has_distance_zero_and_an_identity_rollout(pool):
 
 def test_rollout_of_identity_attention_is_the_identity():
     eye = torch.eye(5).expand(3, -1, -1)
-    torch.testing.assert_close(inspection.rollout([eye, eye, eye]), torch.eye(5, dtype=torch.float64).expand(3, -1, -1))
+    torch.testing.assert_close(internals.rollout([eye, eye, eye]), torch.eye(5, dtype=torch.float64).expand(3, -1, -1))
 
 
 def test_rollout_adds_the_residual_and_multiplies_layers_in_order():
     a = torch.softmax(torch.randn(1, 3, 3), dim=-1)
     b = torch.softmax(torch.randn(1, 3, 3), dim=-1)
     mixed = lambda m: (m + torch.eye(3)) / 2  # rows of m sum to 1, so adding I doubles them
-    torch.testing.assert_close(inspection.rollout([a, b]).float(), mixed(b) @ mixed(a))
+    torch.testing.assert_close(internals.rollout([a, b]).float(), mixed(b) @ mixed(a))
 
 
 def test_recording_changes_neither_outputs_nor_keys():
@@ -122,9 +122,9 @@ def test_recording_changes_neither_outputs_nor_keys():
 
 def test_posemb_similarity_is_the_cosine_of_every_pair_on_a_non_square_grid():
     model = tiny("token", res=(16, 8))
-    geom = inspection.geometry(model, (16, 8))
+    geom = internals.geometry(model, (16, 8))
     assert geom.grid == (4, 2)
-    sim = inspection.posemb_similarity(model, geom)
+    sim = internals.posemb_similarity(model, geom)
     pos = model.pos_embed.detach()[0, 1:]  # the class token's embedding comes first
     for (i, j), (k, m) in itertools.product(itertools.product(range(4), range(2)), repeat=2):
         direct = F.cosine_similarity(pos[i * 2 + j], pos[k * 2 + m], dim=0)
@@ -137,13 +137,13 @@ def test_row_column_score_of_embeddings_made_of_rows_and_columns():
                      F.one_hot(torch.arange(cols).repeat(rows), cols)], dim=1).float()
     emb = F.normalize(emb, dim=1)
     sim = (emb @ emb.T).reshape(rows, cols, rows, cols)
-    assert inspection.row_column_structure(sim) == pytest.approx(
+    assert internals.row_column_structure(sim) == pytest.approx(
         {"same_row": 0.5, "same_column": 0.5, "elsewhere": 0.0})
 
 
 def test_embedding_filters_are_the_principal_components_of_the_patch_projection():
     model = tiny("gap")
-    out = inspection.embedding_filters(model)
+    out = internals.embedding_filters(model)
     comps, var = out["components"], out["explained_variance"]
     assert out["what"] == "patch embedding" and comps.shape == (28, 3, 4, 4)
     flat = comps.reshape(28, -1).double()
@@ -157,25 +157,25 @@ def test_embedding_filters_are_the_principal_components_of_the_patch_projection(
 
 def test_a_hybrid_is_inspected_on_its_feature_map_cells():
     model = build_model(ModelCfg(name="R50+Ti/16", res=(32, 32), depth=1), 3).eval()
-    geom = inspection.geometry(model, (32, 32))
+    geom = internals.geometry(model, (32, 32))
     assert geom.hybrid and geom.grid == (2, 2) and geom.cell == (16.0, 16.0)
-    filters = inspection.embedding_filters(model)
+    filters = internals.embedding_filters(model)
     assert filters["what"].startswith("ResNet stem") and filters["components"].shape == (28, 3, 7, 7)
-    summary = inspection.attention_pass(model, torch.randn(2, 3, 32, 32), geom)
+    summary = internals.attention_pass(model, torch.randn(2, 3, 32, 32), geom)
     assert summary.distance.shape == (1, 3) and summary.maps.shape == (2, 2, 2)
     assert bool((summary.distance >= 0).all()) and bool((summary.distance <= 16 * math.sqrt(2) + 1e-6).all())
 
 
 def test_2d_posemb_similarity_and_relative_models():
     model = tiny("token", posemb="learned_2d")
-    geom = inspection.geometry(model, (16, 16))
-    sim = inspection.posemb_similarity(model, geom)
+    geom = internals.geometry(model, (16, 16))
+    sim = internals.posemb_similarity(model, geom)
     row, col = model.pos_embed_row.detach()[0], model.pos_embed_col.detach()[0]
     first, other = torch.cat([row[1], col[2]]), torch.cat([row[3], col[0]])
     assert float(sim[1, 2, 3, 0]) == pytest.approx(float(F.cosine_similarity(first, other, dim=0)), abs=1e-5)
     relative = tiny("gap", posemb="relative_2d")
-    assert "one per offset" in inspection.posemb_absent(relative)
-    summary = inspection.attention_pass(relative, torch.randn(2, 3, 16, 16), inspection.geometry(relative, (16, 16)))
+    assert "one per offset" in internals.posemb_absent(relative)
+    summary = internals.attention_pass(relative, torch.randn(2, 3, 16, 16), internals.geometry(relative, (16, 16)))
     assert summary.distance.shape == (2, 2)  # the relative bias is part of the recorded softmax
     x = torch.randn(2, 3, 16, 16)
     with record_attention(relative, lambda i, p: None):

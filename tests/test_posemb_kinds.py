@@ -162,14 +162,14 @@ def test_export_says_in_one_line_when_timm_cannot_rebuild_the_model(tmp_path):
 
     from vitcli.recipe import schema
     from vitcli.recipe.config import RecipeCfg
-    from vitcli.weights.export import export
+    from vitcli.weights.run_model import save_run_model
 
     for kind, expect_line in (("relative", True), ("sincos2d", False)):
         cfg = RecipeCfg(model=tiny(posemb=kind))
         model = build_model(cfg.model, 10)
         setup = SimpleNamespace(ema=None, description=describe(cfg.model, 10))
         lines = []
-        export(tmp_path, setup, schema.to_dict(cfg), model.state_dict(), log=lines.append)
+        save_run_model(tmp_path, setup, schema.to_dict(cfg), model.state_dict(), log=lines.append)
         assert len(lines) == int(expect_line)
         if expect_line:
             assert "model.posemb relative has no timm equivalent" in lines[0] and "\n" not in lines[0]

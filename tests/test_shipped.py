@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from vitcli import __version__, recipe
 from vitcli.cli import app
-from vitcli.engine.persistence.rundir import default_out
+from vitcli.engine.persistence.rundir import default_run_dir
 
 runner = CliRunner()
 
@@ -77,12 +77,12 @@ def test_recipe_check_takes_directories_and_the_shipped_folder(tmp_path):
 
 
 def test_the_default_run_directory_is_runs_name_then_the_next_free_number(tmp_path):
-    assert default_out("demo") == Path("runs/demo")
+    assert default_run_dir("demo") == Path("runs/demo")
     Path("runs/demo").mkdir(parents=True)
-    assert default_out("demo") == Path("runs/demo-2")
+    assert default_run_dir("demo") == Path("runs/demo-2")
     Path("runs/demo-2").mkdir()
-    assert default_out("demo") == Path("runs/demo-3")
-    assert default_out("demo", resume=True) == Path("runs/demo")  # a resume continues, never a new name
+    assert default_run_dir("demo") == Path("runs/demo-3")
+    assert default_run_dir("demo", resume=True) == Path("runs/demo")  # a resume continues, never a new name
 
 
 def test_a_length_on_the_command_line_replaces_the_recipes_length_in_another_unit():

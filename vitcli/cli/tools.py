@@ -99,7 +99,7 @@ def export_cmd(from_: Annotated[str, typer.Argument(
     from vitcli.weights import convert, reader
 
     source = reader.read(from_)
-    result = convert.export(source, fmt, out or convert.default_out(from_, source, fmt), weights=weights or "ema")
+    result = convert.export(source, fmt, out or convert.default_export_dir(from_, source, fmt), weights=weights or "ema")
     if result["not_carried"] and is_main_process():
         err_console.print(Text(f"not carried: {result['not_carried']}"))
     emit(result, as_json, f"vit export --format {fmt}")

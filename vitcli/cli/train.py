@@ -81,12 +81,12 @@ LENGTH_KEYS = ("train.steps", "train.epochs", "train.examples")
 
 def _train(cfg, out: Optional[Path], resume: bool, sets: list[str], command: str, as_json: bool) -> None:
     from vitcli.engine import jobs
-    from vitcli.engine.persistence.rundir import default_out
+    from vitcli.engine.persistence.rundir import default_run_dir
     from vitcli.engine.train.sweep import is_sweep, run_sweep, sweep_table
 
     # Every torchrun process picks the same default: none can create it before all have joined the
     # process group, which happens after this.
-    out = Path(out or cfg.run.out or default_out(cfg.run.name, resume=resume))
+    out = Path(out or cfg.run.out or default_run_dir(cfg.run.name, resume=resume))
     allowed = {item.partition("=")[0].strip() for item in sets}
     if allowed & set(LENGTH_KEYS):  # a new length in one unit clears the others (recipe.py): all may change
         allowed |= set(LENGTH_KEYS)

@@ -36,7 +36,7 @@ from vitcli.data import load_split
 from vitcli.errors import CheckpointError, DataError, RecipeError, RunError
 from vitcli.models import build_model, describe
 from vitcli.weights import reader
-from vitcli.weights.export import export
+from vitcli.weights.run_model import save_run_model
 from vitcli.weights.fit import load_weights
 
 
@@ -87,7 +87,7 @@ def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: f
                        "train_s": round(trainer.train_seconds, 3)}
             weights = trainer.setup.raw_state_dict()  # a collective under FSDP: every rank calls it
             if rt.is_main:
-                export(out, trainer.setup, recipe_data, weights, trainer.label_names, log.info)
+                save_run_model(out, trainer.setup, recipe_data, weights, trainer.label_names, log.info)
                 summary.update(wall_s=round(time.monotonic() - started, 3), date=date, vit_version=__version__,
                                command=command)
                 files.write_json(out / "results.json", summary)
@@ -177,9 +177,9 @@ def _confusion(evaluator: ClassificationEvaluator, source: reader.Pretrained, ou
     names = [*names, *map(str, range(len(names), classes))][:classes]
     result = {"classes": names, "counts": evaluator.confusion}
     if out is not None:
-        from vitcli.engine.evaluate import figures, inspector
+        from vitcli.engine.evaluate import figures, inspect_report
 
-        path = inspector.prepare_out(out) / "confusion_matrix.png"
+        path = inspect_report.prepare_out(out) / "confusion_matrix.png"
         title = f"{evaluator.split.source} [{evaluator.split.split}]"
         result["png"] = str(figures.confusion_matrix(evaluator.confusion, names, path, title))
     return result
@@ -288,7 +288,7 @@ def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Pa
     Attention distance is averaged over the first `samples` images of the split (or over `images`);
     the attention maps show `images`, or the first few images of the split.
     """
-    from vitcli.engine.evaluate import inspection, inspector
+    from vitcli.engine.evaluate import inspect_report, internals
 
     if samples < 1:
         raise RecipeError(f"--samples {samples}: valid: a positive number of images")
@@ -299,28 +299,28 @@ def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Pa
     try:
         model, resampled = model_from(cfg, source, log, need_head=False)
         model = model.to(rt.device).eval()
-        geom = inspection.geometry(model, cfg.model.res)
+        geom = internals.geometry(model, cfg.model.res)
         # Every input is read before anything is written: a bad image or split leaves no half output.
-        shown = inspector.from_files(images, cfg) if images else None
+        shown = inspect_report.from_files(images, cfg) if images else None
         data = None
         if cfg.data.source and (split or not images):
             if not split:  # --data names another source: its own held-out split (an 'auto' split)
                 cfg = with_splits(cfg, "eval", log.info)
             data_split = split or cfg.data.eval_split or "test"
-            data = inspector.from_split(cfg, data_split, samples)
-        out = inspector.prepare_out(out)
+            data = inspect_report.from_split(cfg, data_split, samples)
+        out = inspect_report.prepare_out(out)
         report = {"checkpoint": str(source.path), "model": describe(cfg.model, model.num_classes)["variant"],
                   "res": list(cfg.model.res), "grid": list(geom.grid), "patch_pixels": list(geom.cell),
                   "hybrid": geom.hybrid, "pool": cfg.model.pool, "posemb_resampled": resampled,
                   "weights": _weights_used(cfg, source), "figures": {}, "skipped": {}}
         if data is not None:
             report["data"] = {"source": cfg.data.source, "split": data_split}
-        inspector.weights_figures(model, geom, out, report)
+        inspect_report.weights_figures(model, geom, out, report)
         names = source.label_names or (data.class_names if data else None)
-        inspector.attention_figures(model, geom, data or shown, shown or data, names, out, report)
+        inspect_report.attention_figures(model, geom, data or shown, shown or data, names, out, report)
         if run_dir is not None:
-            inspector.curves_figure(run_dir, out, report)
-        report["json"] = str(inspector.write(report, out))
+            inspect_report.curves_figure(run_dir, out, report)
+        report["json"] = str(inspect_report.write(report, out))
         for key, reason in report["skipped"].items():
             log.info(f"skipped {key}: {reason}")
         return report

@@ -23,7 +23,7 @@ from vitcli.models.positions import not_in_timm, not_in_transformers
 from vitcli.models.vit import TIMM_EPS
 from vitcli.weights import hf, remote
 from vitcli.weights.arch import model_cfg
-from vitcli.weights.export import NORMS, timm_config
+from vitcli.weights.run_model import NORMS, timm_config
 from vitcli.weights.reader import LABEL_NAMES, Pretrained
 from vitcli.weights.serialization import write_safetensors
 
@@ -31,7 +31,7 @@ FORMATS = ("timm", "hf", "onnx")
 _PIL_BILINEAR = 2  # transformers' image processors take PIL resampling codes
 
 
-def default_out(text: str, source: Pretrained, fmt: str) -> Path:
+def default_export_dir(text: str, source: Pretrained, fmt: str) -> Path:
     """Beside the checkpoint (`runs/demo` -> `runs/demo-hf`); in the current directory for hub names."""
     if remote.is_hub_name(text):
         return Path(f"{remote.repo_of(text)[0].replace('/', '--')}-{fmt}")

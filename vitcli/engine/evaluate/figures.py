@@ -2,7 +2,7 @@
 
 Figures are built as `matplotlib.figure.Figure` objects, never through pyplot: there is no global figure
 state and no GUI backend, so drawing works headless and in threads. Every figure has a fixed size in
-inches at `DPI`, so its pixel size is known (tests check it). The numbers come from `inspection.py`.
+inches at `DPI`, so its pixel size is known (tests check it). The numbers come from `internals.py`.
 """
 
 from __future__ import annotations

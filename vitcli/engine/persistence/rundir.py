@@ -36,7 +36,7 @@ _HEADER = "# vit run recipe; sha256 of the lines below as written: "
 _MAX_RECIPE_BYTES = 1 << 20
 
 
-def default_out(name: str, *, resume: bool = False) -> Path:
+def default_run_dir(name: str, *, resume: bool = False) -> Path:
     """`runs/<name>` under the current directory, or the first free `runs/<name>-2`, `-3`, ... when taken.
 
     A short name the next command can type (`vit eval --from runs/demo`) that never mixes two runs;

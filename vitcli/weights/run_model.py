@@ -55,8 +55,8 @@ def timm_config(desc: dict, data: DataCfg | dict, label_names: list[str] | None)
     }
 
 
-def export(out: Path, setup, recipe_data: dict, weights: dict, label_names: list[str] | None = None,
-           log=print) -> None:
+def save_run_model(out: Path, setup, recipe_data: dict, weights: dict, label_names: list[str] | None = None,
+                   log=print) -> None:
     """Final weights with timm's key names, and a config.json that rebuilds the model in timm or vit.
 
     `recipe_data` is the run's resolved recipe as plain data (what recipe.json holds). The head's class

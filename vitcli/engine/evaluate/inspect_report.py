@@ -1,6 +1,6 @@
 """`vit inspect`: a model's Figures 6 and 7 (and a run's learning curves) as PNGs, plus inspection.json.
 
-The numbers come from `inspection.py`, the drawings from `figures.py`; this module picks the images,
+The numbers come from `internals.py`, the drawings from `figures.py`; this module picks the images,
 runs the model once over them and writes the files. Every figure that cannot be made for this model or
 input is left out with a one-line reason in `skipped`, never drawn from made-up data.
 """
@@ -21,7 +21,7 @@ from vitcli import files
 from vitcli.recipe.config import RecipeCfg
 from vitcli.data import load_split
 from vitcli.data.transforms import eval_pil_transform, to_batch
-from vitcli.engine.evaluate import figures, inspection
+from vitcli.engine.evaluate import figures, internals
 from vitcli.engine.persistence.metrics_log import read_rows
 from vitcli.errors import DataError, RunError
 
@@ -77,43 +77,43 @@ def _sample(images: list, cfg: RecipeCfg, names: list[str], labels: list) -> Sam
                   names=names, labels=labels)
 
 
-def _note(geom: inspection.Geometry) -> str:
+def _note(geom: internals.Geometry) -> str:
     if geom.hybrid:
         return (f"hybrid: a patch is one cell of the ResNet feature map ({geom.grid[0]}x{geom.grid[1]} cells, "
                 f"{geom.cell[0]:g} px each)")
     return f"{geom.grid[0]}x{geom.grid[1]} patches of {geom.cell[0]:g}x{geom.cell[1]:g} px"
 
 
-def weights_figures(model: nn.Module, geom: inspection.Geometry, out: Path, report: dict) -> None:
+def weights_figures(model: nn.Module, geom: internals.Geometry, out: Path, report: dict) -> None:
     """Figure 7, left and centre: what the weights alone show."""
-    filters = inspection.embedding_filters(model)
+    filters = internals.embedding_filters(model)
     note = "a hybrid's patch projection reads ResNet channels, not pixels" if geom.hybrid else ""
     report["figures"]["embedding_filters"] = str(figures.embedding_filters(
         filters["components"], filters["explained_variance"], filters["what"], out / "embedding_filters.png", note))
     report["embedding_filters"] = {"what": filters["what"],
                                    "explained_variance": filters["explained_variance"].tolist(),
                                    "components": filters["components"].tolist()}
-    absent = inspection.posemb_absent(model)
+    absent = internals.posemb_absent(model)
     if absent:
         report["skipped"]["posemb_similarity"] = absent
         return
-    sim = inspection.posemb_similarity(model, geom)
+    sim = internals.posemb_similarity(model, geom)
     report["figures"]["posemb_similarity"] = str(figures.posemb_similarity(sim, out / "posemb_similarity.png",
                                                                            _note(geom)))
-    report["posemb_similarity"] = {"grid": list(geom.grid), "mean": inspection.row_column_structure(sim),
+    report["posemb_similarity"] = {"grid": list(geom.grid), "mean": internals.row_column_structure(sim),
                                    "matrix": sim.reshape(geom.patches, geom.patches).tolist()}
 
 
-def attention_figures(model: nn.Module, geom: inspection.Geometry, sample: Sample | None, shown: Sample | None,
+def attention_figures(model: nn.Module, geom: internals.Geometry, sample: Sample | None, shown: Sample | None,
                       class_names: list[str] | None, out: Path, report: dict) -> None:
     """Figure 7 (right) over `sample`, and Figure 6 on `shown` (the same images when not given apart)."""
     if sample is None:
         for key in ("attention_distance", "attention_maps"):
             report["skipped"][key] = "needs images: give --data SOURCE (and --split) or --images FILE..."
         return
-    summary = inspection.attention_pass(model, sample.batch, geom)
+    summary = internals.attention_pass(model, sample.batch, geom)
     height, width = sample.batch.shape[2:]
-    uniform = inspection.uniform_distance(geom)
+    uniform = internals.uniform_distance(geom)
     report["figures"]["attention_distance"] = str(figures.attention_distance(
         summary.distance, summary.images, out / "attention_distance.png", math.hypot(height, width), uniform,
         _note(geom)))
@@ -121,7 +121,7 @@ def attention_figures(model: nn.Module, geom: inspection.Geometry, sample: Sampl
                                     "uniform_pixels": uniform, "pixels": summary.distance.tolist(),
                                     "layer_mean": summary.distance.mean(dim=1).tolist()}
     if shown is not sample:
-        summary = inspection.attention_pass(model, shown.batch, geom)
+        summary = internals.attention_pass(model, shown.batch, geom)
     count = min(len(shown.names), SHOWN if shown is sample else len(shown.names))
     predicted = [None] * count
     if summary.logits is not None:
