@@ -20,7 +20,7 @@ from pathlib import Path
 from vitcli import recipe
 from vitcli.data import load_split, train_loader
 from vitcli.data import readers
-from vitcli.engine.train.bench import bench
+from vitcli.engine.jobs import bench
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"

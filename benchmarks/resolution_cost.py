@@ -17,7 +17,7 @@ import json
 import statistics
 
 from vitcli import recipe
-from vitcli.engine.train.bench import bench
+from vitcli.engine.jobs import bench
 from vitcli.models import macs, resolve_variant
 
 

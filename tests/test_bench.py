@@ -9,7 +9,8 @@ import torch
 from conftest import tiny_recipe
 
 from vitcli import recipe
-from vitcli.engine.train.bench import bench, matmul_peak
+from vitcli.engine.jobs import bench
+from vitcli.engine.train.bench import matmul_peak
 from vitcli.models import macs, resolve_variant
 
 

@@ -278,7 +278,7 @@ def test_sweep_follows_the_papers_protocol(sweep, pre):
 
 
 def test_sweep_table_shows_minival_and_the_final_test(sweep):
-    from vitcli.engine.train.sweep import sweep_table
+    from vitcli.cli.tables import sweep_table
 
     _, out, _ = sweep
     buffer = io.StringIO()
@@ -296,7 +296,7 @@ def test_no_retrain_keeps_the_minival_winner_and_says_so(sweep, pre, tmp_path, m
     cheap = tmp_path / "cheap"
     for run in ("lr-1e-05", "lr-0.1"):  # the finished minival runs are shared, not trained again
         shutil.copytree(out / run, cheap / run)
-    monkeypatch.setattr(jobs, "train", lambda *a, **k: pytest.fail("a finished minival run was trained again"))
+    monkeypatch.setattr(jobs.lr_sweep, "train", lambda *a, **k: pytest.fail("a finished minival run was trained again"))
     result = invoke("finetune", path, "--from", pre, *sets(SWEEP_STEPS), "--out", cheap, "--no-retrain")
     assert result.exit_code == 0, result.output
     assert "not the paper's protocol" in result.output
@@ -314,7 +314,7 @@ def test_resumed_sweep_does_not_train_finished_runs_again(sweep, pre, monkeypatc
     def no_training(*args, **kwargs):
         raise AssertionError("a finished sweep run was trained again")
 
-    monkeypatch.setattr(jobs, "train", no_training)
+    monkeypatch.setattr(jobs.lr_sweep, "train", no_training)
     result = invoke("finetune", path, "--from", pre, *sets(SWEEP_STEPS), "--out", out, "--resume")
     assert result.exit_code == 0, result.output
     assert result.output.count("finished earlier, not trained again") == 3  # two lrs and the final run
@@ -487,7 +487,7 @@ def test_res_not_divisible_by_the_patch_names_the_nearest_sizes(pre):
 
 
 def test_sweep_refuses_a_single_run_directory(pre, tmp_path):
-    from vitcli.engine.train.sweep import run_sweep
+    from vitcli.engine.jobs import run_sweep
 
     cfg = assembly.from_checkpoint(reader.read(pre), None, [], [*FAST, "optim.lr=[0.1,0.2]"], assembly.FINETUNE)
     with pytest.raises(RunError, match="holds a single run"):

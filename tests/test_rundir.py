@@ -242,7 +242,7 @@ def test_a_kill_before_the_first_checkpoint_leaves_no_duplicate_rows(tiny_data, 
 
 def test_a_kill_during_the_export_then_resume_logs_the_final_eval_once(tiny_data, tmp_path, monkeypatch):
     out, c = tmp_path / "run", cfg(tiny_data)
-    monkeypatch.setattr(jobs, "save_run_model", lambda *a: (_ for _ in ()).throw(SystemExit("killed")))
+    monkeypatch.setattr(jobs.training, "save_run_model", lambda *a: (_ for _ in ()).throw(SystemExit("killed")))
     with pytest.raises(SystemExit):
         train(c, out)
     monkeypatch.undo()

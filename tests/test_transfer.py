@@ -83,10 +83,12 @@ def test_resuming_a_run_of_epochs_with_a_step_count(tiny_data, tmp_path):
 
 # -- the length of a fine-tune, and what it will cost -----------------------------------------------------
 def _trainer(cfg, tmp_path):
+    from vitcli.engine.jobs.preamble import with_splits
     from vitcli.engine.runtime.process import Runtime
     from vitcli.engine.train.trainer import Trainer
 
     log, buffer = capture()
+    cfg = with_splits(cfg, "train", log.info)  # a job chooses a new source's own splits before any Trainer
     rt = Runtime.create("cpu", "fp32", 0)
     try:
         return Trainer(cfg, rt, tmp_path / "run", log), buffer.getvalue()

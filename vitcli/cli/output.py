@@ -45,11 +45,9 @@ def one_line(message: str) -> str:
 
 def is_main_process() -> bool:
     """Under torchrun every rank has the results; only rank 0 prints them."""
-    from vitcli.engine.runtime.process import (
-        launch_rank,  # torch is loaded by now: results exist
-    )
+    from vitcli.engine import jobs  # loaded by now: results exist
 
-    return launch_rank() == 0
+    return jobs.launch_rank() == 0
 
 
 def emit(results: dict, as_json: bool, table: str | Callable[[dict], Table]) -> None:

@@ -1,4 +1,4 @@
-"""What the CLI prints as tables: the model zoo, recipes, eval and few-shot results. No torch here.
+"""What the CLI prints as tables: the model zoo, recipes, eval, few-shot and sweep results. No torch here.
 
 Numbers read the same in every table (`vitcli.formats`): accuracies as percentages, counts whole.
 """
@@ -211,4 +211,37 @@ def inspect_table(summary: dict) -> Table:
     table.add_row("numbers", escape(summary["json"]))
     for name, reason in summary["skipped"].items():
         table.add_row(f"skipped {name}", escape(reason))
+    return table
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else percent(value)
+
+
+def sweep_table(summary: dict) -> Table:
+    """The lr sweep as a Rich table: one row per learning rate (minival), then the final model (test)."""
+    final = summary["final"]
+    test = final.get("test_split") or "test"
+    whole = summary.get("minival_of") or summary["train_split"].partition("[")[0]
+    table = Table(title=f"lr sweep in {summary['out']} (lr-*/, final/): chosen on {summary['minival_split']}, "
+                        f"{summary['minival_fraction']:.0%} of {whole}", header_style="bold")
+    for col in ("lr", "trained on", "minival top-1", "minival loss", f"{test} top-1", "steps", ""):
+        table.add_column(col, justify="left" if col in ("trained on", "") else "right")
+    for row in summary["sweep"]:
+        chosen = row["lr"] == summary["best_lr"]
+        kept = chosen and not summary["retrained"]
+        table.add_row(f"{row['lr']:g}", summary["train_split"], _pct(row["minival_top1"]), _num(row["minival_loss"]),
+                      _pct(final.get("test_top1")) if kept else "-", str(row.get("steps", "")),
+                      ("chosen, kept" if kept else "chosen") if chosen else "")
+    if summary["retrained"]:
+        images = final.get("train_examples")
+        table.add_row(f"{final['lr']:g}", final["train_split"] + (f" ({images})" if images else ""), "-", "-",
+                      _pct(final.get("test_top1")), str(final.get("steps", "")), "final")
+    # A --no-retrain sweep's final row says why it is not the paper's protocol (sweep.json keeps it too).
+    table.caption = summary["choice"] + (f"; retrained on all of {whole}" if summary["retrained"]
+                                         else f"; --no-retrain: {final['not_retrained']}")
     return table

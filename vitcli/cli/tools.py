@@ -124,7 +124,7 @@ def bench_cmd(path: BenchRecipeArg = None, model: Annotated[Optional[str], typer
       [cyan]vit bench --model S/16 --res 224 --batch 32 --steps 5[/]
       [cyan]vit bench demo --set train.precision=bf16 --json[/]
     """
-    from vitcli.engine.train.bench import bench
+    from vitcli.engine import jobs
 
     for option, value, low in (("--steps", steps, 1), ("--batch", batch, 1), ("--warmup", warmup, 0)):
         if not low <= value <= (1 << 16):
@@ -132,4 +132,5 @@ def bench_cmd(path: BenchRecipeArg = None, model: Annotated[Optional[str], typer
     overrides = [*(sets or []), *([(f"model.res={res}", f"--res {res}")] if res else [])]
     cfg = (recipe.load(path, overrides) if path
            else recipe.from_data({"model": {"name": model or "B/16"}}, "vit bench", overrides))
-    emit(bench(cfg, steps=steps, warmup=warmup, batch=batch, model=model if path else None), as_json, "vit bench")
+    results = jobs.bench(cfg, steps=steps, warmup=warmup, batch=batch, model=model if path else None)
+    emit(results, as_json, "vit bench")

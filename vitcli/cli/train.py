@@ -14,6 +14,7 @@ from vitcli.cli.app import app
 from vitcli.cli.options import (DataOpt, FinetuneRecipeArg, FromOpt, JsonOpt, NoRetrainOpt, OutOpt, ResOpt,
                                 ResumeOpt, SetOpt, SplitOpt)
 from vitcli.cli.output import emit, handle_errors
+from vitcli.cli.tables import sweep_table
 from vitcli.errors import RecipeError
 from vitcli.recipe import assembly
 
@@ -81,12 +82,10 @@ LENGTH_KEYS = ("train.steps", "train.epochs", "train.examples")
 
 def _train(cfg, out: Optional[Path], resume: bool, sets: list[str], command: str, as_json: bool) -> None:
     from vitcli.engine import jobs
-    from vitcli.engine.persistence.rundir import default_run_dir
-    from vitcli.engine.train.sweep import is_sweep, run_sweep, sweep_table
 
     # Every torchrun process picks the same default: none can create it before all have joined the
     # process group, which happens after this.
-    out = Path(out or cfg.run.out or default_run_dir(cfg.run.name, resume=resume))
+    out = Path(out or cfg.run.out or jobs.default_run_dir(cfg.run.name, resume=resume))
     allowed = {item.partition("=")[0].strip() for item in sets}
     if allowed & set(LENGTH_KEYS):  # a new length in one unit clears the others (recipe.py): all may change
         allowed |= set(LENGTH_KEYS)
@@ -94,8 +93,8 @@ def _train(cfg, out: Optional[Path], resume: bool, sets: list[str], command: str
     # The hint repeats the run's overrides: without them a resume would be refused as another recipe.
     hint = " ".join([command, *(f"--set {shlex.quote(item)}" for item in sets), "--resume", f"--out {out}"])
     # recipe.yaml is the run's recipe rendered for people: YAML stays in recipe.py, the engine writes it.
-    if is_sweep(cfg):
-        emit(run_sweep(cfg, out, resume=resume, allowed=allowed, hint=hint, render=recipe.dump), as_json,
+    if jobs.is_sweep(cfg):
+        emit(jobs.run_sweep(cfg, out, resume=resume, allowed=allowed, hint=hint, render=recipe.dump), as_json,
              sweep_table)
     else:
         results = jobs.train(cfg, out, resume=resume, allowed_changes=allowed, resume_hint=hint, render=recipe.dump,

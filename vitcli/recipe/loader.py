@@ -30,6 +30,10 @@ class Refused(yaml.MarkedYAMLError):
     """Valid YAML that a recipe may not hold (an alias, deep nesting, a duplicate key)."""
 
 
+# What `parse_yaml` raises for text that is not YAML at all, named here so no other module imports yaml.
+NotYaml = yaml.YAMLError
+
+
 class _Loader(yaml.SafeLoader):
     """`yaml.safe_load` with three refusals: aliases (`*name`, which can expand a few hundred bytes
     into gigabytes), nesting deeper than MAX_DEPTH (Python's recursion limit would end in a traceback)

@@ -10,12 +10,10 @@ import dataclasses
 import typing
 from typing import Any
 
-import yaml
-
 from vitcli.errors import RecipeError, did_you_mean, one_of
 from vitcli.recipe import schema
 from vitcli.recipe.config import RecipeCfg
-from vitcli.recipe.loader import Refused, parse_yaml
+from vitcli.recipe.loader import NotYaml, Refused, parse_yaml
 
 Override = str | tuple[str, str]  # "KEY=VALUE", or ("KEY=VALUE", "--res 384"): the option that gave it
 
@@ -45,7 +43,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = parse_yaml(text) if text.strip() else ""
     except Refused as exc:
         raise RecipeError(f"--set {short(item)}: {exc.problem}") from None
-    except (yaml.YAMLError, RecursionError):
+    except (NotYaml, RecursionError):
         value = text  # not YAML (e.g. "a:b"): keep it as text, the field's type decides
     return key.strip().split("."), value
 

@@ -1,4 +1,5 @@
-"""`vit bench`: what one training step of a recipe's model costs on this machine, before a run pays for it.
+"""What one training step of a recipe's model costs on this machine, before a run pays for it: the
+measurements `vit bench` (`engine/jobs/benchmark.py`) makes.
 
 The step timed is the engine's own (`TrainStep.run`: autocast, the objective's loss, backward, clipping,
 the fused optimiser, EMA when the recipe keeps one), fed from tensors already in memory, so the figure is
@@ -18,7 +19,6 @@ import torch
 
 from vitcli.recipe.config import RecipeCfg, Res
 from vitcli.engine.runtime.process import Runtime
-from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.train.step import TrainStep
 from vitcli.models import macs, resolve_variant
 
@@ -47,38 +47,16 @@ def matmul_peak(device: torch.device, precision: str, n: int = 2048, seconds: fl
     return flops / statistics.median(times)
 
 
-def bench(
-    cfg: RecipeCfg,
-    *,
-    steps: int = 10,
-    warmup: int = 3,
-    batch: int | None = None,
-    res: Res | None = None,
-    model: str | None = None,
-    precision: str | None = None,
-    peak: bool = True,
-) -> dict:
-    """Time `steps` training steps (after `warmup`) of the recipe's model on synthetic in-memory images.
-
-    `batch` is the micro-batch timed (default: the recipe's micro-batch, else 32); `res`, `model` and
-    `precision` override the recipe (train.compile and train.device come from it). Returns images/s, the median step time,
-    the forward MACs per image, achieved training FLOP/s (6 x MACs x images/s: 2 FLOPs per
-    multiply-accumulate, times 3 for forward plus the two backward matmuls), the measured matmul peak
-    and their ratio (MFU), and peak memory (RSS on CPU, allocated memory on CUDA).
-    """
-    cfg = bench_recipe(cfg, batch, res, model, precision)
-    rt = Runtime.create(cfg.train.device, cfg.train.precision, cfg.train.seed)
-    if rt.distributed:
-        raise RuntimeError("vit bench times one process; run it without torchrun")
-    rt.seed_everything()
+def measurements(cfg: RecipeCfg, rt: Runtime, times: list[float], peak: bool = True) -> dict:
+    """What `vit bench` reports of the step times measured: images/s, the median step time, the forward
+    MACs per image, achieved training FLOP/s (6 x MACs x images/s: 2 FLOPs per multiply-accumulate,
+    times 3 for forward plus the two backward matmuls), the measured matmul peak and their ratio (MFU),
+    and peak memory (RSS on CPU, allocated memory on CUDA)."""
     micro = cfg.train.micro_batch
-    classes = cfg.data.num_classes
-    step = TrainStep(cfg, classes, rt, Reporter(enabled=False))
-    times = time_steps(step, synthetic_batch(cfg, rt.device), steps, warmup)
     step_s = statistics.median(times)
     img_s = micro / step_s
     variant = resolve_variant(cfg.model)
-    fwd_macs = macs(variant, cfg.model.res, classes)
+    fwd_macs = macs(variant, cfg.model.res, cfg.data.num_classes)
     achieved = 6 * fwd_macs * img_s
     peak_flops = matmul_peak(rt.device, cfg.train.precision) if peak else None
     return {
@@ -89,7 +67,7 @@ def bench(
         "compile": cfg.train.compile,
         "device": str(rt.device),
         "threads": torch.get_num_threads(),
-        "steps": steps,
+        "steps": len(times),
         "step_s": step_s,
         "step_s_min": min(times),
         "img_s": img_s,

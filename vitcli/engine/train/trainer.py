@@ -15,10 +15,9 @@ import torch
 import torch.distributed as dist
 
 from vitcli.recipe import schema, transfer
-from vitcli.recipe.config import RecipeCfg, resolve_steps
+from vitcli.recipe.config import AUTO, RecipeCfg, resolve_steps
 from vitcli.data import load_split, train_loader
 from vitcli.data.checks import check_labels
-from vitcli.engine.datasplits import with_splits
 from vitcli.engine.evaluate.evaluators import build_evaluators, run_evaluators
 from vitcli.engine.persistence import checkpoints
 from vitcli.engine.persistence.metrics_log import MetricsLog
@@ -50,7 +49,9 @@ class Trainer:
 
     def __init__(self, cfg: RecipeCfg, rt: Runtime, out: Path, reporter: Reporter, resume: bool = False, *,
                  recipe_data: dict | None = None):
-        cfg = with_splits(cfg, "train", reporter.info)  # done already when jobs.train made the run's recipe
+        if AUTO in (cfg.data.train_split, cfg.data.eval_split):  # a programming error, not a user's
+            raise ValueError("Trainer: data splits 'auto' must be chosen first (jobs.preamble.with_splits, as "
+                             "jobs.train does before it records the run's recipe)")
         self.cfg, self.rt, self.out, self.log = cfg, rt, Path(out), reporter
         # The resolved recipe as plain data, stored in every checkpoint: jobs.train passes the dict that
         # recipe.json and config.json hold; a Trainer built on its own makes it.

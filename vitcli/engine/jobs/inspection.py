@@ -1,0 +1,64 @@
+"""`vit inspect`: the paper's Figures 6 and 7 for a checkpoint, a run's learning curves, inspection.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vitcli.recipe.config import RecipeCfg
+from vitcli.engine.jobs.preamble import model_from, session, weights_used, with_splits
+from vitcli.engine.runtime.progress import Reporter
+from vitcli.errors import RecipeError, RunError
+from vitcli.models import describe
+from vitcli.weights import reader
+
+
+def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Path | None = None,
+            images: list[Path] | None = None, split: str | None = None, samples: int = 64,
+            log: Reporter | None = None) -> dict:
+    """`vit inspect`: the paper's Figures 6 and 7 for a checkpoint, a run's learning curves, inspection.json.
+
+    Attention distance is averaged over the first `samples` images of the split (or over `images`);
+    the attention maps show `images`, or the first few images of the split.
+    """
+    from vitcli.engine.evaluate import inspect_report, internals
+
+    if samples < 1:
+        raise RecipeError(f"--samples {samples}: valid: a positive number of images")
+    if run_dir is not None and not (Path(run_dir) / "metrics.jsonl").is_file():
+        raise RunError(f"RUN {run_dir}: no metrics.jsonl there; give a vit run directory (or only --from CKPT)")
+    with session(cfg, log, precision="fp32") as (rt, log):
+        model, resampled = model_from(cfg, source, log, need_head=False)
+        model = model.to(rt.device).eval()
+        geom = internals.geometry(model, cfg.model.res)
+        # Every input is read before anything is written: a bad image or split leaves no half output.
+        shown = inspect_report.from_files(images, cfg) if images else None
+        cfg, data, data_split = _sample_split(cfg, images, split, samples, log)
+        out = inspect_report.prepare_out(out)
+        report = {"checkpoint": str(source.path), "model": describe(cfg.model, model.num_classes)["variant"],
+                  "res": list(cfg.model.res), "grid": list(geom.grid), "patch_pixels": list(geom.cell),
+                  "hybrid": geom.hybrid, "pool": cfg.model.pool, "posemb_resampled": resampled,
+                  "weights": weights_used(cfg, source), "figures": {}, "skipped": {}}
+        if data is not None:
+            report["data"] = {"source": cfg.data.source, "split": data_split}
+        inspect_report.weights_figures(model, geom, out, report)
+        names = source.label_names or (data.class_names if data else None)
+        inspect_report.attention_figures(model, geom, data or shown, shown or data, names, out, report)
+        if run_dir is not None:
+            inspect_report.curves_figure(run_dir, out, report)
+        report["json"] = str(inspect_report.write(report, out))
+        for key, reason in report["skipped"].items():
+            log.info(f"skipped {key}: {reason}")
+        return report
+
+
+def _sample_split(cfg: RecipeCfg, images: list[Path] | None, split: str | None, samples: int, log: Reporter):
+    """The recipe (its `auto` splits chosen), the first `samples` images of the split inspected and that
+    split's name; no images and no name when there is no data source or only `images` were given."""
+    from vitcli.engine.evaluate import inspect_report
+
+    if not cfg.data.source or not (split or not images):
+        return cfg, None, None
+    if not split:  # --data names another source: its own held-out split (an 'auto' split)
+        cfg = with_splits(cfg, "eval", log.info)
+    data_split = split or cfg.data.eval_split or "test"
+    return cfg, inspect_report.from_split(cfg, data_split, samples), data_split

@@ -1,0 +1,131 @@
+"""What every entry point does first: the runtime, the reporter, the data's own splits, the model to run.
+
+- `session`: the runtime the recipe asks for (joining torchrun's process group when launched by it) and
+  a reporter that talks on the main process only; the process group is left however the job ends.
+- `with_splits`: a command pointed at data other than its checkpoint's gets `auto` splits from assembly
+  (config.AUTO); they are chosen here, when the engine first opens the source, so the choice is the
+  source's own: see `vitcli.data.splits`. What each use needs differs: scoring (`eval`) may fall back to
+  a source's only split, a few-shot pool needs a held-out test split, training goes without evaluation
+  when there is no held-out split.
+- `model_from`: the recipe's model around a checkpoint's weights, and `checkpoint_record`, the fields
+  every report of a checkpoint opens with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from vitcli.recipe.config import AUTO, RecipeCfg
+from vitcli.data.splits import default_splits
+from vitcli.engine.runtime.process import Runtime
+from vitcli.engine.runtime.progress import Reporter
+from vitcli.errors import CheckpointError, DataError, one_of
+from vitcli.models import build_model, describe
+from vitcli.weights import reader
+from vitcli.weights.fit import load_weights
+
+Use = Literal["eval", "fewshot", "train"]
+
+
+@contextlib.contextmanager
+def session(cfg: RecipeCfg, log: Reporter | None, *,
+            precision: str | None = None) -> Iterator[tuple[Runtime, Reporter]]:
+    """The job's runtime (in `precision` instead of the recipe's when given) and its reporter (`log`, or
+    one that talks on the main process only); the runtime is closed when the job ends, however it ends."""
+    rt = Runtime.create(cfg.train.device, precision or cfg.train.precision, cfg.train.seed)
+    try:
+        yield rt, log or Reporter(enabled=rt.is_main)
+    finally:
+        rt.close()
+
+
+def with_splits(cfg: RecipeCfg, use: Use, log: Callable[[str], object]) -> RecipeCfg:
+    """`cfg` with its `auto` data splits chosen from the source's split names (unchanged without any)."""
+    d = cfg.data
+    if AUTO not in (d.train_split, d.eval_split):
+        return cfg
+    chosen = default_splits(d.source)
+    names = one_of(chosen.names)
+    where = f"data.source {d.source!r} (splits {names})"
+    train, evaluate = d.train_split, d.eval_split
+    if train == AUTO:
+        train = chosen.train or chosen.only
+        if train is None and use != "eval":
+            raise DataError(f"{where} has no 'train' split to {'draw shots from' if use == 'fewshot' else 'train on'}; "
+                            f"name one with {'--train-split' if use == 'fewshot' else '--set data.train_split=...'}")
+    if evaluate == AUTO:
+        evaluate = chosen.held_out or (chosen.only if use == "eval" else None)
+        if evaluate is None and use == "eval":
+            raise DataError(f"{where} has no 'test' or 'validation' split; choose one with --split")
+        if evaluate is None and use == "fewshot":
+            raise DataError(f"{where} has no held-out split for the few-shot test: give --train-split and "
+                            "--split (e.g. an image folder with train/ and test/ sub-folders has both)")
+    if use == "eval":
+        log(f"{d.source}: evaluating on split {evaluate!r} (its splits: {names})")
+    elif use == "fewshot":
+        log(f"{d.source}: few-shot examples from {train!r}, tested on {evaluate!r} (its splits: {names})")
+    else:
+        shown = f"evaluating on {evaluate!r}" if evaluate else "no held-out split, so no evaluation"
+        log(f"{d.source}: training on {train!r}, {shown} (its splits: {names})")
+    return replace(cfg, data=replace(d, train_split=train or d.train_split, eval_split=evaluate))
+
+
+def model_from(cfg: RecipeCfg, source: reader.Pretrained, log: Reporter, *,
+               need_head: bool = True) -> tuple[torch.nn.Module, str | None]:
+    """Build the recipe's model around a checkpoint's weights, its head and tanh pre-logits layer kept.
+
+    `eval.weights` is "ema" (the raw weights when the checkpoint has no EMA copy) or "raw". Returns the
+    model and the position-embedding resampling it needed ("4x4 -> 8x8 (paper)"), or None at its own grid.
+    """
+    # eval.weights "ema" (the default) means the EMA weights when the checkpoint has them; a user who asked
+    # for them by name hears from the CLI when there were none.
+    state = source.weights(cfg.eval.weights)
+    head = state.get("head.weight")
+    if head is None and need_head:
+        raise CheckpointError(f"{source.path}: no classification head (head.weight) in the checkpoint; "
+                              "vit eval needs a trained head (use vit fewshot for headless backbones)")
+    rep = state.get("pre_logits.fc.weight")
+    have, want = (int(rep.shape[0]) if rep is not None else None), cfg.model.representation_size
+    if want and want != have:
+        found = f"a pre-logits layer of width {have}" if have else "no pre-logits layer (pre_logits.fc.*)"
+        raise CheckpointError(f"{source.path}: model.representation_size {want} asks for the tanh pre-logits "
+                              f"layer, but the checkpoint has {found}; drop model.representation_size from "
+                              "the recipe to use the checkpoint's own representation")
+    if have and not want:  # e.g. a timm state dict: the checkpoint decides, as for every other layer
+        log.info(f"using the checkpoint's tanh pre-logits layer (representation_size {have})")
+    model = build_model(replace(cfg.model, representation_size=have), int(head.shape[0]) if head is not None else 0)
+    # load_weights logs its own notes (the resample line among them); they are only inspected here.
+    try:
+        notes = load_weights(model, state, drop_head=False, mode=cfg.model.posemb_resample,
+                             old_grid=reader.checkpoint_grid(source), log=log.info)
+    except CheckpointError as exc:  # name the file: the user may have passed several
+        raise CheckpointError(f"{source.path}: {exc}") from None
+    resampled = [n.split(": ", 1)[1] for n in notes if n.startswith("position embeddings resampled")]
+    return model, (resampled[0] if resampled else None)
+
+
+def checkpoint_record(cfg: RecipeCfg, source: reader.Pretrained, model: torch.nn.Module, resampled: str | None,
+                      **between) -> dict:
+    """The fields a report of a checkpoint opens with: the file the weights came from, the model, its
+    resolution, which weights and any position-embedding resampling; `between` goes after the model."""
+    used = weights_used(cfg, source)
+    return {"checkpoint": str(weights_file(source, used)), "model": describe(cfg.model, model.num_classes)["variant"],
+            **between, "res": list(cfg.model.res), "weights": used, "posemb_resampled": resampled}
+
+
+def weights_file(source: reader.Pretrained, which: str) -> Path:
+    """The file the weights used came from: EMA weights of an exported model sit in model_ema.safetensors."""
+    path = Path(source.path)
+    ema_file = path.with_name(path.stem + "_ema.safetensors")
+    return ema_file if which == "ema" and path.suffix == ".safetensors" and ema_file.is_file() else path
+
+
+def weights_used(cfg: RecipeCfg, source: reader.Pretrained) -> str:
+    """"ema" when the recipe asks for the EMA weights and the checkpoint has them, else "raw"."""
+    return "ema" if cfg.eval.weights == "ema" and source.ema is not None else "raw"

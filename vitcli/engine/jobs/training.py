@@ -1,0 +1,87 @@
+"""`vit pretrain` and `vit finetune`: a recipe trained into a run directory (fine-tuning is training with
+`train.init_from`, a new head and another schedule)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from vitcli import __version__, files
+from vitcli.recipe import schema
+from vitcli.recipe.config import RecipeCfg
+from vitcli.engine.jobs.preamble import session, with_splits
+from vitcli.engine.persistence import rundir
+from vitcli.engine.runtime.process import Runtime
+from vitcli.engine.runtime.progress import Reporter
+from vitcli.engine.runtime.signals import StopRequest
+from vitcli.engine.train.trainer import Trainer
+from vitcli.weights.run_model import save_run_model
+
+
+def recipe_as_json(recipe_data: dict) -> str:
+    """The default text of a run's recipe.yaml when the caller renders none."""
+    return json.dumps(recipe_data, indent=1) + "\n"  # JSON is YAML too: `vit recipe show` reads it
+
+
+def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: frozenset[str] = frozenset(),
+          resume_hint: str = "", log: Reporter | None = None, render: Callable[[dict], str] = recipe_as_json,
+          command: str = "") -> dict:
+    """Run `fit` for a recipe into run directory `out`; return the final evaluation and where things are.
+
+    The recipe becomes plain data once, here: recipe.json, every checkpoint and config.json store that
+    same dict. `render` turns it into the text of the run's recipe.yaml; the CLI passes `recipe.dump`
+    (block-style YAML), since the engine never imports a YAML library.
+
+    The results (also in `out/results.json`) say how long it took (`train_s`: training over every
+    process that worked on the run, `wall_s`: this process), when (`date`, UTC), with which vit and
+    `command` (what the user typed, as the caller reports it).
+    """
+    started, date = time.monotonic(), datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with session(cfg, log) as (rt, log):
+        cfg = with_splits(cfg, "train", log.info)  # before recipe.json: it records the splits chosen
+        recipe_data = schema.to_dict(cfg)
+        recipe_text = render(recipe_data)
+        # One writer per run directory, for the run's whole life (the lock goes when the process does).
+        with rundir.writer(out, resume=resume) if rt.is_main else contextlib.nullcontext():
+            trainer = _open(cfg, rt, out, log, resume, (recipe_text, recipe_data), allowed_changes)
+            summary = _fit(trainer, out, resume_hint)
+            weights = trainer.setup.raw_state_dict()  # a collective under FSDP: every rank calls it
+            if rt.is_main:
+                save_run_model(out, trainer.setup, recipe_data, weights, trainer.label_names, log.info)
+                summary.update(wall_s=round(time.monotonic() - started, 3), date=date, vit_version=__version__,
+                               command=command)
+                files.write_json(out / "results.json", summary)
+                log.info(f"saved {out}/model.safetensors (and results.json, metrics.jsonl, checkpoints/)")
+            return summary
+
+
+def _open(cfg: RecipeCfg, rt: Runtime, out: Path, log: Reporter, resume: bool, recipe: tuple[str, dict],
+          allowed: frozenset[str]) -> Trainer:
+    """The run directory prepared (a resume: checked against `recipe`, its text and data) and its trainer."""
+    recipe_text, recipe_data = recipe
+    if rt.is_main:
+        rundir.prepare(out, recipe_text, recipe_data, resume=resume, allowed=set(allowed))
+        log.info(f"run directory: {out}")
+    rt.barrier()
+    rt.seed_everything()
+    # A resume reads and checks its checkpoint here.
+    trainer = Trainer(cfg, rt, out, log, resume=resume, recipe_data=recipe_data)
+    if resume and rt.is_main:
+        rundir.record(out, recipe_text, recipe_data)  # only now is the resume known to be valid
+    return trainer
+
+
+def _fit(trainer: Trainer, out: Path, resume_hint: str) -> dict:
+    """Train to the end or to a stop request; what was trained and the final evaluation."""
+    try:
+        with StopRequest(resume_hint or f"--resume --out {out}") as stop:
+            results = trainer.run(stop)
+    finally:
+        trainer.metrics.close()  # the TensorBoard event file
+    # train_examples: the size of the split trained on (a sweep reports what its final model saw).
+    return {"out": str(out), "steps": trainer.pos.step, "train_examples": trainer.train_split.num_examples,
+            **results, "train_s": round(trainer.train_seconds, 3)}
