@@ -85,7 +85,8 @@ def _train(cfg, out: Optional[Path], resume: bool, sets: list[str], command: str
 
     # Every torchrun process picks the same default: none can create it before all have joined the
     # process group, which happens after this.
-    out = Path(out or cfg.run.out or jobs.default_run_dir(cfg.run.name, resume=resume))
+    out = Path(out or cfg.run.out or jobs.default_run_dir(cfg.run.name, resume=resume,
+                                                          restarted=jobs.launch_restarts() > 0))
     allowed = {item.partition("=")[0].strip() for item in sets}
     if allowed & set(LENGTH_KEYS):  # a new length in one unit clears the others (recipe.py): all may change
         allowed |= set(LENGTH_KEYS)

@@ -126,6 +126,9 @@ class TrainCfg:
     objective: Literal["supervised", "masked_patch"] = "supervised"
     parallel: Literal["ddp", "fsdp"] = "ddp"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Under torchrun: seconds any collective waits for the other processes before this one gives up with
+    # one line naming the step (a rank that fails outright ends the others at once, whatever this says).
+    timeout: float = 600.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -89,6 +89,7 @@ def _check_train(cfg: RecipeCfg, bad: Bad) -> None:
     _interval(bad, {"train.checkpoint_every": t.checkpoint_every, "train.skip_nonfinite": t.skip_nonfinite,
                     "eval.every": e.every}, 0, float("inf"))
     _interval(bad, {"train.seed": t.seed}, 0, MAX_SEED)
+    _interval(bad, {"train.timeout": t.timeout}, 1, 7 * 24 * 3600)  # torch's own limit is a timedelta
     _interval(bad, {"train.label_smoothing": t.label_smoothing, "train.ema": t.ema}, 0, 1, hi_open=True)
     micro = t.micro_batch
     if micro is not None and t.batch_size % micro:

@@ -15,8 +15,9 @@ from vitcli.engine.jobs.prediction import predict
 from vitcli.engine.jobs.preamble import model_from, weights_file
 from vitcli.engine.jobs.training import recipe_as_json, train
 from vitcli.engine.persistence.rundir import default_run_dir
-from vitcli.engine.runtime.process import launch_rank
+from vitcli.engine.runtime.process import launch_rank, launch_restarts
 from vitcli.engine.train.sweep import is_sweep
 
-__all__ = ["bench", "default_run_dir", "evaluate", "fewshot", "inspect", "is_sweep", "launch_rank", "model_from",
+__all__ = ["bench", "default_run_dir", "evaluate", "fewshot", "inspect", "is_sweep", "launch_rank", "launch_restarts",
+           "model_from",
            "predict", "recipe_as_json", "run_sweep", "train", "weights_file"]

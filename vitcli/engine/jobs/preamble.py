@@ -1,7 +1,8 @@
 """What every entry point does first: the runtime, the reporter, the data's own splits, the model to run.
 
 - `session`: the runtime the recipe asks for (joining torchrun's process group when launched by it) and
-  a reporter that talks on the main process only; the process group is left however the job ends.
+  a reporter that talks on the main process only; the process group is left however the job ends, and
+  a failure of this process is published so that no other rank waits for it (`runtime.faults`).
 - `with_splits`: a command pointed at data other than its checkpoint's gets `auto` splits from assembly
   (config.AUTO); they are chosen here, when the engine first opens the source, so the choice is the
   source's own: see `vitcli.data.splits`. What each use needs differs: scoring (`eval`) may fall back to
@@ -23,7 +24,9 @@ import torch
 
 from vitcli.recipe.config import AUTO, RecipeCfg
 from vitcli.data.splits import default_splits
+from vitcli.engine.runtime.faults import collective_error, is_collective_error
 from vitcli.engine.runtime.process import Runtime
+from vitcli.engine.runtime.signals import Interrupted
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.errors import CheckpointError, DataError, one_of
 from vitcli.models import build_model, describe
@@ -38,9 +41,15 @@ def session(cfg: RecipeCfg, log: Reporter | None, *,
             precision: str | None = None) -> Iterator[tuple[Runtime, Reporter]]:
     """The job's runtime (in `precision` instead of the recipe's when given) and its reporter (`log`, or
     one that talks on the main process only); the runtime is closed when the job ends, however it ends."""
-    rt = Runtime.create(cfg.train.device, precision or cfg.train.precision, cfg.train.seed)
+    rt = Runtime.create(cfg.train.device, precision or cfg.train.precision, cfg.train.seed, cfg.train.timeout)
     try:
         yield rt, log or Reporter(enabled=rt.is_main)
+    except BaseException as exc:
+        if rt.distributed and is_collective_error(exc):  # waiting for a peer that failed or hangs
+            raise collective_error(exc, rt.rank, None, rt.timeout, rt.peers) from None
+        if not isinstance(exc, Interrupted):  # a signal stops every rank by itself, at the same step
+            rt.failed(exc)  # no other rank waits for this one (runtime/faults.py)
+        raise
     finally:
         rt.close()
 

@@ -42,6 +42,10 @@ def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: f
     """
     started, date = time.monotonic(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     with session(cfg, log) as (rt, log):
+        if rt.restarts and not resume and rundir.holds_run(out):
+            # torchrun --max-restarts (or a requeued SLURM job) runs the same command again: continue.
+            log.info(f"restart {rt.restarts} of this job: resuming {out} from its last checkpoint")
+            resume = True
         cfg = with_splits(cfg, "train", log.info)  # before recipe.json: it records the splits chosen
         recipe_data = schema.to_dict(cfg)
         recipe_text = render(recipe_data)

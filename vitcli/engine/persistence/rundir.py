@@ -36,12 +36,15 @@ _HEADER = "# vit run recipe; sha256 of the lines below as written: "
 _MAX_RECIPE_BYTES = 1 << 20
 
 
-def default_run_dir(name: str, *, resume: bool = False) -> Path:
+def default_run_dir(name: str, *, resume: bool = False, restarted: bool = False) -> Path:
     """`runs/<name>` under the current directory, or the first free `runs/<name>-2`, `-3`, ... when taken.
 
     A short name the next command can type (`vit eval --from runs/demo`) that never mixes two runs;
-    with `resume`, the run to continue is `runs/<name>` itself.
+    with `resume`, the run to continue is `runs/<name>` itself; a `restarted` job (torchrun, SLURM)
+    continues the newest of them, which its first start made.
     """
+    if restarted and not resume:
+        return latest_numbered(name)
     first = Path("runs") / name
     if resume or not first.exists():
         return first
@@ -49,6 +52,23 @@ def default_run_dir(name: str, *, resume: bool = False) -> Path:
     while (first.parent / f"{name}-{n}").exists():
         n += 1
     return first.parent / f"{name}-{n}"
+
+
+def holds_run(out: Path) -> bool:
+    """Whether `out` holds a vit run (its recipe.json), which a restarted job continues."""
+    return files.check_regular(Path(out) / "recipe.json", follow=False)
+
+
+def latest_numbered(name: str) -> Path:
+    """The run a restarted job without --out started: the newest of `runs/<name>`, `runs/<name>-2`, ...
+    (the one `default_run_dir` gave its first start), else where a first start would go."""
+    first = Path("runs") / name
+    taken = [first] if first.exists() else []
+    n = 2
+    while (first.parent / f"{name}-{n}").exists():
+        taken.append(first.parent / f"{name}-{n}")
+        n += 1
+    return taken[-1] if taken else first
 
 
 @contextlib.contextmanager

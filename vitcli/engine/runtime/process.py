@@ -1,7 +1,8 @@
 """The runtime: device, precision, seed and process group, as one explicit object passed down.
 
-Nothing in the engine reads the environment except `Runtime.create`, which honours the variables that
-`torchrun` sets (RANK, WORLD_SIZE, LOCAL_RANK). `vit` has no launcher of its own.
+Nothing in the engine reads the environment except `Runtime.create` (and `launch_rank`,
+`launch_restarts` for the CLI), which honour the variables that `torchrun` sets (RANK, WORLD_SIZE,
+LOCAL_RANK, TORCHELASTIC_RESTART_COUNT) and SLURM's SLURM_RESTART_COUNT. `vit` has no launcher of its own.
 """
 
 from __future__ import annotations
@@ -9,13 +10,17 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from vitcli.engine.runtime.faults import PeerWatch
 from vitcli.errors import RunError
+
+DEFAULT_TIMEOUT_S = 600.0  # train.timeout's default: longer than any checkpoint write or first compile
 
 
 @dataclass(frozen=True)
@@ -28,10 +33,18 @@ class Runtime:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    timeout: float = DEFAULT_TIMEOUT_S  # seconds any collective waits for the other processes
+    restarts: int = 0  # how often torchrun (or SLURM) restarted this job: > 0 resumes the run
+    peers: PeerWatch | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def create(cls, device: str = "auto", precision: str = "bf16", seed: int = 0) -> "Runtime":
-        """Pick the device and join the torchrun process group when launched under torchrun."""
+    def create(cls, device: str = "auto", precision: str = "bf16", seed: int = 0,
+               timeout: float = DEFAULT_TIMEOUT_S) -> "Runtime":
+        """Pick the device and join the torchrun process group when launched under torchrun.
+
+        Every collective of the group waits at most `timeout` seconds; a failure of any rank ends the
+        others within seconds (`faults.PeerWatch`).
+        """
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = launch_rank()
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -51,8 +64,10 @@ class Runtime:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         if world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-        return cls(device=dev, precision=precision, seed=seed, rank=rank, world=world, local_rank=local_rank)
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout))
+        peers = PeerWatch(rank) if world > 1 else None
+        return cls(device=dev, precision=precision, seed=seed, rank=rank, world=world, local_rank=local_rank,
+                   timeout=timeout, restarts=launch_restarts(), peers=peers)
 
     @property
     def is_main(self) -> bool:
@@ -80,6 +95,19 @@ class Runtime:
         if self.distributed:
             dist.barrier()
 
+    def any_rank(self, flag: bool) -> bool:
+        """Whether `flag` is true on any process (a collective: every rank must call it at the same point)."""
+        if not self.distributed:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def failed(self, exc: BaseException) -> None:
+        """Tell the other processes this one failed, so that none waits for it (see faults.PeerWatch)."""
+        if self.peers is not None:
+            self.peers.publish(exc)
+
     def close(self) -> None:
         """Leave the process group (torchrun expects a clean destroy)."""
         if self.distributed and dist.is_initialized():
@@ -89,6 +117,13 @@ class Runtime:
 def launch_rank() -> int:
     """This process's rank as torchrun set it (0 when not launched by torchrun)."""
     return int(os.environ.get("RANK", "0"))
+
+
+def launch_restarts() -> int:
+    """How often this job was started again: by torchrun after a lost rank (`--max-restarts`), or by
+    SLURM after a preemption (`--requeue`). 0 on a first start."""
+    counts = [os.environ.get(name, "0") for name in ("TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT")]
+    return max(int(c) if c.strip().isdigit() else 0 for c in counts)
 
 
 def rng_state() -> dict:

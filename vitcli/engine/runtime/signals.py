@@ -39,6 +39,11 @@ class StopRequest:
     def requested(self) -> bool:
         return self.signum is not None
 
+    def join(self, signum: int = signal.SIGTERM) -> None:
+        """Stop with the other processes, which were asked to (torchrun passes the agent's SIGTERM on)."""
+        if self.signum is None:
+            self.signum = signum
+
     def _handle(self, signum, frame) -> None:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt

@@ -21,6 +21,7 @@ from vitcli.data.checks import check_labels
 from vitcli.engine.evaluate.evaluators import build_evaluators, run_evaluators
 from vitcli.engine.persistence import checkpoints
 from vitcli.engine.persistence.metrics_log import MetricsLog
+from vitcli.engine.runtime.faults import collective_error, is_collective_error
 from vitcli.engine.runtime.process import Runtime, rng_state, set_rng_state
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.runtime.signals import StopRequest
@@ -190,14 +191,11 @@ class Trainer:
         timer = (time.perf_counter(), self.pos.step)
         self._pace: tuple[float, int] | None = None  # (time, step) after this process's first step
         try:
-            while self.pos.step < self.total:
-                for micro_batches in self._epoch_batches():
-                    self._step(micro_batches)
-                    timer = self._after_step(timer)
-                    if stop.requested:
-                        raise stop.exit(self.save(), self.pos.step)
-                    if self.pos.step >= self.total:
-                        break
+            self._loop(stop, timer)
+        except RuntimeError as exc:  # a peer that failed, died or hangs: one line naming this rank and step
+            if not (self.rt.distributed and is_collective_error(exc)):
+                raise
+            raise collective_error(exc, self.rt.rank, self.pos.step + 1, self.rt.timeout, self.rt.peers) from None
         finally:
             self.bar.close()
         self.log.info(f"trained {plural(self.pos.step, 'step')} in {duration(self.train_seconds)}")
@@ -208,6 +206,19 @@ class Trainer:
         saved = reader.latest(self.out) if self.rt.is_main else None
         with stop.immediately(lambda: stop.exit(saved, self.pos.step)):
             return run_evaluators(self.evaluators, self.setup, self.pos.step, self.metrics, self.log, final=True)
+
+    def _loop(self, stop: StopRequest, timer: tuple[float, int]) -> None:
+        while self.pos.step < self.total:
+            for micro_batches in self._epoch_batches():
+                self._step(micro_batches)
+                timer = self._after_step(timer)
+                # Every rank stops at the same step: a signal reaches processes at slightly different
+                # times, and a rank that went on alone would wait for the others in its next step.
+                if self.rt.any_rank(stop.requested):
+                    stop.join()
+                    raise stop.exit(self.save(), self.pos.step)
+                if self.pos.step >= self.total:
+                    break
 
     def _epoch_batches(self):
         """Yield lists of `accum` micro-batches: one list per optimiser step, from the saved position."""
