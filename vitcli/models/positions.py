@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import torch
 from timm.layers import trunc_normal_
+from timm.models import checkpoint_seq
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from vitcli.errors import CheckpointError
 from vitcli.models import posemb as pe
@@ -106,14 +108,17 @@ class PositionTables:
 
     def _encode(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
         """The blocks, each input but the first (which had the stem's) plus its position table."""
+        # train.grad_checkpointing (timm's flag): each block's activations are recomputed in backward.
+        recompute = self.grad_checkpointing and self.training and not torch.jit.is_scripting()
         if self.posemb_where == "stem" and attn_mask is None and not is_causal:
-            return self.blocks(x)
+            return checkpoint_seq(self.blocks, x) if recompute else self.blocks(x)
         for i, block in enumerate(self.blocks):
             if i and self.posemb_where == "every_layer":
                 x = x + self.pos_embed_layers[i - 1]()
             elif i and self.posemb_where == "every_layer_shared":
                 x = x + self.stem_table()
-            x = block(x, attn_mask=attn_mask, is_causal=is_causal) if attn_mask is not None or is_causal else block(x)
+            kwargs = {"attn_mask": attn_mask, "is_causal": is_causal} if attn_mask is not None or is_causal else {}
+            x = checkpoint(block, x, use_reentrant=False, **kwargs) if recompute else block(x, **kwargs)
         return x
 
     def no_weight_decay(self) -> set[str]:

@@ -126,6 +126,10 @@ class TrainCfg:
     objective: Literal["supervised", "masked_patch"] = "supervised"
     parallel: Literal["ddp", "fsdp"] = "ddp"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Recompute each block's activations during the backward pass (timm's set_grad_checkpointing): the
+    # activation memory of one block instead of all of them, for about a third more compute per step
+    # (benchmarks/memory.py); what makes L/16 and H/14 fit a GPU's memory at a useful micro-batch.
+    grad_checkpointing: bool = False
     # Under torchrun: seconds any collective waits for the other processes before this one gives up with
     # one line naming the step (a rank that fails outright ends the others at once, whatever this says).
     timeout: float = 600.0

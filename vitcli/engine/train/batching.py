@@ -55,9 +55,12 @@ def plan(global_batch: int, world: int, micro: int | None, per_image_bytes: int,
     return BatchPlan(global_batch, world, micro, per_rank // micro)
 
 
-def activation_bytes(depth: int, tokens: int, width: int, precision: str) -> int:
-    """Rough training memory per image: activations kept for backward, all blocks."""
-    per = depth * tokens * width * _ACT_BYTES_PER_TOKEN_WIDTH
+def activation_bytes(depth: int, tokens: int, width: int, precision: str, checkpointing: bool = False) -> int:
+    """Rough training memory per image: activations kept for backward, all blocks (with gradient
+    checkpointing: one block's, recomputed, plus each block's input)."""
+    # Checkpointed: each block's input (2 bytes an element in bf16) plus one block's full activations.
+    per_token_width = depth * 2 + _ACT_BYTES_PER_TOKEN_WIDTH if checkpointing else depth * _ACT_BYTES_PER_TOKEN_WIDTH
+    per = tokens * width * per_token_width
     return per * (2 if precision == "fp32" else 1)
 
 

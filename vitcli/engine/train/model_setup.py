@@ -119,7 +119,10 @@ def setup_model(cfg: RecipeCfg, num_classes: int, rt: Runtime, log: Reporter,
         ema = ModelEmaV3(model, decay=cfg.train.ema)
     variant = resolve_variant(cfg.model)
     act = batching.activation_bytes(variant.depth, seq_len(variant, cfg.model.res), variant.width,
-                                    cfg.train.precision)
+                                    cfg.train.precision, cfg.train.grad_checkpointing)
+    if cfg.train.grad_checkpointing:
+        model.set_grad_checkpointing(True)  # timm's: each block's activations recomputed in backward
+        log.info("gradient checkpointing: block activations are recomputed in the backward pass")
     train_model = wrap(model, cfg.train, rt)
     if cfg.train.compile:
         train_model = torch.compile(train_model)
