@@ -15,8 +15,9 @@ from vitcli.engine.train.batching import activation_bytes
 from vitcli.engine.train.step import TrainStep
 
 
-def steps(objective: str, checkpointing: bool) -> tuple[list[torch.Tensor], int]:
-    body = tiny_recipe("x", train={"grad_checkpointing": checkpointing, "objective": objective, "micro_batch": 8})
+def steps(objective: str, checkpointing: bool, where: str) -> tuple[list[torch.Tensor], int]:
+    body = tiny_recipe("x", train={"grad_checkpointing": checkpointing, "objective": objective, "micro_batch": 8},
+                       model={"posemb_where": where})
     cfg = recipe.from_data(body, "test")
     torch.manual_seed(0)
     step = TrainStep(cfg, 0 if objective == "masked_patch" else 4, Runtime.create("cpu", "fp32", 0),
@@ -32,9 +33,10 @@ def steps(objective: str, checkpointing: bool) -> tuple[list[torch.Tensor], int]
     return [p.detach().clone() for p in step.setup.model.parameters()], len(calls)
 
 
-@pytest.mark.parametrize("objective", ["supervised", "masked_patch"])
-def test_checkpointed_blocks_train_to_the_same_weights(objective):
-    (plain, once), (checkpointed, twice) = steps(objective, False), steps(objective, True)
+@pytest.mark.parametrize("objective, where", [("supervised", "stem"), ("masked_patch", "stem"),
+                                               ("supervised", "every_layer")])
+def test_checkpointed_blocks_train_to_the_same_weights(objective, where):
+    (plain, once), (checkpointed, twice) = steps(objective, False, where), steps(objective, True, where)
     assert (once, twice) == (1, 2)  # the block ran again in the backward pass: its activations were not kept
     for a, b in zip(plain, checkpointed):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
