@@ -12,7 +12,7 @@ from vitcli.cli import tables
 from vitcli.cli.app import app
 from vitcli.cli.options import (DataOpt, EvalRecipeArg, FromOpt, IgnoreLabelsOpt, JsonOpt, ResOpt, SetOpt,
                                 SplitOpt, WeightsOpt)
-from vitcli.cli.output import ema_note, emit, err_console, handle_errors
+from vitcli.cli.output import ema_note, emit, err_console, handle_errors, is_main_process, note, reporter
 from vitcli.errors import RecipeError, VitError
 from vitcli.recipe import assembly
 
@@ -43,7 +43,7 @@ def eval_cmd(path: EvalRecipeArg = None, from_: FromOpt = ..., data: DataOpt = N
     source = reader.read(from_)
     options = assembly.recipe_overrides(res, {"data.source": data, "data.eval_split": split}, weights)
     cfg = assembly.from_checkpoint(source, path, options, sets or [], assembly.EVALUATE)
-    results = jobs.evaluate(cfg, source, ignore_labels=ignore_labels, out=out)
+    results = jobs.evaluate(cfg, source, ignore_labels=ignore_labels, out=out, log=reporter(as_json))
     ema_note(weights, results)
     emit(results, as_json, tables.eval_table)
 
@@ -75,7 +75,7 @@ def fewshot_cmd(path: EvalRecipeArg = None, from_: FromOpt = ..., shots: Annotat
              "fewshot.datasets": "[]" if data else None}
     options = assembly.recipe_overrides(res, extra, weights)
     cfg = assembly.from_checkpoint(source, path, options, sets or [], assembly.FEWSHOT)
-    results = jobs.fewshot(cfg, source)
+    results = jobs.fewshot(cfg, source, log=reporter(as_json))
     ema_note(weights, results)
     emit(results, as_json, tables.fewshot_table)
 
@@ -113,10 +113,12 @@ def predict_cmd(inputs: Annotated[list[str], typer.Argument(
     source = reader.read(from_)
     options = assembly.recipe_overrides(res, weights=weights)
     cfg = assembly.from_checkpoint(source, None, options, sets or [], assembly.PREDICT)
-    results = jobs.predict(cfg, source, inputs, split=split, top_k=top_k, batch_size=batch)
+    results = jobs.predict(cfg, source, inputs, split=split, top_k=top_k, batch_size=batch,
+                           log=reporter(as_json))
     if csv is not None:
         tables.write_predictions_csv(csv, results["predictions"], top_k)
-        err_console.print(f"predictions written to {csv}", markup=False)
+        if is_main_process():
+            note(f"predictions written to {csv}")
     ema_note(weights, results)
     emit(results, as_json, tables.predict_table)
     for bad in results["unreadable"]:
@@ -166,5 +168,5 @@ def inspect_cmd(run: Annotated[Optional[Path], typer.Argument(
     cfg = assembly.from_checkpoint(source, None, options, sets or [], assembly.INSPECT)
     name = (run or from_).resolve().name if (run or from_).is_dir() else (run or from_).stem
     report = jobs.inspect(cfg, source, Path(out or Path("inspect") / name), run_dir=run_dir, images=images,
-                          split=split, samples=samples)
+                          split=split, samples=samples, log=reporter(as_json))
     emit(tables.inspect_summary(report), as_json, tables.inspect_table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -47,3 +48,17 @@ SplitOpt = Annotated[Optional[str], typer.Option(
     "validation split.", show_default=False)]
 IgnoreLabelsOpt = Annotated[bool, typer.Option(
     "--ignore-labels", help="Score data label i as the head's output i, even where the class names differ.")]
+QuietOpt = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="Print only the result and errors: no progress, no log lines.")]
+
+
+class LogFormat(str, Enum):
+    """How log and progress lines are written on stderr."""
+
+    text = "text"
+    json = "json"
+
+
+LogFormatOpt = Annotated[LogFormat, typer.Option(
+    "--log-format", help="text, or json: every log and progress line on stderr as one JSON object (for "
+    "cluster log collectors).")]

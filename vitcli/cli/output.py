@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
+import logging
+import os
+import sys
 from collections.abc import Callable
 
 import typer
@@ -13,29 +17,98 @@ from rich.table import Table
 from rich.text import Text
 
 from vitcli import formats
+from vitcli.cli.options import LogFormat, LogFormatOpt, QuietOpt
 from vitcli.errors import VitError
 
 out_console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+class _Mode:
+    """This invocation's output mode (`--quiet`, `--log-format`), set by `handle_errors`."""
+
+    quiet = False
+    fmt = "text"
+    bars_off = False  # whether this process turned datasets' progress bars off
+
+
 def handle_errors(func):
-    """Turn a VitError into one red line on stderr and its exit code; nothing else is swallowed."""
+    """The boundary every command shares: a VitError becomes one red line on stderr (a JSON object with
+    `--log-format json`) and its exit code; nothing else is swallowed. It also adds the output options
+    `--quiet` and `--log-format` to the command, so they are declared once for all of them."""
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args, quiet: bool = False, log_format: LogFormat = LogFormat.text, **kwargs):
+        _Mode.quiet, _Mode.fmt = quiet, LogFormat(log_format).value
+        _configure_logging()
         try:
             return func(*args, **kwargs)
         except VitError as exc:
             # The message is data, not markup: "[train]" in a split name must print as written. A value
             # quoted in it may hold a newline or a control character: escaped, the error stays one line.
-            err_console.print(Text.assemble(("error:", "bold red"), " ", one_line(str(exc))))
+            _error(one_line(str(exc)))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]; the last checkpoint on disk is intact")
+            _error("interrupted; the last checkpoint on disk is intact")
             raise typer.Exit(130) from None
 
+    signature = inspect.signature(func, eval_str=True)  # Typer reads the options off these annotations
+    extra = [inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=QuietOpt),
+             inspect.Parameter("log_format", inspect.Parameter.KEYWORD_ONLY, default=LogFormat.text,
+                               annotation=LogFormatOpt)]
+    params = list(signature.parameters.values())
+    wrapper.__signature__ = signature.replace(parameters=params + extra)
+    wrapper.__annotations__ = {**func.__annotations__, "quiet": QuietOpt, "log_format": LogFormatOpt}
     return wrapper
+
+
+def _error(message: str) -> None:
+    if _Mode.fmt == "json":
+        print(json.dumps({"level": "error", "message": message}), file=sys.stderr, flush=True)
+    else:
+        err_console.print(Text.assemble(("error:", "bold red"), " ", message))
+
+
+def note(message: str | Text) -> None:
+    """A line about the command's own work (a file written, what was not carried), as the mode says
+    (callers under torchrun check `is_main_process` first: asking here would load torch for every command)."""
+    if _Mode.quiet:
+        return
+    if _Mode.fmt == "json":
+        print(json.dumps({"level": "info", "message": str(message)}), file=sys.stderr, flush=True)
+    else:
+        err_console.print(message if isinstance(message, Text) else Text(message))
+
+
+def reporter(as_json: bool = False):
+    """The engine's reporter for this invocation: rank 0 only, in the output mode the options chose;
+    with the command's `--json` the run summary is a JSON object too."""
+    from vitcli.engine import jobs
+
+    return jobs.Reporter(enabled=jobs.launch_rank() == 0, quiet=_Mode.quiet, fmt=_Mode.fmt, json_summary=as_json)
+
+
+class _JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"level": record.levelname.lower(), "message": record.getMessage()})
+
+
+def _configure_logging() -> None:
+    """Library warnings (a skipped image) follow the mode: none when quiet, JSON lines with json."""
+    root = logging.getLogger()
+    root.setLevel(logging.ERROR if _Mode.quiet else logging.WARNING)
+    # datasets draws tqdm bars (preparing a split): noise when quiet, and not JSON. The variable is read
+    # when datasets is imported; a process that imported it already (tests) is told directly.
+    quiet_bars = _Mode.quiet or _Mode.fmt == "json"
+    if quiet_bars:
+        os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    if "datasets" in sys.modules and quiet_bars != _Mode.bars_off:  # a user's own setting is left alone
+        datasets = sys.modules["datasets"]
+        datasets.disable_progress_bars() if quiet_bars else datasets.enable_progress_bars()
+    _Mode.bars_off = quiet_bars
+    if _Mode.fmt == "json":
+        for handler in root.handlers:
+            handler.setFormatter(_JsonLines())
 
 
 def one_line(message: str) -> str:
@@ -80,4 +153,4 @@ def metric_table(results: dict, title: str) -> Table:
 def ema_note(asked: str | None, results: dict) -> None:
     """Only a user who asked for the EMA weights by name needs to hear that there were none."""
     if asked == "ema" and results.get("weights") == "raw" and is_main_process():
-        err_console.print("the checkpoint has no EMA weights; used the raw weights", markup=False)
+        note("the checkpoint has no EMA weights; used the raw weights")

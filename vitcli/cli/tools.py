@@ -13,7 +13,7 @@ from vitcli import recipe
 from vitcli.cli import tables
 from vitcli.cli.app import app, recipe_app
 from vitcli.cli.options import BenchRecipeArg, JsonOpt, RecipeArg, SetOpt, WeightsOpt
-from vitcli.cli.output import emit, err_console, handle_errors, is_main_process, out_console
+from vitcli.cli.output import emit, handle_errors, is_main_process, note, out_console
 from vitcli.errors import VitError
 
 
@@ -71,7 +71,7 @@ def recipe_check(paths: Annotated[list[Path], typer.Argument(
     """
     for path in recipe.expand(paths):
         recipe.load(path)
-        err_console.print(f"ok  {path}")
+        note(f"ok  {path}")
 
 
 @app.command("export")
@@ -101,7 +101,7 @@ def export_cmd(from_: Annotated[str, typer.Argument(
     source = reader.read(from_)
     result = convert.export(source, fmt, out or convert.default_export_dir(from_, source, fmt), weights=weights or "ema")
     if result["not_carried"] and is_main_process():
-        err_console.print(Text(f"not carried: {result['not_carried']}"))
+        note(Text(f"not carried: {result['not_carried']}"))
     emit(result, as_json, f"vit export --format {fmt}")
 
 

@@ -13,7 +13,7 @@ from vitcli import recipe
 from vitcli.cli.app import app
 from vitcli.cli.options import (DataOpt, FinetuneRecipeArg, FromOpt, JsonOpt, NoRetrainOpt, OutOpt, ResOpt,
                                 ResumeOpt, SetOpt, SplitOpt)
-from vitcli.cli.output import emit, handle_errors
+from vitcli.cli.output import emit, handle_errors, reporter
 from vitcli.cli.tables import sweep_table
 from vitcli.errors import RecipeError
 from vitcli.recipe import assembly
@@ -95,9 +95,10 @@ def _train(cfg, out: Optional[Path], resume: bool, sets: list[str], command: str
     hint = " ".join([command, *(f"--set {shlex.quote(item)}" for item in sets), "--resume", f"--out {out}"])
     # recipe.yaml is the run's recipe rendered for people: YAML stays in recipe.py, the engine writes it.
     if jobs.is_sweep(cfg):
-        emit(jobs.run_sweep(cfg, out, resume=resume, allowed=allowed, hint=hint, render=recipe.dump), as_json,
+        emit(jobs.run_sweep(cfg, out, resume=resume, allowed=allowed, hint=hint, render=recipe.dump,
+                            log=reporter(as_json)), as_json,
              sweep_table)
     else:
         results = jobs.train(cfg, out, resume=resume, allowed_changes=allowed, resume_hint=hint, render=recipe.dump,
-                             command=shlex.join(["vit", *sys.argv[1:]]))
+                             command=shlex.join(["vit", *sys.argv[1:]]), log=reporter(as_json))
         emit(results, as_json, f"results ({out})")

@@ -16,8 +16,9 @@ from vitcli.engine.jobs.preamble import model_from, weights_file
 from vitcli.engine.jobs.training import recipe_as_json, train
 from vitcli.engine.persistence.rundir import default_run_dir
 from vitcli.engine.runtime.process import launch_rank, launch_restarts
+from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.train.sweep import is_sweep
 
-__all__ = ["bench", "default_run_dir", "evaluate", "fewshot", "inspect", "is_sweep", "launch_rank", "launch_restarts",
+__all__ = ["Reporter", "bench", "default_run_dir", "evaluate", "fewshot", "inspect", "is_sweep", "launch_rank", "launch_restarts",
            "model_from",
            "predict", "recipe_as_json", "run_sweep", "train", "weights_file"]

@@ -19,9 +19,11 @@ a second prints just that one).
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime, timezone
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
@@ -119,6 +121,14 @@ class Task:
             parts.append(f"ETA {duration(eta)}" if eta is not None else "ETA -")
         return " ".join(parts)
 
+    def figures(self) -> dict:
+        """The state as numbers, for JSON log lines."""
+        rate = self._rate * self.per_item if self._rate else None
+        eta = self._eta() if self._end is None else 0.0
+        return {"event": "progress", "task": self.label, "done": self.completed, "total": self.total,
+                "rate": rate, "unit": self.rate_unit, "elapsed_s": round(self.seconds, 3),
+                "eta_s": None if eta is None else round(eta, 3), "status": self._status_text}
+
     def line(self) -> str:
         """The whole state as one plain line."""
         if self.total is None:
@@ -136,26 +146,60 @@ class _TailColumn(ProgressColumn):
 
 
 class Reporter:
-    """Log lines and progress of the engine's work; silent on non-main processes."""
+    """Log lines and progress of the engine's work; silent on non-main processes.
+
+    `quiet`: nothing at all (the command still prints its result and its errors). `fmt="json"`: every
+    line is one JSON object on stderr (`level`, `message`, `time`; progress lines add `event: progress`
+    and the figures as numbers), for cluster log collectors; never a progress bar. `json_summary`: the
+    run summary as one JSON object even in text mode (a command's `--json`).
+    """
 
     def __init__(self, enabled: bool = True, console: Console | None = None, interval: float = PLAIN_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic):
-        self.enabled = enabled
+                 clock: Callable[[], float] = time.monotonic, *, quiet: bool = False, fmt: str = "text",
+                 json_summary: bool = False):
+        self.enabled = enabled and not quiet
         self.console = console or Console(stderr=True, highlight=False)
         self.interval = interval
         self.clock = clock
+        self.fmt = fmt
+        self.json_summary = json_summary or fmt == "json"
         self._progress: Progress | None = None
         self._open: list[Task] = []
 
-    def info(self, message: str) -> None:
-        """One log line."""
+    def info(self, message: str, **fields) -> None:
+        """One log line (`fields`: the same facts as numbers, in JSON lines only)."""
         if self.enabled:
-            self.console.print(message, markup=False, soft_wrap=True)
+            self._say("info", message, fields)
 
     def warn(self, message: str) -> None:
         """A warning line (yellow on a terminal)."""
         if self.enabled:
+            self._say("warning", message, {})
+
+    def summary(self, title: str, facts: dict[str, str], numbers: dict[str, object] | None = None) -> None:
+        """What a run is about to do, in one block (`title` then a line per fact), or one JSON object with
+        the facts as text and `numbers` as numbers."""
+        if not self.enabled:
+            return
+        if self.json_summary:
+            self._json({"level": "info", "event": "summary", "message": title, **(numbers or {}), "text": facts})
+            return
+        width = max(map(len, facts), default=0)
+        lines = [title, *(f"  {name.replace('_', ' '):<{width}}  {value}" for name, value in facts.items())]
+        self.console.print("\n".join(lines), markup=False, soft_wrap=True)
+
+    def _say(self, level: str, message: str, fields: dict) -> None:
+        if self.fmt == "json":
+            self._json({"level": level, "message": message, **fields})
+        elif level == "warning":
             self.console.print(f"warning: {message}", style="yellow", markup=False, soft_wrap=True)
+        else:
+            self.console.print(message, markup=False, soft_wrap=True)
+
+    def _json(self, record: dict) -> None:
+        record = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **record}
+        self.console.file.write(json.dumps(record, default=str) + "\n")
+        self.console.file.flush()
 
     def task(self, label: str, total: int | None, *, done: int = 0, per_item: float = 1.0,
              rate_unit: str | None = "img/s", elapsed: float = 0.0, status: Status = "") -> Task:
@@ -170,7 +214,7 @@ class Reporter:
         task._status = status
         task._refresh_status()
         self._open.append(task)
-        if self.enabled and self.console.is_terminal:
+        if self.enabled and self.console.is_terminal and self.fmt != "json":
             if self._progress is None:
                 self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=24),
                                           MofNCompleteColumn(), _TailColumn(), console=self.console,
@@ -192,7 +236,7 @@ class Reporter:
         elif (force and finished) or now - task._last_draw >= self.interval:
             task._last_draw = now
             task._refresh_status()
-            self.info(task.line())
+            self.info(task.line(), **task.figures())
 
     def _on_close(self, task: Task) -> None:
         if task in self._open:
@@ -204,7 +248,7 @@ class Reporter:
             task._refresh_status()
         if task._rich_id is None:
             if not printed_last:  # the final figures, unless the last line already showed them
-                self.info(task.line())
+                self.info(task.line(), **task.figures())
             return
         if self._open:  # a task inside another: make room for the outer one again
             self._progress.remove_task(task._rich_id)

@@ -29,6 +29,8 @@ from vitcli.engine.train import batching, optim
 from vitcli.engine.train.step import TrainStep
 from vitcli.errors import CheckpointError, RecipeError, RunError
 from vitcli.formats import duration, plural, rough_duration
+from vitcli.models import describe
+from vitcli.models.variants import macs, resolve_variant
 from vitcli.weights import reader
 
 
@@ -85,7 +87,33 @@ class Trainer:
         if resume:
             self._restore()
         self._check_warmup()
-        reporter.info(f"{self.batches.describe()}; {plural(self.total, 'step')} ({self.steps_per_epoch} per epoch)")
+        self._summary()
+
+    def _summary(self) -> None:
+        """What the run is about to do, before the first step: model, data, batch, length, where."""
+        cfg, rt, split = self.cfg, self.rt, self.train_split
+        desc = describe(cfg.model, self.num_classes)
+        params = sum(p.numel() for p in self.model.parameters())
+        gflops = 2 * macs(resolve_variant(cfg.model), cfg.model.res, max(self.num_classes, 1)) / 1e9
+        images = f"{split.num_examples:,} images" if split.num_examples is not None else "streamed"
+        classes = f", {plural(self.num_classes, 'class', 'classes')}" if self.num_classes else " (no labels used)"
+        held_out = f"; evaluated on [{cfg.data.eval_split}]" if cfg.data.eval_split else "; no evaluation split"
+        epochs = self.total / self.steps_per_epoch
+        self.log.summary("run summary", {
+            "model": f"{desc['variant']}: {params / 1e6:.2f} M parameters, {gflops:.3g} GFLOPs per image "
+                     f"at {cfg.model.res[0]}x{cfg.model.res[1]} px",
+            "data": f"{cfg.data.source} [{cfg.data.train_split}]: {images}{classes}{held_out}",
+            "batch": self.batches.describe(),
+            "length": f"{plural(self.total, 'step')} = {epochs:.3g} epochs ({self.steps_per_epoch} per epoch)",
+            "precision": f"{cfg.train.precision}{', compiled' if cfg.train.compile else ''} on "
+                         f"{rt.world} x {rt.device.type}",
+            "out": str(self.out)}, {
+            "model": desc["variant"], "params": params, "gflops_per_image": gflops, "res": list(cfg.model.res),
+            "source": cfg.data.source, "train_split": cfg.data.train_split, "train_images": split.num_examples,
+            "classes": self.num_classes, "eval_split": cfg.data.eval_split, "global_batch": self.batches.global_batch,
+            "processes": rt.world, "accumulation": self.batches.accum, "micro_batch": self.batches.micro,
+            "steps": self.total, "epochs": epochs, "precision": cfg.train.precision, "device": rt.device.type,
+            "out": str(self.out)})
 
     def _length(self) -> int:
         """Steps to train: the recipe's length, or for a fine-tune that gives none, the paper's (transfer.py)."""
