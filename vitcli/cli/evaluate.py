@@ -12,7 +12,8 @@ from vitcli.cli import tables
 from vitcli.cli.app import app
 from vitcli.cli.options import (DataOpt, EvalRecipeArg, FromOpt, IgnoreLabelsOpt, JsonOpt, ResOpt, SetOpt,
                                 SplitOpt, WeightsOpt)
-from vitcli.cli.output import ema_note, emit, err_console, handle_errors, is_main_process, note, reporter
+from vitcli.cli.output import (best_weights, ema_note, emit, err_console, handle_errors, is_main_process, note,
+                               reporter)
 from vitcli.errors import RecipeError, VitError
 from vitcli.recipe import assembly
 
@@ -40,6 +41,7 @@ def eval_cmd(path: EvalRecipeArg = None, from_: FromOpt = ..., data: DataOpt = N
     from vitcli.engine import jobs
     from vitcli.weights import reader
 
+    from_, weights = best_weights(from_, weights)
     source = reader.read(from_)
     options = assembly.recipe_overrides(res, {"data.source": data, "data.eval_split": split}, weights)
     cfg = assembly.from_checkpoint(source, path, options, sets or [], assembly.EVALUATE)
@@ -68,6 +70,7 @@ def fewshot_cmd(path: EvalRecipeArg = None, from_: FromOpt = ..., shots: Annotat
     from vitcli.engine import jobs
     from vitcli.weights import reader
 
+    from_, weights = best_weights(from_, weights)
     source = reader.read(from_)
     extra = {"fewshot.shots": f"[{shots}]" if shots else None, "fewshot.seeds": seeds, "data.source": data,
              "data.train_split": train_split, "data.eval_split": split,
@@ -110,6 +113,7 @@ def predict_cmd(inputs: Annotated[list[str], typer.Argument(
 
     if as_json and csv is not None:
         raise VitError("--json and --csv: choose one (--json prints to stdout, --csv writes a file)")
+    from_, weights = best_weights(from_, weights)
     source = reader.read(from_)
     options = assembly.recipe_overrides(res, weights=weights)
     cfg = assembly.from_checkpoint(source, None, options, sets or [], assembly.PREDICT)
@@ -162,6 +166,8 @@ def inspect_cmd(run: Annotated[Optional[Path], typer.Argument(
 
     if run is None and from_ is None:
         raise RecipeError("give a RUN directory or --from CHECKPOINT to inspect")
+    if weights == "best":  # the run's best/ for the model figures; the run's curves stay the run's
+        from_, weights = Path(best_weights(from_ or run, weights)[0]), None
     source = reader.read(from_ or run)
     run_dir = run if run is not None else (from_ if (from_ / "metrics.jsonl").is_file() else None)
     options = assembly.recipe_overrides(res, {"data.source": data}, weights)

@@ -39,7 +39,7 @@ NoRetrainOpt = Annotated[bool, typer.Option(
     "(cheaper; not the paper's protocol).")]
 WeightsOpt = Annotated[Optional[str], typer.Option(
     "--weights", help="ema or raw: which weights of the checkpoint (eval, fewshot, predict: default the "
-    "recipe's eval.weights, ema).", show_default=False)]
+    "recipe's eval.weights, ema); best: the run's best/ (kept by train.keep_best).", show_default=False)]
 DataOpt = Annotated[Optional[str], typer.Option(
     "--data", help="Data source instead of the checkpoint's (hub id, local dir, imagefolder:PATH); its own "
     "splits are used unless --split names one.", show_default=False)]

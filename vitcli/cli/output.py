@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -109,6 +110,17 @@ def _configure_logging() -> None:
     if _Mode.fmt == "json":
         for handler in root.handlers:
             handler.setFormatter(_JsonLines())
+
+
+def best_weights(from_, weights: str | None) -> tuple[str, str | None]:
+    """`--weights best`: the run's best/ folder (train.keep_best) stands in for the run itself."""
+    if weights != "best":
+        return str(from_), weights
+    folder = Path(from_) / "best"
+    if not (folder / "model.safetensors").is_file():
+        raise VitError(f"--weights best: {folder} holds no model; a run keeps its best evaluation there when its "
+                       "recipe sets train.keep_best (e.g. --set train.keep_best=top1 --set eval.every=500)")
+    return str(folder), None
 
 
 def one_line(message: str) -> str:

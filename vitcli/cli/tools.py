@@ -13,7 +13,7 @@ from vitcli import recipe
 from vitcli.cli import tables
 from vitcli.cli.app import app, recipe_app
 from vitcli.cli.options import BenchRecipeArg, JsonOpt, RecipeArg, SetOpt, WeightsOpt
-from vitcli.cli.output import emit, handle_errors, is_main_process, note, out_console
+from vitcli.cli.output import best_weights, emit, handle_errors, is_main_process, note, out_console
 from vitcli.errors import VitError
 
 
@@ -98,6 +98,7 @@ def export_cmd(from_: Annotated[str, typer.Argument(
     """
     from vitcli.weights import convert, reader
 
+    from_, weights = best_weights(from_, weights)
     source = reader.read(from_)
     result = convert.export(source, fmt, out or convert.default_export_dir(from_, source, fmt), weights=weights or "ema")
     if result["not_carried"] and is_main_process():

@@ -12,8 +12,8 @@ import typer
 from vitcli import recipe
 from vitcli.cli.app import app
 from vitcli.cli.options import (DataOpt, FinetuneRecipeArg, FromOpt, JsonOpt, NoRetrainOpt, OutOpt, ResOpt,
-                                ResumeOpt, SetOpt, SplitOpt)
-from vitcli.cli.output import emit, handle_errors, reporter
+                                ResumeOpt, SetOpt, SplitOpt, WeightsOpt)
+from vitcli.cli.output import best_weights, emit, handle_errors, reporter
 from vitcli.cli.tables import sweep_table
 from vitcli.errors import RecipeError
 from vitcli.recipe import assembly
@@ -49,7 +49,7 @@ def pretrain_cmd(path: Annotated[Optional[Path], typer.Argument(
 @handle_errors
 def finetune_cmd(path: FinetuneRecipeArg = None, from_: FromOpt = ..., data: DataOpt = None, split: SplitOpt = None,
                  res: ResOpt = None, sets: SetOpt = None, out: OutOpt = None, resume: ResumeOpt = False,
-                 no_retrain: NoRetrainOpt = False,
+                 no_retrain: NoRetrainOpt = False, weights: WeightsOpt = None,
                  as_json: JsonOpt = False) -> None:
     """Fine-tune a pretrained ViT: new zero-initialised head, position embeddings resampled to --res.
 
@@ -67,6 +67,10 @@ def finetune_cmd(path: FinetuneRecipeArg = None, from_: FromOpt = ..., data: Dat
     """
     from vitcli.weights import reader
 
+    if weights not in (None, "best"):
+        raise RecipeError(f"--weights {weights}: fine-tuning starts from the checkpoint's weights as saved; "
+                          "--weights takes only best here (the run's best/, kept by train.keep_best)")
+    from_, _ = best_weights(from_, weights)
     source = reader.read(from_)
     options = assembly.recipe_overrides(res, {"data.source": data, "data.eval_split": split,
                                               "sweep.retrain": "false" if no_retrain else None})

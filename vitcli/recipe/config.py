@@ -102,6 +102,15 @@ class ScheduleCfg:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EarlyStopCfg:
+    """Stop training when an evaluation metric has not improved for `patience` evaluations (eval.every)."""
+
+    metric: str | None = None  # e.g. top1 (higher is better) or loss (lower is better); null: never stop early
+    patience: int = 5  # evaluations without an improvement of more than min_delta
+    min_delta: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainCfg:
     """How long and how to train. Give exactly one of steps, epochs or examples."""
 
@@ -130,6 +139,11 @@ class TrainCfg:
     # activation memory of one block instead of all of them, for about a third more compute per step
     # (benchmarks/memory.py); what makes L/16 and H/14 fit a GPU's memory at a useful micro-batch.
     grad_checkpointing: bool = False
+    # Keep the weights of the best evaluation so far in <run>/best/ (model, config.json, results.json), by
+    # an eval metric: top1, top5 or loss (lower is better), ema_ for the EMA weights' (e.g. ema_top1).
+    # Needs evaluations during training (eval.every). `vit eval --from RUN --weights best` reads it.
+    keep_best: str | None = None
+    early_stop: EarlyStopCfg = field(default_factory=EarlyStopCfg)
     # Under torchrun: seconds any collective waits for the other processes before this one gives up with
     # one line naming the step (a rank that fails outright ends the others at once, whatever this says).
     timeout: float = 600.0

@@ -90,6 +90,7 @@ def _check_train(cfg: RecipeCfg, bad: Bad) -> None:
                     "eval.every": e.every}, 0, float("inf"))
     _interval(bad, {"train.seed": t.seed}, 0, MAX_SEED)
     _interval(bad, {"train.timeout": t.timeout}, 1, 7 * 24 * 3600)  # torch's own limit is a timedelta
+    _check_best(cfg, bad)
     _interval(bad, {"train.label_smoothing": t.label_smoothing, "train.ema": t.ema}, 0, 1, hi_open=True)
     micro = t.micro_batch
     if micro is not None and t.batch_size % micro:
@@ -102,6 +103,27 @@ def _check_train(cfg: RecipeCfg, bad: Bad) -> None:
     if minival is not None and not (0 < minival <= 0.5 and abs(100 * minival - round(100 * minival)) < 1e-9):
         raise bad("sweep.minival", f"must be a whole percent of the train split in (0, 0.5], e.g. 0.02 or 0.1, "
                   f"got {minival:g}")
+
+
+EVAL_METRICS = ("top1", "top5", "loss")  # what keep_best and early_stop may watch (ema_ for the EMA weights')
+
+
+def _check_best(cfg: RecipeCfg, bad: Bad) -> None:
+    """keep_best / early_stop name a metric the classification evaluator reports, and need evaluations."""
+    t = cfg.train
+    _interval(bad, {"train.early_stop.patience": t.early_stop.patience}, 1, 1e6)
+    _interval(bad, {"train.early_stop.min_delta": t.early_stop.min_delta}, 0, 1e6)
+    valid = [*EVAL_METRICS, *(f"ema_{m}" for m in EVAL_METRICS)]
+    for key, metric in (("train.keep_best", t.keep_best), ("train.early_stop.metric", t.early_stop.metric)):
+        if metric is None:
+            continue
+        if metric not in valid:
+            raise bad(key, f"{metric!r} is not an evaluation metric; valid: {', '.join(valid)}")
+        if metric.startswith("ema_") and not t.ema:
+            raise bad(key, f"{metric!r} watches the EMA weights, but train.ema is off; use {metric[4:]!r}")
+        if "classification" not in cfg.eval.evaluators or not cfg.eval.every:
+            raise bad(key, "needs evaluations during training: set eval.every (steps between evaluations) "
+                           "with the classification evaluator")
 
 
 def _check_data(cfg: RecipeCfg, bad: Bad) -> None:

@@ -26,12 +26,14 @@ from vitcli.engine.runtime.process import Runtime, rng_state, set_rng_state
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.runtime.signals import StopRequest
 from vitcli.engine.train import batching, optim
+from vitcli.engine.train.best import Best
 from vitcli.engine.train.step import TrainStep
 from vitcli.errors import CheckpointError, RecipeError, RunError
 from vitcli.formats import duration, plural, rough_duration
 from vitcli.models import describe
 from vitcli.models.variants import macs, resolve_variant
 from vitcli.weights import reader
+from vitcli.weights.run_model import save_run_model
 
 
 @dataclass
@@ -81,6 +83,7 @@ class Trainer:
         self.steps_per_epoch = self._steps_per_epoch()
         self.evaluators = build_evaluators(cfg, rt, self.num_classes, reporter, self.label_names)
         self.metrics = MetricsLog(self.out / "metrics.jsonl" if rt.is_main else None)
+        self.best = Best(cfg.train, self.out, rt.is_main)  # train.keep_best and train.early_stop
         self.pos = Position()
         self.seconds_before = 0.0  # training time of earlier processes of this run (resumed runs)
         self.bar = None
@@ -162,6 +165,7 @@ class Trainer:
             reader.LABEL_NAMES: self.label_names,
             "recipe": self.recipe_data,
             "train_seconds": self.train_seconds,
+            "best": self.best.state(),
         }
 
     @property
@@ -195,6 +199,9 @@ class Trainer:
             raise CheckpointError(f"--resume: {last}: rng: not a valid random-generator state "
                                   f"({str(exc).strip().splitlines()[0][:120]})") from None
         self.pos = Position(**state["position"])
+        self.best.restore(state.get("best"))
+        if self.best.stopped:  # the run had stopped early: it stays stopped
+            self.total = min(self.total, self.pos.step)
         seconds = state.get("train_seconds")  # only shown and reported: a checkpoint without it counts 0
         self.seconds_before = float(seconds) if isinstance(seconds, (int, float)) else 0.0
         self.metrics.truncate_after(self.pos.step, rerun_eval=self.pos.step >= self.total)
@@ -233,7 +240,9 @@ class Trainer:
             self.save()
         saved = reader.latest(self.out) if self.rt.is_main else None
         with stop.immediately(lambda: stop.exit(saved, self.pos.step)):
-            return run_evaluators(self.evaluators, self.setup, self.pos.step, self.metrics, self.log, final=True)
+            results = run_evaluators(self.evaluators, self.setup, self.pos.step, self.metrics, self.log, final=True)
+            self._judge(results)
+            return results
 
     def _loop(self, stop: StopRequest, timer: tuple[float, int]) -> None:
         while self.pos.step < self.total:
@@ -324,11 +333,28 @@ class Trainer:
         self.bar.update(step, self._status(self.last))
         every = self.cfg.eval.every
         if every and step % every == 0 and step < self.total:
-            run_evaluators(self.evaluators, self.setup, step, self.metrics, self.log, final=False)
+            self._judge(run_evaluators(self.evaluators, self.setup, step, self.metrics, self.log, final=False))
             timer = (time.perf_counter(), step)
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             self.save()
         return timer
+
+    def _judge(self, results: dict) -> None:
+        """Keep best/ and count towards early stopping; a stop ends the run at this step, as if it were the last."""
+        was = self.best.kept.step
+        if self.best.judge(self.pos.step, results, self._save_model) and self.pos.step < self.total:
+            watched = self.best.watched
+            self.log.info(f"early stop at step {self.pos.step}: {self.cfg.train.early_stop.metric} has not improved "
+                          f"for {watched.stale} evaluations (best {watched.value:.4g} at step {watched.step})")
+            self.total = self.pos.step
+        if self.best.kept.step != was:
+            self.log.info(f"best {self.cfg.train.keep_best} so far ({self.best.kept.value:.4g}): weights kept in "
+                          f"{self.out / 'best'}")
+
+    def _save_model(self, folder: Path | None) -> None:
+        weights = self.setup.raw_state_dict()  # a collective under FSDP: every rank calls it
+        if folder is not None:
+            save_run_model(folder, self.setup, self.recipe_data, weights, self.label_names, log=lambda _: None)
 
     def _status(self, last: dict | None):
         """The display's figures of the step just done; read (a device sync) only when drawn."""
