@@ -136,7 +136,7 @@ def test_export_writes_only_into_out(run, tmp_path):
     before = sorted(p.relative_to(run.parent) for p in run.parent.rglob("*"))
     export(run, "timm", tmp_path / "timm")
     assert sorted(p.relative_to(run.parent) for p in run.parent.rglob("*")) == before
-    assert sorted(p.name for p in (tmp_path / "timm").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "timm").iterdir()) == ["README.md", "config.json", "model.safetensors"]  # README.md: the model card
     assert convert.default_export_dir(str(run), reader.read(run), "hf") == run.parent / "run-hf"
 
 

@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 
 from vitcli.errors import CheckpointError, RunError
-from vitcli.files import atomic_write, write_json
+from vitcli.files import atomic_write, check_regular, read_bytes, write_json
 from vitcli.models import build_model, describe
 from vitcli.models.positions import not_in_timm, not_in_transformers
 from vitcli.models.vit import TIMM_EPS
 from vitcli.weights import hf, remote
 from vitcli.weights.arch import model_cfg
+from vitcli.weights.model_card import write_model_card
 from vitcli.weights.run_model import NORMS, timm_config
 from vitcli.weights.reader import LABEL_NAMES, Pretrained
 from vitcli.weights.serialization import write_safetensors
@@ -70,9 +71,28 @@ def export(source: Pretrained, fmt: str, out: Path, *, weights: str = "ema") -> 
     data = (source.recipe or {}).get("data", {}) or {}
     writer = {"timm": _timm, "hf": _hf, "onnx": _onnx}[fmt]
     files, dropped = writer(model, desc, state, source.label_names, data, out)
+    library = {"timm": "timm", "hf": "transformers", "onnx": "onnx"}[fmt]
+    write_model_card(out, name=out.name, model=desc, recipe=source.recipe, results=_run_results(source),
+                     label_names=source.label_names, command=None, library=library,
+                     note=f"Exported by `vit export --format {fmt}` from `{source.path}`"
+                          + (f"; not carried: {'; '.join(dropped)}." if dropped else "."))
+    files = [*files, "README.md"]
     return {"out": str(out), "format": fmt, "source": str(source.path),
             "weights": "ema" if weights == "ema" and source.ema is not None else "raw",
             "files": files, "not_carried": dropped}
+
+
+def _run_results(source: Pretrained) -> dict | None:
+    """The final results of the vit run a checkpoint came from (its results.json), when there is one."""
+    folder = source.path if source.path.is_dir() else source.path.parent
+    path = folder / "results.json"
+    if not check_regular(path, follow=False):
+        return None
+    try:
+        data = json.loads(read_bytes(path, limit=1 << 20))
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _headless(desc: dict, state: dict) -> tuple[dict, dict]:

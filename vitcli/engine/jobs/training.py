@@ -19,6 +19,7 @@ from vitcli.engine.runtime.process import Runtime
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.runtime.signals import StopRequest
 from vitcli.engine.train.trainer import Trainer
+from vitcli.weights.model_card import write_model_card
 from vitcli.weights.run_model import save_run_model
 
 
@@ -59,7 +60,9 @@ def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: f
                 summary.update(wall_s=round(time.monotonic() - started, 3), date=date, vit_version=__version__,
                                command=command)
                 files.write_json(out / "results.json", summary)
-                log.info(f"saved {out}/model.safetensors (and results.json, metrics.jsonl, checkpoints/)")
+                write_model_card(out, name=cfg.run.name, model=trainer.setup.description, recipe=recipe_data,
+                                 results=summary, label_names=trainer.label_names, command=command)
+                log.info(f"saved {out}/model.safetensors (and results.json, README.md, metrics.jsonl, checkpoints/)")
             return summary
 
 
