@@ -213,6 +213,9 @@ class RunCfg:
 
     name: str | None = None  # default: the recipe file's name
     out: str | None = None  # default: runs/<name>, or runs/<name>-2, -3, ... when taken
+    # Experiment trackers (Hugging Face's name): tensorboard event files (default), an MLflow run (local
+    # store in <run>/mlruns unless MLFLOW_TRACKING_URI says where), a W&B run (offline unless WANDB_MODE).
+    report_to: tuple[Literal["tensorboard", "mlflow", "wandb"], ...] = ("tensorboard",)
 
 
 @dataclass(frozen=True, kw_only=True)

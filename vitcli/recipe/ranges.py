@@ -40,6 +40,7 @@ def check(cfg: RecipeCfg, origin: str, given: dict[str, str] | None = None) -> N
     _check_optim(cfg, bad)
     _check_train(cfg, bad)
     _check_data(cfg, bad)
+    _check_trackers(cfg, bad)
     _check_fewshot(cfg, bad)
     _check_names(cfg, bad)
     _check_mpp(cfg, bad)
@@ -124,6 +125,15 @@ def _check_best(cfg: RecipeCfg, bad: Bad) -> None:
         if "classification" not in cfg.eval.evaluators or not cfg.eval.every:
             raise bad(key, "needs evaluations during training: set eval.every (steps between evaluations) "
                            "with the classification evaluator")
+
+
+def _check_trackers(cfg: RecipeCfg, bad: Bad) -> None:
+    """A tracker whose library is missing is refused before anything runs (find_spec imports nothing)."""
+    import importlib.util
+
+    for name in cfg.run.report_to:
+        if name != "tensorboard" and importlib.util.find_spec(name) is None:
+            raise bad("run.report_to", f"{name} needs the {name} package: pip install 'vitcli[{name}]'")
 
 
 def _check_data(cfg: RecipeCfg, bad: Bad) -> None:

@@ -10,14 +10,20 @@ from pathlib import Path
 
 from vitcli import files
 from vitcli.engine.persistence.tensorboard import TensorBoardLog
+from vitcli.engine.persistence.trackers import open_trackers
 
 
 class MetricsLog:
     """Append-only `metrics.jsonl`; a crash or a full disk loses at most the line being written, whole."""
 
-    def __init__(self, path: Path | None, tensorboard: bool = True):
+    def __init__(self, path: Path | None, report_to=("tensorboard",), *, name: str = "vit",
+                 params: dict | None = None):
+        """`report_to`: the trackers of `run.report_to`; `params` (the resolved recipe) become their
+        hyperparameters."""
         self.path = path
-        self.tensorboard = TensorBoardLog(Path(path).parent) if path is not None and tensorboard else None
+        main = path is not None
+        self.tensorboard = TensorBoardLog(Path(path).parent, params) if main and "tensorboard" in report_to else None
+        self.trackers = open_trackers(report_to, Path(path).parent, name, params or {}) if main else []
 
     def write(self, row: dict) -> None:
         """Append one row (no-op on non-main processes, which get path=None)."""
@@ -29,11 +35,16 @@ class MetricsLog:
                 self.tensorboard.write(row)
             except OSError as exc:
                 raise files.write_error(exc, self.path.parent) from None
+        for tracker in self.trackers:
+            tracker.write(row)
 
     def close(self) -> None:
-        """Close the TensorBoard event file (metrics.jsonl is closed after every row)."""
+        """Close the TensorBoard event file and the trackers' runs (metrics.jsonl is closed after every row)."""
         if self.tensorboard is not None:
             self.tensorboard.close()
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
 
     def truncate_after(self, step: int, *, rerun_eval: bool = False) -> None:
         """On resume, drop rows logged after the checkpoint so the log matches an uninterrupted run.

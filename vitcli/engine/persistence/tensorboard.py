@@ -9,15 +9,17 @@ past its last checkpoint are hidden, as they are dropped from metrics.jsonl, and
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
+
+from vitcli.engine.persistence.trackers import flat, numbers
 
 
 class TensorBoardLog:
     """Scalars of metrics rows, written with `torch.utils.tensorboard.SummaryWriter` into `folder`."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, params: dict | None = None):
         self.folder = Path(folder)
+        self.params = params  # the resolved recipe: written once as hparams (TensorBoard's HPARAMS tab)
         self.purge_step: int | None = None
         self._replay: list[dict] = []
         self._writer = None
@@ -36,11 +38,16 @@ class TensorBoardLog:
 
     def _scalars(self, writer, row: dict) -> None:
         step = int(row.get("step", 0))
-        for key, value in row.items():
-            if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            if math.isfinite(value):
-                writer.add_scalar(key if "/" in key else f"train/{key}", value, global_step=step)
+        for key, value in numbers(row).items():  # counts (eval/images) are not metrics
+            writer.add_scalar(key, value, global_step=step)
+
+    def _hparams(self, writer) -> None:
+        """The recipe as hyperparameters, in this event file (not a folder of its own as add_hparams makes)."""
+        from torch.utils.tensorboard.summary import hparams
+
+        values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat(self.params).items()}
+        for summary in hparams(values, {"eval/top1": 0.0, "train/loss": 0.0}):
+            writer.file_writer.add_summary(summary)
 
     def close(self) -> None:
         """Flush and close the event file (a later `write` opens a new one)."""
@@ -55,6 +62,8 @@ class TensorBoardLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=str(self.folder), purge_step=self.purge_step)
+            if self.params:
+                self._hparams(self._writer)
             for row in self._replay:
                 self._scalars(self._writer, row)
             self._replay = []

@@ -82,7 +82,8 @@ class Trainer:
                                      self.setup.act_bytes, rt.device)
         self.steps_per_epoch = self._steps_per_epoch()
         self.evaluators = build_evaluators(cfg, rt, self.num_classes, reporter, self.label_names)
-        self.metrics = MetricsLog(self.out / "metrics.jsonl" if rt.is_main else None)
+        self.metrics = MetricsLog(self.out / "metrics.jsonl" if rt.is_main else None, cfg.run.report_to,
+                                  name=cfg.run.name or self.out.name, params=self.recipe_data)
         self.best = Best(cfg.train, self.out, rt.is_main)  # train.keep_best and train.early_stop
         self.pos = Position()
         self.seconds_before = 0.0  # training time of earlier processes of this run (resumed runs)
