@@ -112,6 +112,40 @@ def _hf_folder(c: Ctx, model_type: str) -> Path:
     return folder
 
 
+def _external(c: Ctx, kind: str, changes: dict, name: str = "config.json") -> Path:
+    """A tiny model folder written by its own framework (transformers' save_pretrained, timm's save_for_hf)
+    whose `name` then has `changes` written over it (dotted keys reach into model_args / pretrained_cfg)."""
+    import json
+
+    from foreign import randomise
+
+    folder = c.tmp / kind
+    if kind == "hf":
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        cfg = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                     image_size=16, patch_size=4, id2label={0: "cat", 1: "dog"})
+        randomise(transformers.ViTForImageClassification(cfg)).save_pretrained(folder)
+        (folder / "preprocessor_config.json").write_text('{"image_mean": [0.5, 0.5, 0.5]}')
+    else:
+        import timm
+        from timm.models._hub import save_for_hf
+
+        model = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=32, depth=1,
+                                  num_heads=2, num_classes=2)
+        save_for_hf(model, folder, safe_serialization=True)
+    config = json.loads((folder / name).read_text())
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    (folder / name).write_text(json.dumps(config))
+    return folder
+
+
 def _offline(c: Ctx, name: str) -> str:
     """A hub name, with the hub unreachable and an empty huggingface_hub cache under tmp."""
     from huggingface_hub import constants
@@ -504,7 +538,7 @@ CASES = [
      "{tmp}/cnn.npz: unknown .npz layout: no 'embedding/kernel' array (found conv1/kernel); expected a vit_jax / "
      "big_vision ViT .npz (e.g. ViT-B_16.npz, an AugReg file, R50+ViT-B_16.npz)"),
     ("hf-other-model-type", lambda c: ["eval", "--from", _hf_folder(c, "deit")],
-     "{tmp}/hf/model.safetensors: model_type 'deit' is not supported (vit reads transformers ViT checkpoints, "
+     "{tmp}/hf/config.json: model_type 'deit' is not supported (vit reads transformers ViT checkpoints, "
      "model_type 'vit'; DeiT, Swin, BEiT and hybrids are other models)"),
     ("hub-name-offline", lambda c: ["finetune", "--from", _offline(c, "hf-hub:google/vit-base-patch16-224-in21k")],
      "--from hf-hub:google/vit-base-patch16-224-in21k: cannot fetch google/vit-base-patch16-224-in21k: the hub is "
@@ -552,6 +586,27 @@ CASES = [
                                        ["eval", "--from", c.tmp / "r"])[2],
      "{tmp}/r/config.json: not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 "
      "(char 1))"),
+    ("hf-config-number-as-text", lambda c: ["eval", "--from", _external(c, "hf", {"num_hidden_layers": "12"})],
+     "{tmp}/hf/config.json: num_hidden_layers: expected a whole number in [1, 65536], got '12'"),
+    ("hf-config-hidden-size-zero", lambda c: ["eval", "--from", _external(c, "hf", {"hidden_size": 0})],
+     "{tmp}/hf/config.json: hidden_size: expected a whole number in [1, 65536], got 0"),
+    ("hf-config-patch-size-text", lambda c: ["eval", "--from", _external(c, "hf", {"patch_size": "16"})],
+     "{tmp}/hf/config.json: patch_size: expected a size in pixels (a whole number in [1, 65536], or [height, "
+     "width]), got '16'"),
+    ("hf-config-id2label-keys", lambda c: ["eval", "--from", _external(c, "hf", {"id2label": {"a": "cat", "b": "dog"}})],
+     "{tmp}/hf/config.json: id2label['a']: expected keys \"0\" to \"1\" (one per class) whose values are class "
+     "names (text), got 'cat'"),
+    ("hf-preprocessor-mean-scalar", lambda c: ["eval", "--from", _external(c, "hf", {"image_mean": 0.5},
+                                                                           "preprocessor_config.json")],
+     "{tmp}/hf/preprocessor_config.json: image_mean: expected a list of 1 to 64 finite numbers, one per channel, "
+     "got 0.5"),
+    ("timm-config-heads-text", lambda c: ["eval", "--from", _external(c, "timm", {"model_args.num_heads": "6"})],
+     "{tmp}/timm/config.json: model_args.num_heads: expected a whole number in [1, 65536], got '6'"),
+    ("timm-config-args-list", lambda c: ["eval", "--from", _external(c, "timm", {"model_args": ["a"]})],
+     "{tmp}/timm/config.json: model_args: expected a mapping, got ['a']"),
+    ("timm-config-input-size", lambda c: ["eval", "--from", _external(c, "timm", {"pretrained_cfg.input_size": 224})],
+     "{tmp}/timm/config.json: pretrained_cfg.input_size: expected [channels, height, width] (three positive whole "
+     "numbers), got 224"),
     # -- command options --------------------------------------------------------------------------------
     ("shots-larger-than-class", lambda c: ["fewshot", "--from", c.run, "--shots", "100", "--seeds", "1"],
      "more shots than the smallest class holds: class 'red' has 24 training images, fewer than the 100 shots "

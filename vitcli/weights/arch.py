@@ -18,6 +18,7 @@ from vitcli.recipe.config import ModelCfg
 from vitcli.errors import CheckpointError, RecipeError
 from vitcli.models import describe
 from vitcli.models.variants import FAMILIES, R50_LAYERS, resolve_variant
+from vitcli.weights.external import TimmConfig
 
 log = logging.getLogger(__name__)
 
@@ -147,31 +148,26 @@ def from_state_dict(sd: dict[str, torch.Tensor], where: str, *, heads: int | Non
     return {**desc, "guessed": ["heads"]} if guessed else desc
 
 
-def from_timm_config(sd: dict[str, torch.Tensor], config: dict, where: str) -> dict:
+def from_timm_config(sd: dict[str, torch.Tensor], config: TimmConfig, where: str) -> dict:
     """Pretrained fields of a timm hub folder: the config's architecture, input size, mean and labels.
 
     The config names the architecture (and, in model_args, any dimension it changes); the dimensions
     are read off the shapes all the same and the config's name only settles the number of heads.
     """
-    pcfg = config.get("pretrained_cfg") or {}
-    args = config.get("model_args") or {}
-    heads = args.get("num_heads")
+    heads = config.num_heads
     if heads is None:
         try:
-            named = resolve_variant(ModelCfg(name=str(config.get("architecture", "")).split(".")[0]))
+            named = resolve_variant(ModelCfg(name=config.architecture.split(".")[0]))
         except RecipeError:  # a timm architecture outside the paper's names: the shapes decide
             named = None
         proj = sd.get("patch_embed.proj.weight")
         if named is not None and proj is not None and int(proj.shape[0]) == named.width:
             heads = named.heads
-    size = pcfg.get("input_size") or [3, *(args.get("img_size") or ())]
-    res = tuple(int(s) for s in size[1:]) if len(size) == 3 else None
+    res = config.input_size[1:] if config.input_size else config.img_size
     desc = from_state_dict(sd, where, heads=heads, res=res)
-    mean = [round(float(m), 3) for m in pcfg.get("mean", (0.5, 0.5, 0.5))]
+    mean = [round(m, 3) for m in config.norm.mean or (0.5, 0.5, 0.5)]
     norm = "imagenet" if mean == [0.485, 0.456, 0.406] else "paper"
     if mean not in ([0.5, 0.5, 0.5], [0.485, 0.456, 0.406]):
         log.warning("%s: the model was trained with mean %s, which is neither data.norm 'paper' (0.5) nor "
                     "'imagenet'; using 'paper'", where, mean)
-    names = config.get("label_names") or pcfg.get("label_names")
-    return {"model": desc, "recipe": {"data": {"norm": norm}},
-            "label_names": [str(n) for n in names] if isinstance(names, list) else None}
+    return {"model": desc, "recipe": {"data": {"norm": norm}}, "label_names": config.label_names}

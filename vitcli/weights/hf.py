@@ -16,6 +16,7 @@ import torch
 
 from vitcli.errors import CheckpointError
 from vitcli.weights.arch import describe_dims
+from vitcli.weights.external import HfConfig, Normalisation
 
 log = logging.getLogger(__name__)
 
@@ -48,45 +49,31 @@ def is_hf_config(config: dict) -> bool:
     return "model_type" in config and "architecture" not in config
 
 
-def check_config(config: dict, where: str) -> None:
-    """Refuse, in one line, a config of another model type or a ViT variant vit does not build."""
-    kind = config.get("model_type")
-    if kind != "vit":
-        raise CheckpointError(f"{where}: model_type {kind!r} is not supported (vit reads transformers ViT "
-                              "checkpoints, model_type 'vit'; DeiT, Swin, BEiT and hybrids are other models)")
-    wrong = [(key, config.get(key, default), want) for key, default, want in (
-        ("hidden_act", "gelu", "gelu"), ("qkv_bias", True, True), ("num_channels", 3, 3),
-        ("pooler_act", "tanh", "tanh"))
-        if config.get(key, default) != want]
+def check_config(config: HfConfig, where: str) -> None:
+    """Refuse, in one line, a ViT variant vit does not build (external.hf_config refused other model types)."""
+    wrong = [(key, getattr(config, key), want) for key, want in (
+        ("hidden_act", "gelu"), ("qkv_bias", True), ("num_channels", 3), ("pooler_act", "tanh"))
+        if getattr(config, key) != want]
     if wrong:
         key, got, want = wrong[0]
         raise CheckpointError(f"{where}: {key} {got!r} is not supported; vit builds the paper's ViT ({key} {want!r})")
-    eps = config.get("layer_norm_eps", HF_EPS)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 0.1:
-        raise CheckpointError(f"{where}: config.json's layer_norm_eps {eps!r} is not a LayerNorm epsilon; valid: a number in "
-                              "(0, 0.1], e.g. 1e-12 (transformers' default) or 1e-6 (the paper's)")
 
 
-def _size(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-def _label_names(config: dict) -> list[str] | None:
+def _label_names(config: HfConfig) -> list[str] | None:
     """id2label as a list, or None when it only holds transformers' placeholder names (LABEL_0 ...)."""
-    labels = config.get("id2label") or {}
-    names = [str(labels.get(str(i), labels.get(i, ""))) for i in range(len(labels))]
+    names = config.label_names
     if not names or names == [f"LABEL_{i}" for i in range(len(names))]:
         return None
     return names
 
 
-def norm_of(preprocessor: dict | None) -> str:
+def norm_of(preprocessing: Normalisation) -> str:
     """The data.norm that matches an image processor's mean (ViTImageProcessor's default is 0.5)."""
-    mean = [round(float(m), 3) for m in (preprocessor or {}).get("image_mean", _PAPER_MEAN)]
+    mean = [round(m, 3) for m in preprocessing.mean or _PAPER_MEAN]
     return "imagenet" if mean == _IMAGENET_MEAN else "paper"
 
 
-def to_timm(tensors: dict[str, torch.Tensor], config: dict, where: str) -> tuple[dict, list[str]]:
+def to_timm(tensors: dict[str, torch.Tensor], config: HfConfig, where: str) -> tuple[dict, list[str]]:
     """HF ViT tensors to timm's names; returns the state dict and notes on what was left out."""
     sd = {k.removeprefix("vit."): v for k, v in tensors.items()}
     out, notes = {}, []
@@ -99,7 +86,7 @@ def to_timm(tensors: dict[str, torch.Tensor], config: dict, where: str) -> tuple
             out.pop("pre_logits.fc.bias")
             notes.append("the pooler is not used by ViTForImageClassification's classifier; left out")
     sd.pop("embeddings.mask_token", None)  # only masked-image modelling uses it
-    depth = config.get("num_hidden_layers", 0)
+    depth = config.num_hidden_layers
     for i in range(depth):
         src, dst = f"encoder.layer.{i}.", f"blocks.{i}."
         for hf, timm_name in _BLOCK:
@@ -121,31 +108,37 @@ def to_timm(tensors: dict[str, torch.Tensor], config: dict, where: str) -> tuple
     return out, notes
 
 
-def describe_hf(sd: dict, config: dict, where: str) -> dict:
-    """The vit model description of an HF ViT config (the weights already in timm's names)."""
-    patch = config.get("patch_size", 16)
-    if not isinstance(patch, int):
-        patch = int(patch[0])
-    res = _size(config.get("image_size", 224))
-    width = int(config.get("hidden_size", 768))
+def describe_hf(sd: dict, config: HfConfig, where: str) -> dict:
+    """The vit model description of an HF ViT config (the weights already in timm's names).
+
+    The config's sizes must be the weights' own: a config that says otherwise is refused by name
+    rather than building another model than the weights hold.
+    """
+    proj, fc1 = sd.get("patch_embed.proj.weight"), sd.get("blocks.0.mlp.fc1.weight")
+    for field, said, held in (("hidden_size", config.hidden_size, None if proj is None else proj.shape[0]),
+                              ("patch_size", config.patch_size, None if proj is None else proj.shape[-1]),
+                              ("intermediate_size", config.intermediate_size, None if fc1 is None else fc1.shape[0])):
+        if held is not None and said != held:
+            raise CheckpointError(f"{where}: config.json {field} {said} does not match the weights ({held}); "
+                                  "fix config.json or give the matching weights")
     pre = sd.get("pre_logits.fc.weight")
     head = sd.get("head.weight")
-    return describe_dims(width=width, depth=int(config.get("num_hidden_layers", 12)),
-                         heads=int(config.get("num_attention_heads", 12)),
-                         mlp_dim=int(config.get("intermediate_size", 4 * width)), patch=patch, hybrid=None,
-                         res=res, pool="token", representation_size=int(pre.shape[0]) if pre is not None else None,
+    return describe_dims(width=config.hidden_size, depth=config.num_hidden_layers, heads=config.num_attention_heads,
+                         mlp_dim=config.intermediate_size, patch=config.patch_size, hybrid=None,
+                         res=config.image_size, pool="token",
+                         representation_size=int(pre.shape[0]) if pre is not None else None,
                          num_classes=int(head.shape[0]) if head is not None else 0, where=where,
-                         norm_eps=float(config.get("layer_norm_eps", HF_EPS)))
+                         norm_eps=config.layer_norm_eps)
 
 
-def read_hf(tensors: dict[str, torch.Tensor], config: dict, preprocessor: dict | None, where: str) -> dict:
+def read_hf(tensors: dict[str, torch.Tensor], config: HfConfig, preprocessing: Normalisation, where: str) -> dict:
     """Pretrained fields of an HF ViT: timm-named state dict, model description, label names, norm."""
     check_config(config, where)
     sd, notes = to_timm(tensors, config, where)
     for note in notes:
         log.warning("%s: %s", where, note)
     return {"state_dict": sd, "model": describe_hf(sd, config, where), "label_names": _label_names(config),
-            "recipe": {"data": {"norm": norm_of(preprocessor)}}}
+            "recipe": {"data": {"norm": norm_of(preprocessing)}}}
 
 
 def hf_config(desc: dict, label_names: list[str] | None, has_pooler: bool) -> dict:

@@ -138,20 +138,22 @@ def _read_shards(index: Path) -> Pretrained:
 
 def _describe(path: Path, tensors: dict[str, torch.Tensor], names: list[str] | None = None) -> Pretrained:
     """A state dict read from `path`, with what the config.json beside it (if any) says about it."""
-    from vitcli.weights import arch, hf
+    from vitcli.weights import arch, external, hf
 
     config_path = path.with_name("config.json")
     config = json_beside(path, "config.json")
     if config is not None and hf.is_hf_config(config):
-        return Pretrained(path, **hf.read_hf(tensors, config, json_beside(path, "preprocessor_config.json"),
-                                             str(path)))
+        preprocessor = path.with_name("preprocessor_config.json")
+        return Pretrained(path, **hf.read_hf(
+            tensors, external.hf_config(config, str(config_path)),
+            external.hf_preprocessor(json_beside(path, preprocessor.name), str(preprocessor)), str(path)))
     if config is not None and "architecture" in config and "vit_model" not in config:
-        fields = arch.from_timm_config(tensors, config, str(path))
-        fields["label_names"] = names or _label_names(fields["label_names"], config_path)
+        fields = arch.from_timm_config(tensors, external.timm_config(config, str(config_path)), str(path))
+        fields["label_names"] = names or fields["label_names"]
         return Pretrained(path, tensors, **fields)
     if config is None or not ({"vit_model", "vit_recipe"} & config.keys()):  # no config (or another tool's)
         return Pretrained(path, tensors, model=arch.from_state_dict(tensors, str(path)), label_names=names)
-    model, recipe = _model_desc(config, "vit_model", config_path), _mapping(config, "vit_recipe", config_path)
+    model, recipe = _model_desc(config, "vit_model", config_path), _recipe(config, "vit_recipe", config_path)
     names = names or _label_names(config.get(LABEL_NAMES), config_path)
     ema_path = path.with_name(path.stem + "_ema.safetensors")
     ema = (check_dtypes(serialization.read_safetensors(ema_path), ema_path)
@@ -195,7 +197,7 @@ def _read_pickle(path: Path) -> Pretrained:
     if isinstance(data, dict) and "format_version" in data and "model" in data:
         check_format(data["format_version"], path)
         return Pretrained(path, _tensors(data, "model", path), model=_model_desc(data, "model_config", path),
-                          recipe=_mapping(data, "recipe", path),
+                          recipe=_recipe(data, "recipe", path),
                           ema=_tensors(data, "ema", path) if data.get("ema") is not None else None,
                           label_names=_label_names(data.get(LABEL_NAMES), path))
     for key in _WRAPPERS:
@@ -214,6 +216,16 @@ def _mapping(data: dict, key: str, path: Path) -> dict | None:
     if value is not None and not isinstance(value, dict):
         raise CheckpointError(f"{path}: {key}: expected a mapping, got {type(value).__name__}; the file is "
                               "damaged or not written by vit")
+    return value
+
+
+def _recipe(data: dict, key: str, path: Path) -> dict | None:
+    """A stored recipe: a mapping of sections, each a mapping (the recipe layer checks their keys)."""
+    value = _mapping(data, key, path)
+    for section, fields in (value or {}).items():
+        if fields is not None and not isinstance(fields, dict):
+            raise CheckpointError(f"{path}: {key}.{section}: expected a mapping, got {type(fields).__name__}; the "
+                                  "file is damaged or not written by vit")
     return value
 
 
