@@ -101,6 +101,44 @@ def _npz(c: Ctx, drop: tuple[str, ...]) -> Path:
     return write_npz(model, c.tmp / "ViT.npz", drop=drop)
 
 
+def _npy(array_header: bytes, data: bytes) -> bytes:
+    """An .npy member written by hand: magic, version 1.0, a header of our choosing, then `data`."""
+    header = array_header + b" " * (-(len(array_header) + 11) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + data
+
+
+def _hostile_npz(c: Ctx, member: str, content: bytes | None = None, *, inflate: int = 0) -> Path:
+    """The tiny ViT .npz with one member replaced by `content` (raw .npy bytes), or, with `inflate`, by a
+    well-formed float32 array of `inflate` zero bytes that deflate squeezes to about a thousandth."""
+    import zipfile
+
+    path = _npz(c, drop=())
+    with zipfile.ZipFile(path) as src:
+        members = {info.filename: src.read(info) for info in src.infolist()}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        for name, data in members.items():
+            if name != member + ".npy":
+                out.writestr(name, data)
+        if inflate:
+            with out.open(member + ".npy", "w", force_zip64=True) as handle:
+                handle.write(_npy(f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({inflate // 4},), }}".encode(),
+                                  b""))
+                chunk = bytes(1 << 20)
+                for _ in range(inflate >> 20):
+                    handle.write(chunk)
+        else:
+            out.writestr(member + ".npy", content)
+    return path
+
+
+def _object_npy() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    return buf.getvalue()
+
+
 def _hf_folder(c: Ctx, model_type: str) -> Path:
     """A folder in transformers' layout whose config.json names another model type."""
     from safetensors.torch import save_file
@@ -537,6 +575,30 @@ CASES = [
                                       ["eval", "--from", c.tmp / "cnn.npz"])[1],
      "{tmp}/cnn.npz: unknown .npz layout: no 'embedding/kernel' array (found conv1/kernel); expected a vit_jax / "
      "big_vision ViT .npz (e.g. ViT-B_16.npz, an AugReg file, R50+ViT-B_16.npz)"),
+    ("npz-object-array", lambda c: ["eval", "--from", _hostile_npz(c, "head/bias", _object_npy())],
+     "{tmp}/ViT.npz: refused: array 'head/bias' holds Python objects (a pickle), which vit never loads; a ViT .npz "
+     "holds float arrays only"),
+    ("npz-header-huge-shape", lambda c: ["eval", "--from", _hostile_npz(c, "head/bias", _npy(
+        b"{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000,), }", bytes(12)))],
+     "{tmp}/ViT.npz: array 'head/bias' declares shape (1000000000000,) (4000000000000 bytes of float32) but holds "
+     "12 bytes; the file is damaged"),
+    ("npz-zip-bomb", lambda c: ["eval", "--from", _hostile_npz(c, "head/bias", inflate=256 << 20)],
+     "{tmp}/ViT.npz: array 'head/bias' declares shape (67108864,) (67108864 values), more than the whole model "
+     "the file describes holds (<*>); the file is damaged or not this model's"),
+    ("npz-header-malformed", lambda c: ["eval", "--from", _hostile_npz(c, "head/bias", _npy(
+        b"{'descr': '<f4', 'fortran_order': False, 'shape': (3,", bytes(12)))],
+     "{tmp}/ViT.npz: member 'head/bias' has no valid .npy header (<*>); the file is damaged or not a vit_jax / "
+     "big_vision ViT .npz (e.g. ViT-B_16.npz, an AugReg file, R50+ViT-B_16.npz)"),
+    ("npz-shape-does-not-fit", lambda c: ["eval", "--from", _hostile_npz(
+        c, "Transformer/posembed_input/pos_embedding",
+        _npy(b"{'descr': '<f4', 'fortran_order': False, 'shape': (1, 17, 33), }", bytes(17 * 33 * 4)))],
+     "{tmp}/ViT.npz: unknown layout: the position embeddings have shape (1, 17, 33), which does not end in the "
+     "width 32 of embedding/kernel"),
+    ("npz-single-npy", lambda c: ((c.tmp / "w.npz").write_bytes(
+        _npy(b"{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", bytes(12))), ["eval", "--from", c.tmp /
+                                                                                          "w.npz"])[1],
+     "{tmp}/w.npz: a single .npy array, not an .npz archive; expected a vit_jax / big_vision ViT .npz (e.g. "
+     "ViT-B_16.npz, an AugReg file, R50+ViT-B_16.npz)"),
     ("hf-other-model-type", lambda c: ["eval", "--from", _hf_folder(c, "deit")],
      "{tmp}/hf/config.json: model_type 'deit' is not supported (vit reads transformers ViT checkpoints, "
      "model_type 'vit'; DeiT, Swin, BEiT and hybrids are other models)"),
