@@ -112,6 +112,8 @@ INPUTS = {
     'safetensors-wrong-shapes': 'safetensors with wrong shapes',
     'config-json-wrong-type': 'config.json field of the wrong type (`vit_model.patch: "x"`)',
     'config-json-invalid': 'Run directory with a broken config.json',
+    'ckpt-wrapper-no-tensors': 'Lightning-style checkpoint whose `state_dict` holds no tensors',
+    'ckpt-unknown-key-layout': 'State dict of no ViT layout (a CNN): its first keys are listed',
     'hf-config-number-as-text': 'transformers config.json with a number as text (`num_hidden_layers: "12"`)',
     'hf-config-hidden-size-zero': 'transformers config.json with `hidden_size: 0`',
     'hf-config-patch-size-text': 'transformers config.json with `patch_size: "16"` (once read as 1)',

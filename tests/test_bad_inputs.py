@@ -615,7 +615,7 @@ CASES = [
      "finding central directory)"),
     ("ckpt-not-state-dict", lambda c: (torch.save([1, 2], c.tmp / "list.pt"),
                                        ["eval", "--from", c.tmp / "list.pt"])[1],
-     "{tmp}/list.pt: not a state dict (expected a mapping of parameter names to tensors)"),
+     "{tmp}/list.pt: not a state dict (expected a mapping of parameter names to tensors, got list)"),
     ("ckpt-runs-code", lambda c: ["eval", "--from", _evil_pickle(c.tmp / "evil.pt", c.tmp / MARKER)],
      "{tmp}/evil.pt: refused: the file holds Python objects that would run code when unpickled; vit only loads "
      "plain tensors (weights_only=True). Convert it to safetensors where you trust it"),
@@ -648,6 +648,15 @@ CASES = [
                                        ["eval", "--from", c.tmp / "r"])[2],
      "{tmp}/r/config.json: not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 "
      "(char 1))"),
+    ("ckpt-wrapper-no-tensors", lambda c: (torch.save({"state_dict": {}, "epoch": 3}, c.tmp / "last.ckpt"),
+                                           ["eval", "--from", c.tmp / "last.ckpt"])[1],
+     "{tmp}/last.ckpt: not a state dict: no mapping of parameter names to tensors in it or under 'state_dict', "
+     "'model', 'teacher', 'module', 'student', 'model_ema', 'net' (its keys: 'state_dict', 'epoch')"),
+    ("ckpt-unknown-key-layout", lambda c: (torch.save({"conv1.weight": torch.zeros(8, 3, 3, 3), "fc.bias": torch.zeros(
+        10)}, c.tmp / "cnn.pth"), ["eval", "--from", c.tmp / "cnn.pth"])[1],
+     "{tmp}/cnn.pth: unknown key layout: no ViT patch embedding (patch_embed.proj.weight, conv_proj.weight, ...) "
+     "among the keys; first keys: conv1.weight, fc.bias; vit reads timm, torchvision and transformers ViT names, "
+     "also under the prefixes module., model., _orig_mod., backbone., encoder."),
     ("hf-config-number-as-text", lambda c: ["eval", "--from", _external(c, "hf", {"num_hidden_layers": "12"})],
      "{tmp}/hf/config.json: num_hidden_layers: expected a whole number in [1, 65536], got '12'"),
     ("hf-config-hidden-size-zero", lambda c: ["eval", "--from", _external(c, "hf", {"hidden_size": 0})],

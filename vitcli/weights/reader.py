@@ -21,13 +21,12 @@ import torch
 
 from vitcli import files
 from vitcli.errors import CheckpointError
-from vitcli.weights import serialization
+from vitcli.weights import layouts, serialization
 
 LABEL_NAMES = "label_names"  # key of the head's class names in checkpoints, safetensors metadata, config.json
 LATEST = "latest"  # the file in a run's checkpoints/ that names the newest complete checkpoint
 # The layout of a vit training checkpoint (engine/persistence/checkpoints.py writes it); a newer one is refused.
 FORMAT_VERSION = 1
-_WRAPPERS = ("model", "state_dict", "module")  # keys under which common trainers nest the weights
 _STEP_FILE = re.compile(r"step-\d{8,12}\.pt")  # what checkpoints.save names a checkpoint, and nothing else
 _log = logging.getLogger("vitcli.weights")
 
@@ -136,8 +135,12 @@ def _read_shards(index: Path) -> Pretrained:
     return _describe(index, tensors)
 
 
-def _describe(path: Path, tensors: dict[str, torch.Tensor], names: list[str] | None = None) -> Pretrained:
-    """A state dict read from `path`, with what the config.json beside it (if any) says about it."""
+def _describe(path: Path, tensors: dict[str, torch.Tensor], names: list[str] | None = None, *,
+              wrapper: str | None = None) -> Pretrained:
+    """A state dict read from `path`, with what the config.json beside it (if any) says about it.
+
+    `wrapper`: the key of the checkpoint object the state dict was found under (layouts.unwrap).
+    """
     from vitcli.weights import arch, external, hf
 
     config_path = path.with_name("config.json")
@@ -147,11 +150,14 @@ def _describe(path: Path, tensors: dict[str, torch.Tensor], names: list[str] | N
         return Pretrained(path, **hf.read_hf(
             tensors, external.hf_config(config, str(config_path)),
             external.hf_preprocessor(json_beside(path, preprocessor.name), str(preprocessor)), str(path)))
+    foreign = config is None or not ({"vit_model", "vit_recipe"} & config.keys())  # no config or another tool's
+    if foreign:
+        tensors = layouts.normalise(tensors, path, wrapper)
     if config is not None and "architecture" in config and "vit_model" not in config:
         fields = arch.from_timm_config(tensors, external.timm_config(config, str(config_path)), str(path))
         fields["label_names"] = names or fields["label_names"]
         return Pretrained(path, tensors, **fields)
-    if config is None or not ({"vit_model", "vit_recipe"} & config.keys()):  # no config (or another tool's)
+    if foreign:
         return Pretrained(path, tensors, model=arch.from_state_dict(tensors, str(path)), label_names=names)
     model, recipe = _model_desc(config, "vit_model", config_path), _recipe(config, "vit_recipe", config_path)
     names = names or _label_names(config.get(LABEL_NAMES), config_path)
@@ -200,14 +206,8 @@ def _read_pickle(path: Path) -> Pretrained:
                           recipe=_recipe(data, "recipe", path),
                           ema=_tensors(data, "ema", path) if data.get("ema") is not None else None,
                           label_names=_label_names(data.get(LABEL_NAMES), path))
-    for key in _WRAPPERS:
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
-            data = data[key]
-            break
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                             for k, v in data.items()):
-        raise CheckpointError(f"{path}: not a state dict (expected a mapping of parameter names to tensors)")
-    return _describe(path, check_dtypes({k.removeprefix("module."): v for k, v in data.items()}, path))
+    sd, wrapper = layouts.unwrap(data, path)
+    return _describe(path, check_dtypes(sd, path), wrapper=wrapper)
 
 
 def _mapping(data: dict, key: str, path: Path) -> dict | None:
