@@ -1,4 +1,4 @@
-"""Image files and pixels: finding images on disk, opening them upright, and any PIL mode as 8-bit RGB.
+"""Image files and pixels: finding images on disk, opening them upright, any PIL mode as 8-bit RGB or grey.
 
 One place for the decoding rules that training, evaluation and `vit predict` share, so a file is seen
 the same way whichever command reads it: EXIF orientation applied (as `datasets.Image` does), 16-bit
@@ -64,6 +64,23 @@ def to_rgb(image: Image.Image) -> Image.Image:
         # Going through RGBA avoids PIL's warning about palette transparency lost in conversion.
         image = image.convert("RGBA")
     return image.convert("RGB")
+
+
+def to_grey(image: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit grey ("L"): 16-bit and float greys scaled as `to_rgb` does, colour by PIL's
+    ITU-R 601-2 luma (what `Image.convert("L")` and torchvision's Grayscale compute)."""
+    if image.mode == "L":
+        return image
+    if image.mode in _SIXTEEN_BIT or image.mode in ("I", "F"):
+        return Image.fromarray(_grey_to_8bit(image), mode="L")
+    return to_rgb(image).convert("L")
+
+
+def to_channels(channels: int):
+    """The conversion that gives images `channels` channels: 3 -> `to_rgb`, 1 -> `to_grey`."""
+    if channels not in (1, 3):
+        raise ValueError(f"images can be read with 1 (L) or 3 (RGB) channels, not {channels}")
+    return to_grey if channels == 1 else to_rgb
 
 
 def _grey_to_8bit(image: Image.Image) -> np.ndarray:
