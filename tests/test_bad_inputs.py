@@ -184,6 +184,17 @@ def _external(c: Ctx, kind: str, changes: dict, name: str = "config.json") -> Pa
     return folder
 
 
+def _four_channels(c: Ctx) -> Path:
+    """A timm ViT with a 4-channel patch embedding (RGBA or RGB+depth), as a bare safetensors file."""
+    import timm
+    from safetensors.torch import save_file
+
+    model = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2,
+                              num_classes=2, in_chans=4)
+    save_file(model.state_dict(), str(c.tmp / "rgba.safetensors"))
+    return c.tmp / "rgba.safetensors"
+
+
 def _offline(c: Ctx, name: str) -> str:
     """A hub name, with the hub unreachable and an empty huggingface_hub cache under tmp."""
     from huggingface_hub import constants
@@ -648,6 +659,15 @@ CASES = [
                                        ["eval", "--from", c.tmp / "r"])[2],
      "{tmp}/r/config.json: not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 "
      "(char 1))"),
+    ("data-mean-wrong-length", lambda c: ["eval", "--from", c.run, "--set", "data.mean=[0.5, 0.5]"],
+     "--set data.mean=[0.5, 0.5]: data.mean: [0.5, 0.5] has 2 numbers; valid: one per input channel "
+     "(model.in_chans 3)"),
+    ("data-std-zero", lambda c: ["eval", "--from", c.run, "--set", "data.std=[0.5, 0, 0.5]"],
+     "--set data.std=[0.5, 0, 0.5]: data.std: [0.5, 0.0, 0.5]: valid: positive finite numbers (a zero std divides "
+     "by zero)"),
+    ("ckpt-four-channels", lambda c: ["eval", "--from", _four_channels(c)],
+     "{tmp}/rgba.safetensors: model.in_chans: 4 channels cannot be read from images; valid: 1 (grayscale, L) or 3 "
+     "(RGB)"),
     ("ckpt-wrapper-no-tensors", lambda c: (torch.save({"state_dict": {}, "epoch": 3}, c.tmp / "last.ckpt"),
                                            ["eval", "--from", c.tmp / "last.ckpt"])[1],
      "{tmp}/last.ckpt: not a state dict: no mapping of parameter names to tensors in it or under 'state_dict', "

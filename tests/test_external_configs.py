@@ -115,7 +115,7 @@ HF_CASES = [
     ({"num_hidden_layers": "12"}, "config.json: num_hidden_layers: expected a whole number in [1, 65536], got '12'"),
     ({"patch_size": None, "hidden_size": 0}, "config.json: hidden_size: expected a whole number in [1, 65536], got 0"),
     ({"patch_size": "16"}, "config.json: patch_size: expected a size in pixels"),
-    ({"layer_norm_eps": "abc"}, "config.json: layer_norm_eps: expected a positive finite number, got 'abc'"),
+    ({"layer_norm_eps": "abc"}, "config.json: layer_norm_eps: expected a LayerNorm epsilon in (0, 0.1]"),
     ({"id2label": ["cat", "dog"]}, "config.json: id2label: expected a mapping of class indices to names"),
     ({"id2label": {"cat": "cat", "dog": "dog"}}, "config.json: id2label['cat']: expected keys \"0\" to \"1\""),
     ({"image_size": [16, "a"]}, "config.json: image_size: expected a size in pixels"),

@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_recipe
 from test_train import QUIET, Interrupted, assert_same, cfg_of, run_trainer, train
 
-from vitcli.recipe.config import ModelCfg
+from vitcli.recipe.config import DataCfg, ModelCfg
 from vitcli.data.transforms import norm_stats
 from vitcli.engine.train.objectives import MaskedPatch
 from vitcli.errors import RecipeError
@@ -65,7 +65,7 @@ def test_mean_colour_of_a_constant_patch_is_its_3_bit_class():
 def test_objective_recovers_pixels_from_normalised_inputs():
     cfg = cfg_of(tiny_recipe("builtin:digits"), "train.objective=masked_patch", "data.norm=imagenet")
     objective = MaskedPatch(cfg)
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in norm_stats("imagenet"))
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in norm_stats(DataCfg(norm="imagenet")))
     pixels01 = torch.tensor([0.30, 0.60, 0.95]).view(1, 3, 1, 1).expand(2, 3, 16, 16)
     images = (pixels01 - mean) / std
     model = build_model(cfg.model, 0)

@@ -212,7 +212,8 @@ def test_hf_layer_norm_eps_that_is_no_epsilon_is_one_line(tmp_path, eps):
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "layer_norm_eps": eps}))
     line = one_line_error("export", tmp_path, "--format", "onnx", "--out", tmp_path / "out")
-    assert f"config.json's layer_norm_eps {eps!r} is not a LayerNorm epsilon; valid: a number in (0, 0.1]" in line
+    assert f"config.json: layer_norm_eps: expected a LayerNorm epsilon in (0, 0.1], e.g. 1e-12 (transformers' default) " \
+           f"or 1e-6 (the paper's), got {eps!r}" in line
     assert not (tmp_path / "out").exists()
 
 

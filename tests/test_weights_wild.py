@@ -97,3 +97,95 @@ def test_an_unknown_key_layout_lists_the_first_keys(tmp_path):
     torch.save({"conv1.weight": torch.zeros(8, 3, 3, 3), "fc.weight": torch.zeros(10, 8)}, tmp_path / "cnn.pth")
     line = one_line_error("eval", "--from", tmp_path / "cnn.pth")
     assert "unknown key layout" in line and "first keys: conv1.weight, fc.weight" in line
+
+
+def tv_grey_vit() -> torch.nn.Module:
+    """A 1-channel torchvision ViT as users make one: conv_proj replaced by a 1-input-channel conv."""
+    model = tv_vit(32)
+    model.conv_proj = torch.nn.Conv2d(1, 64, kernel_size=2, stride=2)
+    return randomise(model, seed=3)
+
+
+def test_torchvision_one_channel_vit_logits_equal(tmp_path):
+    src = tv_grey_vit()
+    torch.save(src.state_dict(), tmp_path / "grey.pth")
+    source = reader.read(tmp_path / "grey.pth")
+    assert source.model["in_chans"] == 1 and source.model["representation_size"] == 32
+    grey = BATCH[:, :1]
+    with torch.no_grad():
+        assert max_diff(forward(source, "model.heads=2", x=grey), src(grey)) <= 1e-4
+
+
+def _grey_folder(root, per_class: int = 4) -> list[tuple]:
+    """test/<digit>/<i>.png: 28x28 grey noise images; returns (path, label) in the order vit reads them."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    items = []
+    for label in range(10):
+        folder = root / "test" / str(label)
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), mode="L").save(folder / f"{i}.png")
+            items.append((folder / f"{i}.png", label))
+    return items
+
+
+def _fit_head(model: torch.nn.Module, batch: torch.Tensor, labels: torch.Tensor) -> None:
+    """A head fitted by least squares on half the images (a trained model in a second, not a zero head whose
+    every output ties): the other half are predicted as the features fall, right or wrong."""
+    with torch.no_grad():
+        head, model.heads.head = model.heads.head, torch.nn.Identity()
+        features = torch.cat([model(batch[::2]), torch.ones(len(batch[::2]), 1)], 1)
+        model.heads.head = head
+        targets = torch.nn.functional.one_hot(labels[::2], 10).float() * 10
+        solution = torch.linalg.lstsq(features, targets).solution
+        head.weight.copy_(solution[:-1].T)
+        head.bias.copy_(solution[-1])
+
+
+def _eval_json(*args) -> dict:
+    import json
+
+    from typer.testing import CliRunner
+
+    from vitcli.cli import app
+
+    result = CliRunner().invoke(app, ["eval", *map(str, args), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output[result.output.index("{"):])
+
+
+def test_vit_eval_reproduces_the_torchvision_models_own_accuracy(tmp_path):
+    """`vit eval --from weights.pth --data FOLDER --set model.heads=2 --set data.mean=[..] --set data.std=[..]`
+    predicts image for image what torchvision's model does with its own pipeline (ToTensor, Normalize)."""
+    from PIL import Image
+    from torchvision.models import VisionTransformer
+    from torchvision.transforms import v2
+
+    torch.manual_seed(4)
+    src = VisionTransformer(image_size=28, patch_size=2, num_layers=2, num_heads=2, hidden_dim=64, mlp_dim=128,
+                            num_classes=10, representation_size=32)
+    src.conv_proj = torch.nn.Conv2d(1, 64, kernel_size=2, stride=2)
+    src.eval()
+    items = _grey_folder(tmp_path / "digits")
+    own = v2.Compose([v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.1307], [0.3081])])
+    batch = torch.stack([own(Image.open(path)) for path, _ in items])
+    _fit_head(src, batch, torch.tensor([label for _, label in items]))
+    torch.save(src.state_dict(), tmp_path / "grey.pth")
+    with torch.no_grad():
+        predicted = src(batch).argmax(1).tolist()
+    confusion = [[0] * 10 for _ in range(10)]
+    for (_, label), guess in zip(items, predicted):
+        confusion[label][guess] += 1
+    right = sum(confusion[i][i] for i in range(10))
+    assert len(items) // 2 <= right < len(items)  # half fitted; the rest as they fall
+    # fp32 as torchvision ran (vit evaluates in bf16 autocast by default, which moves near ties)
+    args = ["--from", tmp_path / "grey.pth", "--data", f"imagefolder:{tmp_path / 'digits'}", "--split", "test",
+            "--set", "model.heads=2", "--set", "train.precision=fp32"]
+    report = _eval_json(*args, "--set", "data.mean=[0.1307]", "--set", "data.std=[0.3081]")
+    assert report["confusion_matrix"]["counts"] == confusion  # image for image, not only the total
+    assert report["top1"] == right / len(items)
+    # Without the model's own normalisation (data.norm's [-1, 1]) the same images are predicted otherwise.
+    assert _eval_json(*args)["confusion_matrix"]["counts"] != confusion

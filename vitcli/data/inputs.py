@@ -74,9 +74,9 @@ def image_files(inputs: Sequence[str]) -> tuple[list[Path], list[Missing]]:
 
 
 class ImageInputs(torch.utils.data.Dataset):
-    """Named images, decoded on access: item i -> (i, uint8 [3, H, W] or None, error or None).
+    """Named images, decoded on access: item i -> (i, uint8 [C, H, W] or None, error or None).
 
-    `transform` maps a decoded PIL image (any mode) to an RGB PIL image of the model's size: the
+    `transform` maps a decoded PIL image (any mode) to an RGB (or L) PIL image of the model's size: the
     evaluation transform, so predictions equal those `vit eval` scores.
     """
 
@@ -95,7 +95,8 @@ class ImageInputs(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         try:
             image = open_image(self.files[i]) if self.files is not None else self._row(i)
-            pixels = torch.from_numpy(np.array(self.transform(image))).permute(2, 0, 1)
+            array = np.array(self.transform(image))
+            pixels = torch.from_numpy(array[..., None] if array.ndim == 2 else array).permute(2, 0, 1)  # L: HxW
         except DECODE_ERRORS as e:
             return i, None, f"{type(e).__name__}: {str(e).strip()[:200]}".splitlines()[0]
         return i, pixels, None

@@ -28,6 +28,7 @@ from vitcli.data.transforms import (
     TensorPipeline,
     eval_pil_transform,
     eval_tensor_pipeline,
+    norm_stats,
     mixup_fn,
     train_pil_transform,
     train_tensor_pipeline,
@@ -142,6 +143,7 @@ def train_loader(
     rank: int = 0,
     world: int = 1,
     workers: int | None = None,
+    channels: int = 3,
 ) -> ImageLoader:
     """Shuffled, augmented batches of `micro_batch` images (fewer only when bad images were skipped)
     for rank `rank` of `world`, beginning `start` examples into epoch `epoch`.
@@ -149,10 +151,10 @@ def train_loader(
     Call `loader.set_epoch(e)` before iterating epoch e > epoch. The order depends only on (seed,
     epoch, world, rank), the augmentation only on (seed, epoch, rank, position in the epoch).
     """
-    decoder = _decoder(split, train_pil_transform(cfg, res), cfg, res)
+    decoder = _decoder(split, train_pil_transform(cfg, res, channels), cfg, res, channels)
     if split.num_examples is None:
         return _stream_loader(split, cfg, decoder, micro_batch, seed, epoch, start, rank, world, workers)
-    pipeline = train_tensor_pipeline(cfg, res)
+    pipeline = train_tensor_pipeline(cfg, res, channels)
     sampler = ShardedSampler(split.num_examples, num_replicas=world, rank=rank, seed=seed)
     sampler.set_epoch(epoch)
     sampler.start_at(start)
@@ -174,19 +176,20 @@ def eval_loader(
     rank: int = 0,
     world: int = 1,
     workers: int | None = None,
+    channels: int = 3,
 ) -> ImageLoader:
     """Evaluation batches in dataset order; rank r gets examples r, r + world, ... so that every
     example is seen exactly once across ranks (the last batch may be short)."""
-    decoder = _decoder(split, eval_pil_transform(cfg, res), cfg, res)
+    decoder = _decoder(split, eval_pil_transform(cfg, res, channels), cfg, res, channels)
     if split.num_examples is None:
         return _stream_loader(split, cfg, decoder, batch_size, None, 0, 0, rank, world, workers)
     sampler = ShardedSampler(split.num_examples, num_replicas=world, rank=rank, shuffle=False, pad=False)
     batches = Batches(sampler, batch_size, drop_last=False, seed=None)
-    return _map_loader(split, cfg, decoder, batches, workers, eval_tensor_pipeline(cfg, res))
+    return _map_loader(split, cfg, decoder, batches, workers, eval_tensor_pipeline(cfg, res, channels))
 
 
-def _decoder(split: Split, transform, cfg: DataCfg, res: Res) -> Decoder:
-    return Decoder(split.image_column, split.label_column, transform, cfg.norm, tuple(res))
+def _decoder(split: Split, transform, cfg: DataCfg, res: Res, channels: int) -> Decoder:
+    return Decoder(split.image_column, split.label_column, transform, norm_stats(cfg, channels), tuple(res))
 
 
 def _map_loader(split: Split, cfg: DataCfg, decoder: Decoder, batches: Batches, workers: int | None,

@@ -16,7 +16,7 @@ from torch.utils.data import get_worker_info
 from vitcli.data.images import DECODE_ERRORS
 from vitcli.data.sampler import mix_seed, seeded
 from vitcli.data.source import Split
-from vitcli.data.transforms import TensorPipeline, to_batch
+from vitcli.data.transforms import Stats, TensorPipeline, to_batch
 from vitcli.recipe.config import Res
 
 DECODER = datasets.Image()
@@ -32,8 +32,8 @@ class Decoder:
 
     image_column: str
     label_column: str
-    transform: Callable  # PIL image -> RGB PIL image of size res
-    norm: str
+    transform: Callable  # PIL image -> RGB (or L) PIL image of size res
+    stats: Stats  # per-channel (mean, std): its length is the number of channels
     res: Res
 
     def columns(self, ds):
@@ -44,7 +44,7 @@ class Decoder:
     def __call__(self, values, labels, positions, seed: int | None):
         """Decode and transform one batch; undecodable images are left out and reported.
 
-        Returns (images [B,3,H,W], labels [B], positions of bad images, first error message or None).
+        Returns (images [B,C,H,W], labels [B], positions of bad images, first error message or None).
         """
         images, kept, bad, reason = [], [], [], None
         with seeded(seed):
@@ -56,8 +56,8 @@ class Decoder:
                     reason = reason or f"{type(e).__name__}: {str(e).strip()[:200]}".splitlines()[0]
                     continue
                 kept.append(label)
-        shape = (len(images), 3, *self.res)
-        stacked = to_batch(images, self.norm, out=batch_buffer(shape)) if images else torch.empty(shape)
+        shape = (len(images), len(self.stats[0]), *self.res)
+        stacked = to_batch(images, self.stats, out=batch_buffer(shape)) if images else torch.empty(shape)
         # (an empty batch is dropped by ImageLoader, after counting its bad images)
         return stacked, torch.tensor(kept, dtype=torch.int64), bad, reason
 
@@ -138,12 +138,12 @@ class CachedReader(torch.utils.data.Dataset):
         index = torch.tensor(indices)
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         images = self.images[index]
-        out = batch_buffer((len(index), 3, *self.pipeline.size))
+        out = batch_buffer((len(index), len(self.pipeline.stats[0]), *self.pipeline.size))
         return self.pipeline(images, generator, out), self.labels[index], [], None
 
 
 def cached(split: Split, pipeline: TensorPipeline | None) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The split's images after `pipeline.prefix` as one uint8 [N, 3, h, w] tensor plus its labels,
+    """The split's images after `pipeline.prefix` as one uint8 [N, C, h, w] tensor plus its labels,
     decoded once per process and kept while the data set lives.
 
     None (use the per-image path) when there is no batched pipeline, the pixels would exceed
@@ -166,7 +166,8 @@ def decode_all(split: Split, prefix: Callable, chunk: int = 1024):
     for begin in range(0, split.num_examples, chunk):
         for i, value in enumerate(ds[begin : begin + chunk][split.image_column], begin):
             try:
-                pixels = torch.from_numpy(np.array(prefix(DECODER.decode_example(value)))).permute(2, 0, 1)
+                array = np.array(prefix(DECODER.decode_example(value)))
+                pixels = torch.from_numpy(array[..., None] if array.ndim == 2 else array).permute(2, 0, 1)
             except DECODE_ERRORS:
                 return None
             if images is None:

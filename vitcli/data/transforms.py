@@ -13,30 +13,22 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
-from timm.data import (
-    IMAGENET_DEFAULT_MEAN,
-    IMAGENET_DEFAULT_STD,
-    IMAGENET_INCEPTION_MEAN,
-    IMAGENET_INCEPTION_STD,
-)
 from timm.data.transforms import ResizeKeepRatio
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from vitcli.recipe.config import DataCfg, Res
-from vitcli.data.images import to_rgb
+from vitcli.recipe.config import norm_stats as config_norm_stats
+from vitcli.data.images import to_channels
 from vitcli.errors import DataError
 
-# "paper": the ViT paper's pixels in [-1, 1], i.e. (x - 0.5) / 0.5, which is timm's Inception setting.
-_NORMS = {
-    "paper": (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD),
-    "imagenet": (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
-}
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std), one number per channel
 
 
-def norm_stats(norm: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) per channel of a normalisation name, to map model inputs back to pixels in [0, 1]."""
-    return _NORMS[norm]
+def norm_stats(cfg: DataCfg, channels: int = 3) -> Stats:
+    """(mean, std) per channel of pixels in [0, 1] (`recipe.config.norm_stats`: data.mean / data.std, else
+    data.norm's constants)."""
+    return config_norm_stats(cfg.norm, cfg.mean, cfg.std, channels)
 
 
 # Bilinear everywhere: big_vision, which trained the paper's models, resizes bilinearly, and PIL's
@@ -45,24 +37,24 @@ _INTERPOLATION = v2.InterpolationMode.BILINEAR
 _INCEPTION_ASPECT = (3 / 4, 4 / 3)
 
 
-def train_transform(cfg: DataCfg, res: Res) -> v2.Compose:
-    """Training pipeline: RGB, inception crop (or resize), flip, RandAugment, tensor, normalise.
+def train_transform(cfg: DataCfg, res: Res, channels: int = 3) -> v2.Compose:
+    """Training pipeline: RGB (or grey), inception crop (or resize), flip, RandAugment, tensor, normalise.
 
-    Takes a PIL image of any mode and size; returns float32 [3, H, W] with `res == (H, W)`.
+    Takes a PIL image of any mode and size; returns float32 [channels, H, W] with `res == (H, W)`.
     """
-    return v2.Compose([train_pil_transform(cfg, res), *_to_tensor(cfg.norm)])
+    return v2.Compose([train_pil_transform(cfg, res, channels), *_to_tensor(norm_stats(cfg, channels))])
 
 
-def eval_transform(cfg: DataCfg, res: Res) -> v2.Compose:
-    """Evaluation pipeline: RGB, resize to cover `res / eval_crop` keeping the aspect, centre-crop `res`,
-    tensor, normalise. Takes a PIL image of any mode and size; returns float32 [3, H, W]."""
-    return v2.Compose([eval_pil_transform(cfg, res), *_to_tensor(cfg.norm)])
+def eval_transform(cfg: DataCfg, res: Res, channels: int = 3) -> v2.Compose:
+    """Evaluation pipeline: RGB (or grey), resize to cover `res / eval_crop` keeping the aspect, centre-crop
+    `res`, tensor, normalise. Takes a PIL image of any mode and size; returns float32 [channels, H, W]."""
+    return v2.Compose([eval_pil_transform(cfg, res, channels), *_to_tensor(norm_stats(cfg, channels))])
 
 
-def train_pil_transform(cfg: DataCfg, res: Res) -> v2.Compose:
-    """The PIL-to-PIL part of `train_transform`: an RGB image of size `res`, not yet a tensor."""
+def train_pil_transform(cfg: DataCfg, res: Res, channels: int = 3) -> v2.Compose:
+    """The PIL-to-PIL part of `train_transform`: an RGB (or grey) image of size `res`, not yet a tensor."""
     size = tuple(res)
-    steps: list = [v2.Lambda(to_rgb)]
+    steps: list = [v2.Lambda(to_channels(channels))]
     if cfg.train_crop == "inception":
         crop = v2.RandomResizedCrop(
             size, scale=(cfg.min_area, 1.0), ratio=_INCEPTION_ASPECT, interpolation=_INTERPOLATION, antialias=True
@@ -73,11 +65,11 @@ def train_pil_transform(cfg: DataCfg, res: Res) -> v2.Compose:
     if cfg.flip:
         steps.append(v2.RandomHorizontalFlip())
     if cfg.randaugment:
-        steps.append(_randaugment(cfg.randaugment, size, _NORMS[cfg.norm][0]))
+        steps.append(_randaugment(cfg.randaugment, size, norm_stats(cfg, channels)[0]))
     return v2.Compose(steps)
 
 
-def eval_pil_transform(cfg: DataCfg, res: Res) -> v2.Compose:
+def eval_pil_transform(cfg: DataCfg, res: Res, channels: int = 3) -> v2.Compose:
     """The PIL-to-PIL part of `eval_transform`.
 
     The aspect ratio is kept so that objects are not stretched; with square sources and
@@ -86,30 +78,31 @@ def eval_pil_transform(cfg: DataCfg, res: Res) -> v2.Compose:
     size = tuple(res)
     cover = tuple(round(s / cfg.eval_crop) for s in size)
     resize = ResizeKeepRatio(cover, longest=0.0, interpolation="bilinear")  # longest=0: cover, not fit
-    return v2.Compose([v2.Lambda(to_rgb), resize, v2.CenterCrop(size)])
+    return v2.Compose([v2.Lambda(to_channels(channels)), resize, v2.CenterCrop(size)])
 
 
-def to_batch(images: Sequence[Image.Image], norm: str, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Stack same-sized RGB PIL images into one normalised float32 batch [B, 3, H, W] (into `out` if given).
+def to_batch(images: Sequence[Image.Image], stats: Stats, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Stack same-sized RGB (or L) PIL images into one normalised float32 batch [B, C, H, W] (into `out`).
 
     Equal to stacking the tensors of `train_transform`/`eval_transform`, but converting and
     normalising the whole batch at once costs a few microseconds per image instead of about a
     hundred for the per-image tensor steps, which dominate at small resolutions.
     """
-    pixels = torch.from_numpy(np.stack([np.asarray(image) for image in images])).permute(0, 3, 1, 2)
-    return normalise(pixels, norm, out)
+    pixels = np.stack([np.asarray(image) for image in images])
+    pixels = torch.from_numpy(pixels[..., None] if pixels.ndim == 3 else pixels)  # L images have no channel axis
+    return normalise(pixels.permute(0, 3, 1, 2), stats, out)
 
 
-def normalise(pixels: torch.Tensor, norm: str, out: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 [B, 3, H, W] (any strides) -> normalised float32 batch, written into `out` if given."""
+def normalise(pixels: torch.Tensor, stats: Stats, out: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 [B, C, H, W] (any strides) -> normalised float32 batch, written into `out` if given."""
     batch = torch.empty(pixels.shape, dtype=torch.float32) if out is None else out
     batch.copy_(pixels)  # uint8 -> float32 CHW in one pass
-    mean, std = (torch.tensor(v, dtype=torch.float32).mul_(255).view(1, 3, 1, 1) for v in _NORMS[norm])
+    mean, std = (torch.tensor(v, dtype=torch.float32).mul_(255).view(1, -1, 1, 1) for v in stats)
     return batch.sub_(mean).div_(std)
 
 
-def _to_tensor(norm: str) -> list:
-    mean, std = _NORMS[norm]
+def _to_tensor(stats: Stats) -> list:
+    mean, std = stats
     return [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
 
 
@@ -136,16 +129,16 @@ class TensorPipeline:
     RNGs alone. Crops follow `v2.RandomResizedCrop` (same parameter rule, bilinear, antialiased).
     """
 
-    prefix: Callable  # PIL image -> RGB PIL image; all outputs must share one size to be cached
+    prefix: Callable  # PIL image -> RGB (or L) PIL image; all outputs must share one size to be cached
     key: tuple  # identifies `prefix`: caches are shared only between pipelines with equal keys
     size: tuple[int, int]
-    norm: str
+    stats: Stats
     min_area: float | None = None  # inception crop of [min_area, 1] of the image; None: no crop
     flip: bool = False
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None,
                  out: torch.Tensor | None = None) -> torch.Tensor:
-        """uint8 [B, 3, h, w] -> normalised float32 [B, 3, H, W] (into `out` if given)."""
+        """uint8 [B, C, h, w] -> normalised float32 [B, C, H, W] (into `out` if given)."""
         if self.min_area is not None:
             boxes = _crop_boxes(len(images), images.shape[-2:], self.min_area, generator)
             images = torch.stack([TF.resized_crop(image, *box, list(self.size), interpolation=_INTERPOLATION,
@@ -155,24 +148,25 @@ class TensorPipeline:
         if self.flip:
             flipped = torch.rand(len(images), generator=generator) < 0.5
             images = torch.where(flipped.view(-1, 1, 1, 1), images.flip(-1), images)
-        return normalise(images, self.norm, out)
+        return normalise(images, self.stats, out)
 
 
-def train_tensor_pipeline(cfg: DataCfg, res: Res) -> TensorPipeline | None:
+def train_tensor_pipeline(cfg: DataCfg, res: Res, channels: int = 3) -> TensorPipeline | None:
     """The batched form of `train_transform`, or None where there is none (RandAugment is PIL-only)."""
     if cfg.randaugment:
         return None
-    size = tuple(res)
+    size, stats, mode = tuple(res), norm_stats(cfg, channels), to_channels(channels)
     if cfg.train_crop == "inception":  # crops need the source image: cache it as decoded
-        return TensorPipeline(v2.Lambda(to_rgb), ("rgb",), size, cfg.norm, cfg.min_area, cfg.flip)
-    resize = v2.Compose([v2.Lambda(to_rgb), v2.Resize(size, interpolation=_INTERPOLATION, antialias=True)])
-    return TensorPipeline(resize, ("resize", size), size, cfg.norm, None, cfg.flip)
+        return TensorPipeline(v2.Lambda(mode), ("decoded", channels), size, stats, cfg.min_area, cfg.flip)
+    resize = v2.Compose([v2.Lambda(mode), v2.Resize(size, interpolation=_INTERPOLATION, antialias=True)])
+    return TensorPipeline(resize, ("resize", size, channels), size, stats, None, cfg.flip)
 
 
-def eval_tensor_pipeline(cfg: DataCfg, res: Res) -> TensorPipeline:
+def eval_tensor_pipeline(cfg: DataCfg, res: Res, channels: int = 3) -> TensorPipeline:
     """The batched form of `eval_transform`: all of it is deterministic, so all of it is cached."""
     size = tuple(res)
-    return TensorPipeline(eval_pil_transform(cfg, res), ("eval", size, cfg.eval_crop), size, cfg.norm)
+    return TensorPipeline(eval_pil_transform(cfg, res, channels), ("eval", size, cfg.eval_crop, channels), size,
+                          norm_stats(cfg, channels))
 
 
 def _crop_boxes(n: int, shape, min_area: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -213,7 +207,7 @@ def _fallback_box(height: int, width: int) -> tuple[int, int]:
 def mixup_fn(cfg: DataCfg, num_classes: int, label_smoothing: float = 0.0) -> Callable | None:
     """Batch-level Mixup/CutMix from timm, or None when both `cfg.mixup` and `cfg.cutmix` are 0.
 
-    The callable maps `(images [B,3,H,W], labels [B])` to `(mixed images, soft targets [B, C])`, with
+    The callable maps `(images [B,C,H,W], labels [B])` to `(mixed images, soft targets [B, C])`, with
     label smoothing folded into the targets. Its randomness is numpy's global generator.
     """
     if cfg.mixup <= 0 and cfg.cutmix <= 0:

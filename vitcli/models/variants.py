@@ -167,7 +167,7 @@ def seq_len(v: Variant, res: Res, class_token: bool = True) -> int:
     return h * w + int(class_token)
 
 
-def _r50_convs(layers: tuple[int, ...], res: Res) -> Iterator[tuple[int, int, int, int]]:
+def _r50_convs(layers: tuple[int, ...], res: Res, in_chans: int = 3) -> Iterator[tuple[int, int, int, int]]:
     """Yield (in_ch, out_ch, kernel, output_pixels) for every conv of the ResNet-50 backbone.
 
     Mirrors timm's non-pre-activation ResNetV2 used by its hybrids: a 7x7/2 stem, a 3x3/2 max pool, then
@@ -175,7 +175,7 @@ def _r50_convs(layers: tuple[int, ...], res: Res) -> Iterator[tuple[int, int, in
     Padding is "same", so each stride-2 step halves the size, rounding up.
     """
     h, w = -(-res[0] // 2), -(-res[1] // 2)
-    yield 3, 64, 7, h * w
+    yield in_chans, 64, 7, h * w
     h, w = -(-h // 2), -(-w // 2)
     in_ch = 64
     for stage, blocks in enumerate(layers):
@@ -191,18 +191,19 @@ def _r50_convs(layers: tuple[int, ...], res: Res) -> Iterator[tuple[int, int, in
             in_ch = out_ch
 
 
-def _backbone_params(v: Variant) -> int:
+def _backbone_params(v: Variant, in_chans: int = 3) -> int:
     # Convs are bias-free (weight standardised); every conv is followed by a GroupNorm (weight, bias).
-    return sum(k * k * cin * cout + 2 * cout for cin, cout, k, _ in _r50_convs(R50_LAYERS[v.patch], (64, 64)))
+    convs = _r50_convs(R50_LAYERS[v.patch], (64, 64), in_chans)
+    return sum(k * k * cin * cout + 2 * cout for cin, cout, k, _ in convs)
 
 
 def _backbone_macs(v: Variant, res: Res) -> int:
     return sum(k * k * cin * cout * pixels for cin, cout, k, pixels in _r50_convs(R50_LAYERS[v.patch], res))
 
 
-def _embed_in(v: Variant) -> int:
+def _embed_in(v: Variant, in_chans: int = 3) -> int:
     """Inputs to the linear patch projection: pixels of a patch, or backbone channels for hybrids."""
-    return 256 * 2 ** (len(R50_LAYERS[v.patch]) - 1) if v.hybrid else 3 * v.patch * v.patch
+    return 256 * 2 ** (len(R50_LAYERS[v.patch]) - 1) if v.hybrid else in_chans * v.patch * v.patch
 
 
 def count_params(
@@ -211,11 +212,12 @@ def count_params(
     res: Res = (224, 224),
     pool: str = "token",
     representation_size: int | None = None,
+    in_chans: int = 3,
 ) -> int:
     """Parameters of the model `build_model` makes, counted without building it (exact, hybrids too)."""
     d, m = v.width, v.mlp_dim
     tokens = seq_len(v, res, class_token=pool == "token")
-    embed = _embed_in(v) * d + d + (_backbone_params(v) if v.hybrid else 0)
+    embed = _embed_in(v, in_chans) * d + d + (_backbone_params(v, in_chans) if v.hybrid else 0)
     prefix = (d if pool == "token" else 0) + tokens * d  # class token, position embeddings
     block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * m + m) + (m * d + d)
     head_in = representation_size or d

@@ -159,19 +159,20 @@ def timm_kwargs(v: Variant, cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
         "num_classes": num_classes,
         "global_pool": "token" if token else "avg",
         "class_token": token,
+        **({"in_chans": cfg.in_chans} if cfg.in_chans != 3 else {}),
         # The paper's GAP normalises all tokens and then averages (timm's default for avg is the reverse).
         "fc_norm": False,
         **({"pos_embed": "none"} if cfg.posemb == "none" else {}),
     }
 
 
-def _r50_embed(v: Variant) -> partial:
+def _r50_embed(v: Variant, in_chans: int) -> partial:
     """Patch embedding of the hybrids: ResNet-50 features at stride 16/32, built like timm's."""
     backbone = ResNetV2(
         layers=R50_LAYERS[v.patch],
         num_classes=0,
         global_pool="",
-        in_chans=3,
+        in_chans=in_chans,
         preact=False,
         stem_type="same",
         conv_layer=partial(StdConv2dSame, eps=1e-8),
@@ -189,7 +190,7 @@ def build_model(cfg: ModelCfg, num_classes: int) -> ViT:
     grid(v, cfg.res)  # a RecipeError naming valid sizes, before timm's bare assertion
     kwargs = timm_kwargs(v, cfg, num_classes)
     if v.hybrid:
-        kwargs["embed_layer"] = _r50_embed(v)
+        kwargs["embed_layer"] = _r50_embed(v, cfg.in_chans)
     problem = posemb_problem(cfg.posemb, cfg.posemb_where, v.width)
     if problem:
         raise RecipeError(problem)
@@ -250,6 +251,7 @@ def describe(cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
         "posemb": cfg.posemb,
         "posemb_where": cfg.posemb_where,
         "norm_eps": cfg.norm_eps,
+        **({"in_chans": cfg.in_chans} if cfg.in_chans != 3 else {}),  # absent: RGB, as before it could vary
         "num_classes": num_classes,
         "timm_name": _timm_name(v, cfg.res),
         "timm_kwargs": timm_kwargs(v, cfg, num_classes),

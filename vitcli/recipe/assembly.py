@@ -35,7 +35,7 @@ PRECEDENCE = (
 
 # Model fields that define the architecture: they come from the checkpoint when it records them.
 _ARCH_KEYS = ("name", "width", "depth", "heads", "mlp_dim", "patch", "pool", "representation_size", "posemb",
-              "posemb_where", "norm_eps")
+              "posemb_where", "norm_eps", "in_chans")
 FINETUNE_DEFAULT = SHIPPED / "finetune" / "default.yaml"
 
 
@@ -107,14 +107,14 @@ def carried_data(stored: dict | None, new_source: str | None) -> dict:
 
     Without a new data source (from the RECIPE, the command's --data or --set data.source) the command
     runs on the checkpoint's own data: every data key left unset comes from the checkpoint. With one,
-    only the checkpoint's pixel normalisation carries over, since the same network needs pixels scaled
+    only the checkpoint's pixel normalisation (data.norm, data.mean, data.std) carries over, since the same network needs pixels scaled
     as in its training or every feature shifts; split expressions and columns belong to the old data.
     """
     if not stored:
         return {}
     if new_source is None:
         return dict(stored)
-    return {"norm": stored["norm"]} if "norm" in stored else {}
+    return {key: stored[key] for key in ("norm", "mean", "std") if key in stored}
 
 
 # The command options that set recipe keys: an error in their value names the option, not a file.

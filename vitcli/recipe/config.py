@@ -47,6 +47,9 @@ class ModelCfg:
     heads: int | None = None
     mlp_dim: int | None = None
     patch: int | None = None
+    # Input channels (timm's name): 3 reads images as RGB, 1 as grayscale (PIL's "L"); read from a
+    # checkpoint's patch embedding.
+    in_chans: int = 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +70,11 @@ class DataCfg:
     num_classes: int | None = None  # from the dataset's ClassLabel when null
     streaming: bool = False  # iterate without preparing the whole dataset (ImageNet-21k)
     norm: Literal["paper", "imagenet"] = "paper"  # paper: pixels to [-1, 1]; imagenet: mean/std
+    # Per-channel mean and std of pixels in [0, 1] (one number per model.in_chans), e.g. [0.1307] and
+    # [0.3081] for MNIST; when given they replace data.norm's constants. Read from a timm pretrained_cfg
+    # or a transformers preprocessor_config.json when the checkpoint has one.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     train_crop: Literal["inception", "resize"] = "inception"  # random resized crop, or plain resize
     min_area: float = 0.05  # smallest crop area of the inception crop
     flip: bool = True  # random horizontal flip when training
@@ -76,6 +84,21 @@ class DataCfg:
     cutmix: float = 0.0  # cutmix alpha (0: off)
     workers: int | None = None  # DataLoader worker processes; null: chosen from the CPU count
     max_bad_fraction: float = 0.001  # undecodable images skipped (and counted) up to this fraction
+
+
+# data.norm -> per-channel (mean, std) of pixels in [0, 1]: "paper" is the ViT paper's [-1, 1] (timm's
+# Inception constants), "imagenet" timm's ImageNet defaults.
+NORMS = {"paper": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+         "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+
+
+def norm_stats(norm: str, mean, std, channels: int = 3) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """THE normalisation rule: data.mean / data.std when given, else data.norm's constants (for one
+    channel, their average: the grey of the three). Every reader of pixels and every export uses it."""
+    base_mean, base_std = NORMS[norm]
+    if channels == 1:
+        base_mean, base_std = (sum(base_mean) / 3,), (sum(base_std) / 3,)
+    return tuple(mean or base_mean), tuple(std or base_std)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,6 +8,7 @@ from: the `--set` (or command option) that gave it, else the recipe file.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
@@ -145,6 +146,16 @@ def _check_data(cfg: RecipeCfg, bad: Bad) -> None:
     _interval(bad, {"data.mixup": d.mixup, "data.cutmix": d.cutmix}, 0, 1e3)
     _interval(bad, {"data.workers": d.workers}, 0, 256)
     _interval(bad, {"data.num_classes": d.num_classes}, 1, MAX_CLASSES)
+    if m.in_chans not in (1, 3):
+        raise bad("model.in_chans", f"{m.in_chans} channels cannot be read from images; valid: 1 (grayscale, L) "
+                  "or 3 (RGB)")
+    for key, values in (("data.mean", d.mean), ("data.std", d.std)):
+        if values is not None and len(values) != m.in_chans:
+            raise bad(key, f"{list(values)} has {len(values)} numbers; valid: one per input channel "
+                      f"(model.in_chans {m.in_chans})"[:300])
+        if values is not None and not all(math.isfinite(v) and (v > 0 or key == "data.mean") for v in values):
+            valid = "positive finite numbers (a zero std divides by zero)" if key == "data.std" else "finite numbers"
+            raise bad(key, f"{list(values)}: valid: {valid}"[:300])
 
 
 def _check_fewshot(cfg: RecipeCfg, bad: Bad) -> None:

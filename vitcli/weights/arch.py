@@ -18,7 +18,7 @@ from vitcli.recipe.config import ModelCfg
 from vitcli.errors import CheckpointError, RecipeError
 from vitcli.models import describe
 from vitcli.models.variants import FAMILIES, R50_LAYERS, resolve_variant
-from vitcli.weights.external import TimmConfig
+from vitcli.weights.external import Normalisation, TimmConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ _ARCH = ("name", "width", "depth", "heads", "mlp_dim", "pool", "representation_s
 def model_cfg(desc: dict, **changes) -> ModelCfg:
     """The ModelCfg that builds the model a description (`vitcli.models.describe`) describes."""
     fields = {k: desc[k] for k in _ARCH}
-    for key in ("posemb", "posemb_where", "norm_eps"):  # older descriptions lack them: the defaults
+    for key in ("posemb", "posemb_where", "norm_eps", "in_chans"):  # older descriptions lack them: the defaults
         if key in desc:
             fields[key] = desc[key]
     fields.update(changes)
@@ -75,12 +75,12 @@ def _guess_heads(width: int, where: str) -> int:
 
 def describe_dims(*, width: int, depth: int, heads: int, mlp_dim: int, patch: int, hybrid: str | None,
                   res: tuple[int, int], pool: str, representation_size: int | None, num_classes: int,
-                  where: str, norm_eps: float = 1e-6) -> dict:
+                  where: str, norm_eps: float = 1e-6, in_chans: int = 3) -> dict:
     """The model description (`vitcli.models.describe`) of a ViT of these dimensions."""
     fam = family_for(width, depth)
     name = f"{'R50+' if hybrid else ''}{fam}/{patch}"
     cfg = ModelCfg(name=name, res=tuple(res), pool=pool, representation_size=representation_size,
-                   width=width, depth=depth, heads=heads, mlp_dim=mlp_dim, norm_eps=norm_eps)
+                   width=width, depth=depth, heads=heads, mlp_dim=mlp_dim, norm_eps=norm_eps, in_chans=in_chans)
     try:
         return describe(cfg, num_classes)
     except RecipeError as exc:  # e.g. an MLP size timm cannot express, or a width the heads do not divide
@@ -140,11 +140,13 @@ def from_state_dict(sd: dict[str, torch.Tensor], where: str, *, heads: int | Non
     head = sd.get("head.weight")
     heads = heads or default_heads(width, depth, where)
     guessed = heads is None
+    stem = sd.get("patch_embed.backbone.stem.conv.weight") if hybrid else proj
     desc = describe_dims(
         width=width, depth=depth, heads=heads or _guess_heads(width, where), mlp_dim=int(fc1.shape[0]),
         patch=patch, hybrid=hybrid, res=res, pool="token" if token else "gap",
         representation_size=int(pre.shape[0]) if pre is not None else None,
-        num_classes=int(head.shape[0]) if head is not None and head.ndim == 2 else 0, where=where)
+        num_classes=int(head.shape[0]) if head is not None and head.ndim == 2 else 0, where=where,
+        in_chans=int(stem.shape[1]) if stem is not None and stem.ndim == 4 else 3)
     return {**desc, "guessed": ["heads"]} if guessed else desc
 
 
@@ -165,9 +167,14 @@ def from_timm_config(sd: dict[str, torch.Tensor], config: TimmConfig, where: str
             heads = named.heads
     res = config.input_size[1:] if config.input_size else config.img_size
     desc = from_state_dict(sd, where, heads=heads, res=res)
-    mean = [round(m, 3) for m in config.norm.mean or (0.5, 0.5, 0.5)]
-    norm = "imagenet" if mean == [0.485, 0.456, 0.406] else "paper"
-    if mean not in ([0.5, 0.5, 0.5], [0.485, 0.456, 0.406]):
-        log.warning("%s: the model was trained with mean %s, which is neither data.norm 'paper' (0.5) nor "
-                    "'imagenet'; using 'paper'", where, mean)
-    return {"model": desc, "recipe": {"data": {"norm": norm}}, "label_names": config.label_names}
+    return {"model": desc, "recipe": {"data": data_norm(config.norm)}, "label_names": config.label_names}
+
+
+def data_norm(norm: Normalisation) -> dict:
+    """The recipe's data section for a checkpoint's own normalisation: data.mean / data.std when it says
+    both (exactly, so vit sees the pixels its training did), and the data.norm name they are closest to."""
+    mean = [round(m, 3) for m in norm.mean or (0.5, 0.5, 0.5)]
+    data = {"norm": "imagenet" if mean == [0.485, 0.456, 0.406] else "paper"}
+    if norm.mean is not None and norm.std is not None:
+        data.update(mean=list(norm.mean), std=list(norm.std))
+    return data

@@ -24,7 +24,7 @@ from vitcli.models.vit import TIMM_EPS
 from vitcli.weights import hf, remote
 from vitcli.weights.arch import model_cfg
 from vitcli.weights.model_card import write_model_card
-from vitcli.weights.run_model import NORMS, timm_config
+from vitcli.weights.run_model import norm_values, timm_config
 from vitcli.weights.reader import LABEL_NAMES, Pretrained
 from vitcli.weights.serialization import write_safetensors
 
@@ -147,12 +147,12 @@ def _hf(model, desc, state, labels, data, out: Path) -> tuple[list[str], str | N
     tensors = hf.from_timm(state, desc["depth"], "vit." if desc["num_classes"] else "")
     write_safetensors(out / "model.safetensors", tensors, {"format": "pt"})
     write_json(out / "config.json", hf.hf_config(desc, labels, pooler))
-    mean, std = NORMS[data.get("norm", "paper")]
+    mean, std = norm_values(data, desc.get("in_chans", 3))
     height, width = desc["res"]
     write_json(out / "preprocessor_config.json", {
         "image_processor_type": "ViTImageProcessor", "do_resize": True, "size": {"height": height, "width": width},
         "resample": _PIL_BILINEAR, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-        "image_mean": list(mean), "image_std": list(std)})
+        "image_mean": mean, "image_std": std})
     return ["model.safetensors", "config.json", "preprocessor_config.json"], dropped
 
 
@@ -165,7 +165,7 @@ def _onnx(model, desc, state, labels, data, out: Path) -> tuple[list[str], str |
             # The TorchScript exporter is deprecated in favour of torch.export's, which needs onnxscript
             # and took 24 s against 1.8 s here for a 2-block model; both give the same graph for a ViT.
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (torch.zeros(1, 3, height, width),), buffer, dynamo=False,
+            torch.onnx.export(model, (torch.zeros(1, desc.get("in_chans", 3), height, width),), buffer, dynamo=False,
                               input_names=["pixel_values"], output_names=[output],
                               dynamic_axes={"pixel_values": {0: "batch"}, output: {0: "batch"}})
     except (ImportError, torch.onnx.OnnxExporterError) as exc:

@@ -181,12 +181,15 @@ def hf_config(data: dict, file: str) -> HfConfig:
 
 
 def _eps(f: Fields) -> float:
-    """transformers' layer_norm_eps (its default 1e-12 when absent): a LayerNorm epsilon, in (0, 0.1]."""
-    eps = f.float("layer_norm_eps", 1e-12, positive=True)
-    if eps > 0.1:
+    """transformers' layer_norm_eps (its default 1e-12 when absent): a LayerNorm epsilon, in (0, 0.1]; null
+    is refused, since transformers would hand it to LayerNorm as it is."""
+    if "layer_norm_eps" not in f.data:
+        return 1e-12
+    eps = f.data["layer_norm_eps"]
+    if type(eps) not in (int, float) or not 0 < eps <= 0.1:
         raise f.fail("layer_norm_eps", eps, "a LayerNorm epsilon in (0, 0.1], e.g. 1e-12 (transformers' default) "
                      "or 1e-6 (the paper's)")
-    return eps
+    return float(eps)
 
 
 def hf_preprocessor(data: dict | None, file: str) -> Normalisation:

@@ -15,14 +15,11 @@ import logging
 import torch
 
 from vitcli.errors import CheckpointError
-from vitcli.weights.arch import describe_dims
+from vitcli.weights.arch import data_norm, describe_dims
 from vitcli.weights.external import HfConfig, Normalisation
 
 log = logging.getLogger(__name__)
 
-HF_EPS = 1e-12  # transformers' ViTConfig default layer_norm_eps (what a config without one runs at)
-_PAPER_MEAN = [0.5, 0.5, 0.5]
-_IMAGENET_MEAN = [0.485, 0.456, 0.406]
 
 # (HF name inside encoder.layer.N, timm name inside blocks.N); q/k/v are joined separately.
 _BLOCK = (
@@ -52,7 +49,7 @@ def is_hf_config(config: dict) -> bool:
 def check_config(config: HfConfig, where: str) -> None:
     """Refuse, in one line, a ViT variant vit does not build (external.hf_config refused other model types)."""
     wrong = [(key, getattr(config, key), want) for key, want in (
-        ("hidden_act", "gelu"), ("qkv_bias", True), ("num_channels", 3), ("pooler_act", "tanh"))
+        ("hidden_act", "gelu"), ("qkv_bias", True), ("pooler_act", "tanh"))
         if getattr(config, key) != want]
     if wrong:
         key, got, want = wrong[0]
@@ -65,12 +62,6 @@ def _label_names(config: HfConfig) -> list[str] | None:
     if not names or names == [f"LABEL_{i}" for i in range(len(names))]:
         return None
     return names
-
-
-def norm_of(preprocessing: Normalisation) -> str:
-    """The data.norm that matches an image processor's mean (ViTImageProcessor's default is 0.5)."""
-    mean = [round(m, 3) for m in preprocessing.mean or _PAPER_MEAN]
-    return "imagenet" if mean == _IMAGENET_MEAN else "paper"
 
 
 def to_timm(tensors: dict[str, torch.Tensor], config: HfConfig, where: str) -> tuple[dict, list[str]]:
@@ -117,6 +108,7 @@ def describe_hf(sd: dict, config: HfConfig, where: str) -> dict:
     proj, fc1 = sd.get("patch_embed.proj.weight"), sd.get("blocks.0.mlp.fc1.weight")
     for field, said, held in (("hidden_size", config.hidden_size, None if proj is None else proj.shape[0]),
                               ("patch_size", config.patch_size, None if proj is None else proj.shape[-1]),
+                              ("num_channels", config.num_channels, None if proj is None else proj.shape[1]),
                               ("intermediate_size", config.intermediate_size, None if fc1 is None else fc1.shape[0])):
         if held is not None and said != held:
             raise CheckpointError(f"{where}: config.json {field} {said} does not match the weights ({held}); "
@@ -128,7 +120,7 @@ def describe_hf(sd: dict, config: HfConfig, where: str) -> dict:
                          res=config.image_size, pool="token",
                          representation_size=int(pre.shape[0]) if pre is not None else None,
                          num_classes=int(head.shape[0]) if head is not None else 0, where=where,
-                         norm_eps=config.layer_norm_eps)
+                         norm_eps=config.layer_norm_eps, in_chans=config.num_channels)
 
 
 def read_hf(tensors: dict[str, torch.Tensor], config: HfConfig, preprocessing: Normalisation, where: str) -> dict:
@@ -138,7 +130,7 @@ def read_hf(tensors: dict[str, torch.Tensor], config: HfConfig, preprocessing: N
     for note in notes:
         log.warning("%s: %s", where, note)
     return {"state_dict": sd, "model": describe_hf(sd, config, where), "label_names": _label_names(config),
-            "recipe": {"data": {"norm": norm_of(preprocessing)}}}
+            "recipe": {"data": data_norm(preprocessing)}}
 
 
 def hf_config(desc: dict, label_names: list[str] | None, has_pooler: bool) -> dict:
@@ -150,7 +142,8 @@ def hf_config(desc: dict, label_names: list[str] | None, has_pooler: bool) -> di
         "architectures": ["ViTForImageClassification" if classes else "ViTModel"], "model_type": "vit",
         "hidden_size": desc["width"], "num_hidden_layers": desc["depth"], "num_attention_heads": desc["heads"],
         "intermediate_size": desc["mlp_dim"], "hidden_act": "gelu", "layer_norm_eps": desc.get("norm_eps", 1e-6),
-        "image_size": res[0] if res[0] == res[1] else list(res), "patch_size": desc["patch"], "num_channels": 3,
+        "image_size": res[0] if res[0] == res[1] else list(res), "patch_size": desc["patch"],
+        "num_channels": desc.get("in_chans", 3),
         "qkv_bias": True, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
         "id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)},
     }

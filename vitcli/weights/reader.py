@@ -232,7 +232,7 @@ def _recipe(data: dict, key: str, path: Path) -> dict | None:
 # What a vit model description holds, by type (`vitcli.models.describe`): checked on read, so a damaged
 # or hand-made file is one line here rather than a TypeError deep in resampling or variant parsing.
 _DESC_TYPES = {"name": str, "variant": str, "pool": str, "timm_name": str, "patch": int, "width": int, "depth": int,
-               "heads": int, "mlp_dim": int, "num_classes": int, "representation_size": int}
+               "heads": int, "mlp_dim": int, "num_classes": int, "representation_size": int, "in_chans": int}
 
 
 def _model_desc(data: dict, key: str, path: Path) -> dict | None:

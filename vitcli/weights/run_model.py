@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vitcli.recipe.config import DataCfg
+from vitcli.recipe.config import DataCfg, norm_stats
 from vitcli.files import write_json
 from vitcli.models.masked import is_pretraining_key
 from vitcli.models.positions import not_in_timm
@@ -19,22 +19,26 @@ from vitcli.models.vit import TIMM_EPS
 from vitcli.weights.reader import LABEL_NAMES
 from vitcli.weights.serialization import write_safetensors
 
-# data.norm -> (mean, std): the numbers timm's and transformers' preprocessing need (see data/transforms.py).
-NORMS = {"paper": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-         "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+def norm_values(data: DataCfg | dict, channels: int = 3) -> tuple[list[float], list[float]]:
+    """The per-channel (mean, std) a run normalised with (`recipe.config.norm_stats`), as lists."""
+    get = (lambda k, d: getattr(data, k)) if isinstance(data, DataCfg) else (lambda k, d: data.get(k, d))
+    mean, std = norm_stats(get("norm", "paper"), get("mean", None), get("std", None), channels)
+    return list(mean), list(std)
 
 
-def pretrained_cfg(desc: dict, norm: str, eval_crop: float, label_names: list[str] | None) -> dict:
+def pretrained_cfg(desc: dict, data: DataCfg | dict, label_names: list[str] | None) -> dict:
     """timm's pretrained_cfg of a vit model: the preprocessing that vit's own evaluation applies.
 
     vit evaluates by resizing to res / eval_crop (bilinear, aspect kept) and centre-cropping res,
     which is timm's crop_pct with crop_mode "center".
     """
-    mean, std = NORMS[norm]
+    channels = desc.get("in_chans", 3)
+    mean, std = norm_values(data, channels)
     height, width = desc["res"]
+    crop = data.eval_crop if isinstance(data, DataCfg) else data.get("eval_crop", 1.0)
     cfg = {
-        "input_size": [3, height, width], "fixed_input_size": True, "interpolation": "bilinear",
-        "crop_pct": eval_crop, "crop_mode": "center", "mean": list(mean), "std": list(std),
+        "input_size": [channels, height, width], "fixed_input_size": True, "interpolation": "bilinear",
+        "crop_pct": crop, "crop_mode": "center", "mean": mean, "std": std,
         "num_classes": desc["num_classes"], "classifier": "head",
         "first_conv": "patch_embed.backbone.stem.conv" if desc.get("hybrid") else "patch_embed.proj",
     }
@@ -45,13 +49,11 @@ def pretrained_cfg(desc: dict, norm: str, eval_crop: float, label_names: list[st
 
 def timm_config(desc: dict, data: DataCfg | dict, label_names: list[str] | None) -> dict:
     """The timm hub part of a config.json (what `timm.create_model('local-dir:...')` reads)."""
-    norm = data.norm if isinstance(data, DataCfg) else data.get("norm", "paper")
-    crop = data.eval_crop if isinstance(data, DataCfg) else data.get("eval_crop", 1.0)
     return {
         "architecture": desc["timm_name"], "num_classes": desc["num_classes"],
         "num_features": desc["representation_size"] or desc["width"],
         "global_pool": desc["timm_kwargs"]["global_pool"], "model_args": desc["timm_kwargs"],
-        "pretrained_cfg": pretrained_cfg(desc, norm, crop, label_names), LABEL_NAMES: label_names,
+        "pretrained_cfg": pretrained_cfg(desc, data, label_names), LABEL_NAMES: label_names,
     }
 
 

@@ -54,6 +54,7 @@ class ClassificationEvaluator:
     per_class_precision: dict[str, float] = field(default_factory=dict)
     confusion: list[list[int]] | None = None  # [true][predicted] counts of the last run
     progress: Reporter = field(default_factory=_quiet)
+    channels: int = 3  # model.in_chans: images are read as RGB (3) or grey (1)
 
     def __post_init__(self) -> None:
         check_labels(self.split)  # before training starts, not at its end
@@ -68,8 +69,9 @@ class ClassificationEvaluator:
         total = self.split.num_examples
         with self.progress.task("eval", total) as task:
             loader = eval_loader(self.split, self.data, self.res, self.batch_size, rank=self.rt.rank,
-                                 world=self.rt.world)
-            for images, labels in counted(lockstep(loader, model, self.rt, self.res), task, self.rt.world, total):
+                                 world=self.rt.world, channels=self.channels)
+            batches = lockstep(loader, model, self.rt, self.res, self.channels)
+            for images, labels in counted(batches, task, self.rt.world, total):
                 with self.rt.autocast():
                     logits = model(images.to(self.rt.device, non_blocking=True))
                 meter.update(logits.float().cpu(), labels)
@@ -102,6 +104,7 @@ class FewshotEvaluator:
     log: Callable[[str], object] | None = None  # progress lines (vit fewshot); silent inside training
     details: dict = field(default_factory=dict)
     progress: Reporter = field(default_factory=_quiet)
+    channels: int = 3  # model.in_chans: images are read as RGB (3) or grey (1)
 
     def __post_init__(self) -> None:
         # Labels and class sizes are read from the Arrow columns now: a class too small for the
@@ -140,8 +143,9 @@ class FewshotEvaluator:
         dtype = torch.bfloat16 if self.rt.precision == "bf16" else None
         with self.progress.task(label, split.num_examples) as task:
             loader = eval_loader(split, self.data, self.res, self.cfg.batch_size, rank=self.rt.rank,
-                                 world=self.rt.world)
-            batches = counted(lockstep(loader, model, self.rt, self.res), task, self.rt.world, split.num_examples)
+                                 world=self.rt.world, channels=self.channels)
+            batches = counted(lockstep(loader, model, self.rt, self.res, self.channels), task, self.rt.world,
+                              split.num_examples)
             feats, labels = extract_features(model, batches, device=self.rt.device, autocast_dtype=dtype)
         if self.rt.distributed:
             parts = [None] * self.rt.world
@@ -151,7 +155,7 @@ class FewshotEvaluator:
         return feats, labels
 
 
-def lockstep(loader, model: nn.Module, rt: Runtime, res: tuple[int, int]):
+def lockstep(loader, model: nn.Module, rt: Runtime, res: tuple[int, int], channels: int = 3):
     """Yield the loader's batches; under FSDP2, pad shorter shards with empty batches.
 
     A sharded model gathers its parameters inside every forward, a collective: if one rank ran out of
@@ -170,7 +174,7 @@ def lockstep(loader, model: nn.Module, rt: Runtime, res: tuple[int, int]):
         dist.all_reduce(more, op=dist.ReduceOp.MAX)
         if not more.item():
             return
-        yield batch if batch is not None else (torch.zeros(0, 3, *res), torch.zeros(0, dtype=torch.int64))
+        yield batch if batch is not None else (torch.zeros(0, channels, *res), torch.zeros(0, dtype=torch.int64))
 
 
 _SAME_CLASSES = "give a training and an evaluation split with the same classes"
@@ -201,10 +205,10 @@ def build_evaluators(cfg: RecipeCfg, rt: Runtime, num_classes: int, log=None,
         split = eval_split(data, data.eval_split, num_classes, label_names, whose="the training split",
                            hint=_SAME_CLASSES, log=log.info if log else None)
         evaluators.append(ClassificationEvaluator(split, data, cfg.model.res, cfg.eval.batch_size, rt,
-                                                  progress=log or _quiet()))
+                                                  progress=log or _quiet(), channels=cfg.model.in_chans))
     if "fewshot" in cfg.eval.evaluators:
-        evaluators.append(FewshotEvaluator(fewshot_sets(cfg, log.info if log else None), cfg.fewshot, data, cfg.model.res, rt,
-                                           progress=log or _quiet()))
+        evaluators.append(FewshotEvaluator(fewshot_sets(cfg, log.info if log else None), cfg.fewshot, data,
+                                           cfg.model.res, rt, progress=log or _quiet(), channels=cfg.model.in_chans))
     return evaluators
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from vitcli import files
 from vitcli.recipe.config import RecipeCfg
 from vitcli.data import load_split
-from vitcli.data.transforms import eval_pil_transform, to_batch
+from vitcli.data.transforms import eval_pil_transform, norm_stats, to_batch
 from vitcli.engine.evaluate import figures, internals
 from vitcli.engine.persistence.metrics_log import read_rows
 from vitcli.errors import DataError, RunError
@@ -33,7 +33,7 @@ class Sample:
     """Images as the model sees them and as a person does, with a caption each."""
 
     batch: torch.Tensor  # normalised [n, 3, H, W]
-    pixels: np.ndarray  # uint8 [n, H, W, 3] at the model's resolution
+    pixels: np.ndarray  # uint8 [n, H, W, 3] at the model's resolution (grey images shown as RGB)
     names: list[str]  # file name or "split[i]"
     labels: list[str | None]  # class name, when the data says
     class_names: list[str] | None = None  # of the split the images came from
@@ -47,7 +47,7 @@ def from_files(paths: Sequence[Path], cfg: RecipeCfg) -> Sample:
     for path in paths:
         try:
             with Image.open(path) as image:
-                images.append(eval_pil_transform(cfg.data, cfg.model.res)(image.convert("RGB")))
+                images.append(eval_pil_transform(cfg.data, cfg.model.res, cfg.model.in_chans)(image.convert("RGB")))
         except (OSError, UnidentifiedImageError) as exc:
             raise DataError(f"--images {path}: cannot be read as an image ({exc.__class__.__name__}); "
                             "give PNG, JPEG or another format PIL reads") from None
@@ -61,7 +61,7 @@ def from_split(cfg: RecipeCfg, split: str, count: int) -> Sample:
                    num_classes=d.num_classes, streaming=d.streaming)
     rows = itertools.islice(iter(s.dataset), count) if s.num_examples is None else \
         (s.dataset[i] for i in range(min(count, s.num_examples)))
-    transform = eval_pil_transform(d, cfg.model.res)
+    transform = eval_pil_transform(d, cfg.model.res, cfg.model.in_chans)
     images, labels = [], []
     for row in rows:
         images.append(transform(row[s.image_column]))
@@ -73,8 +73,8 @@ def from_split(cfg: RecipeCfg, split: str, count: int) -> Sample:
 
 
 def _sample(images: list, cfg: RecipeCfg, names: list[str], labels: list) -> Sample:
-    return Sample(batch=to_batch(images, cfg.data.norm), pixels=np.stack([np.asarray(i) for i in images]),
-                  names=names, labels=labels)
+    return Sample(batch=to_batch(images, norm_stats(cfg.data, cfg.model.in_chans)),
+                  pixels=np.stack([np.asarray(i.convert("RGB")) for i in images]), names=names, labels=labels)
 
 
 def _note(geom: internals.Geometry) -> str:

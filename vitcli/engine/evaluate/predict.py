@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vitcli.data.inputs import ImageInputs, collate
-from vitcli.data.transforms import normalise
+from vitcli.data.transforms import Stats, normalise
 from vitcli.engine.runtime.process import Runtime
 from vitcli.engine.runtime.progress import Reporter
 
@@ -22,7 +22,7 @@ _MAX_WORKERS = 4
 
 
 @torch.no_grad()
-def predict(model: nn.Module, inputs: ImageInputs, *, norm: str, batch_size: int, top_k: int,
+def predict(model: nn.Module, inputs: ImageInputs, *, stats: Stats, batch_size: int, top_k: int,
             names: list[str] | None, rt: Runtime, log: Reporter) -> tuple[list[dict], list[dict]]:
     """Predictions for every image that decodes, in input order, and the ones that did not.
 
@@ -40,7 +40,7 @@ def predict(model: nn.Module, inputs: ImageInputs, *, norm: str, batch_size: int
             failed += [{"path": inputs.names[i], "error": error} for i, error in bad]
             if pixels is not None:
                 with rt.autocast():
-                    logits = model(normalise(pixels, norm).to(rt.device, non_blocking=True))
+                    logits = model(normalise(pixels, stats).to(rt.device, non_blocking=True))
                 probs, top = torch.softmax(logits.float(), dim=1).topk(k, dim=1)
                 rows += [_row(inputs.names[i], p, t, labels) for i, p, t in zip(indices, probs.cpu(), top.cpu())]
             done += len(indices) + len(bad)

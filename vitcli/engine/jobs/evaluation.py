@@ -29,7 +29,8 @@ def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, ignore_labels: bool =
         split = d.eval_split or "test"
         model, resampled = model_from(cfg, source, log)
         data = eval_split(d, split, model.num_classes, source.label_names, ignore=ignore_labels, log=log.info)
-        evaluator = ClassificationEvaluator(data, d, cfg.model.res, cfg.eval.batch_size, rt, progress=log)
+        evaluator = ClassificationEvaluator(data, d, cfg.model.res, cfg.eval.batch_size, rt, progress=log,
+                                            channels=cfg.model.in_chans)
         metrics = evaluator.run(model.to(rt.device))
         if not math.isfinite(metrics["loss"]):
             raise RunError(f"{source.path}: the model's outputs are not finite (mean loss {metrics['loss']}); "

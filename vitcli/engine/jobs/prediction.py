@@ -17,6 +17,7 @@ def predict(cfg: RecipeCfg, source: reader.Pretrained, inputs: list[str], *, spl
     An input is an image file, a folder (searched recursively) or a data source (its `split`, by
     default the one `vit eval` would score). Images that do not decode are listed under "unreadable".
     """
+    from vitcli.data.transforms import norm_stats
     from vitcli.engine.evaluate.predict import predict as run_predict
 
     if top_k < 1 or (batch_size is not None and batch_size < 1):
@@ -27,8 +28,8 @@ def predict(cfg: RecipeCfg, source: reader.Pretrained, inputs: list[str], *, spl
         model.to(rt.device)
         rows = []
         for group in (g for g in groups if len(g)):
-            got, failed = run_predict(model, group, norm=cfg.data.norm, batch_size=batch_size or cfg.eval.batch_size,
-                                      top_k=top_k, names=source.label_names, rt=rt, log=log)
+            got, failed = run_predict(model, group, stats=norm_stats(cfg.data, cfg.model.in_chans),
+                                      batch_size=batch_size or cfg.eval.batch_size, top_k=top_k, names=source.label_names, rt=rt, log=log)
             rows += got
             unreadable += failed
         return {**checkpoint_record(cfg, source, model, resampled), "label_names": source.label_names,
@@ -42,7 +43,7 @@ def _image_groups(cfg: RecipeCfg, inputs: list[str], split: str | None, log: Rep
     from vitcli.data.splits import default_splits
     from vitcli.data.transforms import eval_pil_transform
 
-    transform = eval_pil_transform(cfg.data, cfg.model.res)
+    transform = eval_pil_transform(cfg.data, cfg.model.res, cfg.model.in_chans)
     sources = [text for text in inputs if is_data_source(text)]
     groups = []
     for text in sources:

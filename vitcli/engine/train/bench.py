@@ -98,7 +98,7 @@ def bench_recipe(cfg: RecipeCfg, batch: int | None = None, res: Res | None = Non
 def synthetic_batch(cfg: RecipeCfg, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """One step's micro-batches of random images and labels at the recipe's resolution and batch."""
     micro = cfg.train.micro_batch or cfg.train.batch_size
-    images = torch.randn(micro, 3, *cfg.model.res, device=device)
+    images = torch.randn(micro, cfg.model.in_chans, *cfg.model.res, device=device)
     labels = torch.randint(0, cfg.data.num_classes or _BENCH_CLASSES, (micro,), device=device)
     return [(images, labels)]
 

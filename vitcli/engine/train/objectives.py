@@ -53,9 +53,9 @@ class MaskedPatch:
     def __init__(self, cfg: RecipeCfg) -> None:
         self.cfg = cfg.mpp
         self.patch = resolve_variant(cfg.model).patch
-        mean, std = norm_stats(cfg.data.norm)
-        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        mean, std = norm_stats(cfg.data, cfg.model.in_chans)
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1)
+        self.std = torch.tensor(std).view(1, -1, 1, 1)
         self.outputs = masked.num_outputs(self.cfg.target, self.patch, self.cfg.bits)
 
     def prepare(self, model: nn.Module) -> None:
