@@ -252,9 +252,9 @@ def test_timm_model_of_another_family_is_one_line(tmp_path):
     from safetensors.torch import save_file
 
     model = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2,
-                              global_pool="avg", class_token=False)  # timm's default GAP: fc_norm after pooling
-    save_file(model.state_dict(), str(tmp_path / "gap.safetensors"))
-    assert "fc_norm" in one_line_error("eval", "--from", tmp_path / "gap.safetensors")
+                              pre_norm=True)  # CLIP's norm before the blocks: not among the parts vit builds
+    save_file(model.state_dict(), str(tmp_path / "clip.safetensors"))
+    assert "norm_pre" in one_line_error("eval", "--from", tmp_path / "clip.safetensors")
 
 
 def test_a_config_json_of_another_tool_does_not_hide_the_shapes(tmp_path):

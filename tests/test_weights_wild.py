@@ -189,3 +189,70 @@ def test_vit_eval_reproduces_the_torchvision_models_own_accuracy(tmp_path):
     assert report["top1"] == right / len(items)
     # Without the model's own normalisation (data.norm's [-1, 1]) the same images are predicted otherwise.
     assert _eval_json(*args)["confusion_matrix"]["counts"] != confusion
+
+
+# -- every ViT timm's VisionTransformer builds -------------------------------------------------------------
+TIMM_TINY = {"img_size": 28, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}
+SMALL_BATCH = BATCH[:2]
+
+
+@pytest.mark.parametrize(("arch", "kwargs", "expect"), [
+    ("vit_tiny_patch16_224", {"global_pool": "avg", "class_token": False, "fc_norm": True}, {"fc_norm": True}),
+    ("vit_tiny_patch16_224", {"init_values": 1e-5}, {"init_values": 1e-5}),
+    ("vit_tiny_patch16_224", {"reg_tokens": 4}, {"reg_tokens": 4}),
+    ("vit_tiny_patch16_224", {"reg_tokens": 2, "no_embed_class": True, "init_values": 0.1},
+     {"reg_tokens": 2, "no_embed_class": True}),
+    ("deit_tiny_distilled_patch16_224", {}, {"distilled": True}),
+], ids=["mae-gap-fc-norm", "layer-scale", "registers", "deit3-registers-no-embed-class", "deit-distilled"])
+def test_timm_vits_load_with_equal_logits(tmp_path, arch, kwargs, expect):
+    import timm
+    from safetensors.torch import save_file
+
+    src = randomise(timm.create_model(arch, num_classes=5, **TIMM_TINY, **kwargs))
+    save_file(src.state_dict(), str(tmp_path / "model.safetensors"))
+    source = reader.read(tmp_path / "model.safetensors")
+    assert {k: source.model.get(k) for k in expect} == expect
+    with torch.no_grad():
+        assert max_diff(forward(source, "model.heads=2", x=SMALL_BATCH), src(SMALL_BATCH)) <= 1e-4
+
+
+def test_a_distilled_deit_finetunes_with_new_heads_and_resampled_positions(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from vitcli.models import build_model
+    from vitcli.weights.fit import load_weights
+
+    src = randomise(timm.create_model("deit_tiny_distilled_patch16_224", num_classes=5, **TIMM_TINY))
+    save_file(src.state_dict(), str(tmp_path / "deit.safetensors"))
+    source = reader.read(tmp_path / "deit.safetensors")
+    cfg = assembly.from_checkpoint(source, None, ["data.source=builtin:digits"], ["model.res=32", "model.heads=2"],
+                                   assembly.FINETUNE)
+    assert cfg.model.distilled and cfg.model.head_init == "zero"
+    model = build_model(cfg.model, 3)
+    notes = load_weights(model, source.state_dict, drop_head=True, log=lambda _: None)
+    assert any("7x7 -> 8x8" in n for n in notes) and any("head not loaded: 4 tensors" in n for n in notes)
+    assert not model.head_dist.weight.detach().any()  # both heads start at zero
+    assert torch.equal(model.dist_token, src.dist_token)
+
+
+@pytest.mark.parametrize("kwargs", [{"reg_tokens": 2, "init_values": 0.1}, {"distilled": True}],
+                         ids=["registers-layer-scale", "distilled"])
+def test_timm_parts_export_to_timm_and_load_there(tmp_path, kwargs):
+    import timm
+
+    from vitcli.models import build_model, describe
+    from vitcli.recipe.config import ModelCfg
+    from vitcli.weights.convert import export
+
+    cfg = ModelCfg(name="Ti/4", res=(16, 16), width=32, depth=2, heads=2, mlp_dim=64, **kwargs)
+    model = randomise(build_model(cfg, 3))
+    source = reader.Pretrained(tmp_path / "x", dict(model.state_dict()), model=describe(cfg, 3),
+                               recipe={"data": {"norm": "paper"}})
+    export(source, "timm", tmp_path / "timm")
+    loaded = timm.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=True).eval()
+    x = SMALL_BATCH[..., :16, :16]
+    with torch.no_grad():
+        assert max_diff(loaded(x), model(x)) <= 1e-5
+    with pytest.raises(Exception, match="cannot be carried"):
+        export(source, "hf", tmp_path / "hf")

@@ -14,6 +14,7 @@ import timm
 import torch
 from timm.layers import HybridEmbed, StdConv2dSame, trunc_normal_
 from timm.models.resnetv2 import ResNetV2
+from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -133,10 +134,21 @@ class ViT(PositionTables, VisionTransformer):
         return x if pre_logits else self.head(x)
 
 
+class DistilledViT(ViT, VisionTransformerDistilled):
+    """DeiT's distilled ViT on vit's model: a distillation token after the class token and a second head on
+    it; the output is the mean of both heads, as DeiT evaluates (timm's `VisionTransformerDistilled`)."""
+
+    forward_head = VisionTransformerDistilled.forward_head
+
+
 def _init_linear(layer: nn.Linear) -> None:
     # Same scheme timm uses for every other Linear of the model, so a fresh model is uniform.
     trunc_normal_(layer.weight, std=0.02)
     nn.init.zeros_(layer.bias)
+
+
+# ModelCfg's parts of timm's other ViTs and their "off" values: a description names only those switched on.
+EXTRAS = {"fc_norm": False, "init_values": None, "reg_tokens": 0, "no_embed_class": False, "distilled": False}
 
 
 def timm_kwargs(v: Variant, cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
@@ -160,9 +172,13 @@ def timm_kwargs(v: Variant, cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
         "global_pool": "token" if token else "avg",
         "class_token": token,
         **({"in_chans": cfg.in_chans} if cfg.in_chans != 3 else {}),
-        # The paper's GAP normalises all tokens and then averages (timm's default for avg is the reverse).
-        "fc_norm": False,
+        # The paper's GAP normalises all tokens and then averages (timm's default for avg is the reverse,
+        # fc_norm, which MAE's checkpoints have).
+        "fc_norm": cfg.fc_norm,
         **({"pos_embed": "none"} if cfg.posemb == "none" else {}),
+        **({"init_values": cfg.init_values} if cfg.init_values else {}),
+        **({"reg_tokens": cfg.reg_tokens} if cfg.reg_tokens else {}),
+        **({"no_embed_class": True} if cfg.no_embed_class else {}),
     }
 
 
@@ -194,7 +210,7 @@ def build_model(cfg: ModelCfg, num_classes: int) -> ViT:
     problem = posemb_problem(cfg.posemb, cfg.posemb_where, v.width)
     if problem:
         raise RecipeError(problem)
-    model = ViT(
+    model = (DistilledViT if cfg.distilled else ViT)(
         representation_size=cfg.representation_size,
         posemb=cfg.posemb,
         posemb_where=cfg.posemb_where,
@@ -208,17 +224,21 @@ def build_model(cfg: ModelCfg, num_classes: int) -> ViT:
     )
     if cfg.head_init == "zero" and num_classes > 0:
         with torch.no_grad():
-            model.head.weight.zero_()
-            model.head.bias.fill_(cfg.head_bias)
+            for head in (model.head, getattr(model, "head_dist", None)):
+                if head is not None:
+                    head.weight.zero_()
+                    head.bias.fill_(cfg.head_bias)
     return model
 
 
-def _timm_name(v: Variant, res: tuple[int, int]) -> str:
+def _timm_name(v: Variant, res: tuple[int, int], distilled: bool = False) -> str:
     """The closest registered timm name; `timm_kwargs` pins every dimension, so the name only sets the
-    architecture family (plain or the R50 backbone with the right stage count)."""
+    architecture family (plain, DeiT's distilled class, or the R50 backbone with the right stage count)."""
     size = timm_family(v)
     r = 384 if res == (384, 384) else 224
-    if v.hybrid:
+    if distilled:
+        name, fallback = f"deit_{size}_distilled_patch16_{r}", "deit_base_distilled_patch16_224"
+    elif v.hybrid:
         name = f"vit_{size}_r50_s{v.patch}_{r}"
         fallback = "vit_base_r50_s16_224" if v.patch == 16 else "vit_large_r50_s32_224"
     else:
@@ -252,8 +272,9 @@ def describe(cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
         "posemb_where": cfg.posemb_where,
         "norm_eps": cfg.norm_eps,
         **({"in_chans": cfg.in_chans} if cfg.in_chans != 3 else {}),  # absent: RGB, as before it could vary
+        **{key: getattr(cfg, key) for key, off in EXTRAS.items() if getattr(cfg, key) != off},
         "num_classes": num_classes,
-        "timm_name": _timm_name(v, cfg.res),
+        "timm_name": _timm_name(v, cfg.res, cfg.distilled),
         "timm_kwargs": timm_kwargs(v, cfg, num_classes),
     }
 

@@ -35,7 +35,8 @@ PRECEDENCE = (
 
 # Model fields that define the architecture: they come from the checkpoint when it records them.
 _ARCH_KEYS = ("name", "width", "depth", "heads", "mlp_dim", "patch", "pool", "representation_size", "posemb",
-              "posemb_where", "norm_eps", "in_chans")
+              "posemb_where", "norm_eps", "in_chans", "fc_norm", "init_values", "reg_tokens", "no_embed_class",
+              "distilled")
 FINETUNE_DEFAULT = SHIPPED / "finetune" / "default.yaml"
 
 

@@ -50,6 +50,16 @@ class ModelCfg:
     # Input channels (timm's name): 3 reads images as RGB, 1 as grayscale (PIL's "L"); read from a
     # checkpoint's patch embedding.
     in_chans: int = 3
+    # Parts of the other ViTs timm builds (timm's names), read from a checkpoint's keys; off in the paper's
+    # ViT. fc_norm: GAP with the norm after pooling (MAE); init_values: layer scale's initial value
+    # (DeiT III, CaiT); reg_tokens: register tokens after the class token; no_embed_class: the position
+    # table covers the patches only; distilled: DeiT's distillation token and second head (the output
+    # is the mean of both heads).
+    fc_norm: bool = False
+    init_values: float | None = None
+    reg_tokens: int = 0
+    no_embed_class: bool = False
+    distilled: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

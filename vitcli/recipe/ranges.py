@@ -146,6 +146,12 @@ def _check_data(cfg: RecipeCfg, bad: Bad) -> None:
     _interval(bad, {"data.mixup": d.mixup, "data.cutmix": d.cutmix}, 0, 1e3)
     _interval(bad, {"data.workers": d.workers}, 0, 256)
     _interval(bad, {"data.num_classes": d.num_classes}, 1, MAX_CLASSES)
+    _interval(bad, {"model.reg_tokens": m.reg_tokens}, 0, 64)
+    if m.init_values is not None and not (math.isfinite(m.init_values) and m.init_values > 0):
+        raise bad("model.init_values", f"{m.init_values}: valid: a positive number (layer scale's start), or null")
+    if m.distilled and (m.pool != "token" or m.reg_tokens or m.representation_size or m.posemb != "learned"):
+        raise bad("model.distilled", "DeiT's distillation token needs model.pool token, a learned posemb, no "
+                  "reg_tokens and no representation_size (timm builds no other distilled ViT)")
     if m.in_chans not in (1, 3):
         raise bad("model.in_chans", f"{m.in_chans} channels cannot be read from images; valid: 1 (grayscale, L) "
                   "or 3 (RGB)")

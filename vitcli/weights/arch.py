@@ -24,24 +24,20 @@ log = logging.getLogger(__name__)
 
 # Parts of other timm ViT families that `vit`'s model does not have: (key fragment, what it is).
 _FOREIGN = (
-    ("reg_token", "register tokens"),
     ("norm_pre.", "a pre-norm (CLIP-style norm_pre)"),
-    (".ls1.", "layer scale (DeiT III / CaiT-style ls1, ls2)"),
     ("attn_pool.", "an attention-pooling (MAP) head"),
-    ("fc_norm.", "timm's GAP with a norm after pooling (fc_norm)"),
     (".q_norm.", "query/key normalisation"),
-    ("dist_token", "a distillation token (DeiT)"),
-    ("head_dist.", "a distillation head (DeiT)"),
 )
 
 
 _ARCH = ("name", "width", "depth", "heads", "mlp_dim", "pool", "representation_size")
+_EXTRAS = ("in_chans", "fc_norm", "init_values", "reg_tokens", "no_embed_class", "distilled")
 
 
 def model_cfg(desc: dict, **changes) -> ModelCfg:
     """The ModelCfg that builds the model a description (`vitcli.models.describe`) describes."""
     fields = {k: desc[k] for k in _ARCH}
-    for key in ("posemb", "posemb_where", "norm_eps", "in_chans"):  # older descriptions lack them: the defaults
+    for key in ("posemb", "posemb_where", "norm_eps", *_EXTRAS):  # older descriptions lack them: the defaults
         if key in desc:
             fields[key] = desc[key]
     fields.update(changes)
@@ -75,12 +71,13 @@ def _guess_heads(width: int, where: str) -> int:
 
 def describe_dims(*, width: int, depth: int, heads: int, mlp_dim: int, patch: int, hybrid: str | None,
                   res: tuple[int, int], pool: str, representation_size: int | None, num_classes: int,
-                  where: str, norm_eps: float = 1e-6, in_chans: int = 3) -> dict:
-    """The model description (`vitcli.models.describe`) of a ViT of these dimensions."""
+                  where: str, **extras) -> dict:
+    """The model description (`vitcli.models.describe`) of a ViT of these dimensions; `extras` are the
+    ModelCfg fields of timm's other ViTs (in_chans, fc_norm, init_values, reg_tokens, ...)."""
     fam = family_for(width, depth)
     name = f"{'R50+' if hybrid else ''}{fam}/{patch}"
     cfg = ModelCfg(name=name, res=tuple(res), pool=pool, representation_size=representation_size,
-                   width=width, depth=depth, heads=heads, mlp_dim=mlp_dim, norm_eps=norm_eps, in_chans=in_chans)
+                   width=width, depth=depth, heads=heads, mlp_dim=mlp_dim, **extras)
     try:
         return describe(cfg, num_classes)
     except RecipeError as exc:  # e.g. an MLP size timm cannot express, or a width the heads do not divide
@@ -108,6 +105,26 @@ def _backbone_patch(sd: dict[str, torch.Tensor], where: str) -> int:
                           f"R50 hybrids only ({', '.join(f'{v} for stride {k}' for k, v in R50_LAYERS.items())})")
 
 
+def _patches_only(rows: int, prefix: int, res: tuple[int, int] | None, patch: int) -> bool:
+    """Whether a position table of `rows` has no rows for the `prefix` tokens (timm's no_embed_class)."""
+    if res is not None:
+        return rows == (res[0] // patch) * (res[1] // patch)
+    square = lambda n: n >= 0 and math.isqrt(n) ** 2 == n  # noqa: E731
+    return square(rows) and not square(rows - prefix)
+
+
+def _extras(sd: dict[str, torch.Tensor], hybrid: str | None) -> dict:
+    """The parts of timm's other ViTs a state dict has, as ModelCfg fields (only those that are on)."""
+    stem = sd.get("patch_embed.backbone.stem.conv.weight") if hybrid else sd.get("patch_embed.proj.weight")
+    reg = sd.get("reg_token")
+    extras = {"in_chans": int(stem.shape[1]) if stem is not None and stem.ndim == 4 else 3,
+              "fc_norm": "fc_norm.weight" in sd, "distilled": "dist_token" in sd,
+              "reg_tokens": int(reg.shape[1]) if reg is not None and reg.ndim == 3 else 0,
+              # layer scale's values are in the weights; its initial value only matters for training
+              "init_values": 1e-5 if any(".ls1." in k for k in sd) else None}
+    return {k: v for k, v in extras.items() if v not in (False, None, 0) and not (k == "in_chans" and v == 3)}
+
+
 def from_state_dict(sd: dict[str, torch.Tensor], where: str, *, heads: int | None = None,
                     res: tuple[int, int] | None = None) -> dict | None:
     """Describe the ViT that a timm-named state dict holds (heads and resolution when known otherwise).
@@ -129,8 +146,13 @@ def from_state_dict(sd: dict[str, torch.Tensor], where: str, *, heads: int | Non
     if depth == 0 or fc1 is None:
         raise CheckpointError(f"{where}: no transformer blocks (blocks.0.mlp.fc1.weight) in the weights")
     token = "cls_token" in sd
-    patches = int(pos.shape[1]) - int(token)
-    side = math.isqrt(patches)
+    extras = _extras(sd, hybrid)
+    prefix = int(token) + int(extras.get("distilled", False)) + extras.get("reg_tokens", 0)
+    rows = int(pos.shape[1])
+    if prefix and _patches_only(rows, prefix, res, patch):
+        extras["no_embed_class"] = True  # the table covers the patches only (DeiT III, big_vision)
+    patches = rows - (0 if extras.get("no_embed_class") else prefix)
+    side = math.isqrt(max(patches, 0))
     if res is None:
         if side * side != patches:
             raise CheckpointError(f"{where}: {patches} position embeddings are not a square grid; give the "
@@ -140,13 +162,11 @@ def from_state_dict(sd: dict[str, torch.Tensor], where: str, *, heads: int | Non
     head = sd.get("head.weight")
     heads = heads or default_heads(width, depth, where)
     guessed = heads is None
-    stem = sd.get("patch_embed.backbone.stem.conv.weight") if hybrid else proj
     desc = describe_dims(
         width=width, depth=depth, heads=heads or _guess_heads(width, where), mlp_dim=int(fc1.shape[0]),
         patch=patch, hybrid=hybrid, res=res, pool="token" if token else "gap",
         representation_size=int(pre.shape[0]) if pre is not None else None,
-        num_classes=int(head.shape[0]) if head is not None and head.ndim == 2 else 0, where=where,
-        in_chans=int(stem.shape[1]) if stem is not None and stem.ndim == 4 else 3)
+        num_classes=int(head.shape[0]) if head is not None and head.ndim == 2 else 0, where=where, **extras)
     return {**desc, "guessed": ["heads"]} if guessed else desc
 
 

@@ -20,7 +20,7 @@ from vitcli.errors import CheckpointError, RunError
 from vitcli.files import atomic_write, check_regular, read_bytes, write_json
 from vitcli.models import build_model, describe
 from vitcli.models.positions import not_in_timm, not_in_transformers
-from vitcli.models.vit import TIMM_EPS
+from vitcli.models.vit import EXTRAS, TIMM_EPS
 from vitcli.weights import hf, remote
 from vitcli.weights.arch import model_cfg
 from vitcli.weights.model_card import write_model_card
@@ -135,6 +135,10 @@ def _hf(model, desc, state, labels, data, out: Path) -> tuple[list[str], str | N
     if missing:
         raise CheckpointError(f"--format hf: {missing} cannot be carried: transformers' ViT has one learned "
                               "position table, added after the stem; export --format onnx")
+    extra = next((k for k in EXTRAS if k in desc), None)
+    if extra is not None:
+        raise CheckpointError(f"--format hf: model.{extra} cannot be carried: transformers' ViT has no such part; "
+                              "export --format timm or onnx")
     dropped = None
     if desc["representation_size"] and desc["num_classes"]:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}

@@ -17,7 +17,7 @@ from vitcli.errors import CheckpointError
 from vitcli.models.masked import is_pretraining_key
 from vitcli.models.posemb import resample_posemb, square_grid
 
-HEAD_PREFIXES = ("head.", "pre_logits.")
+HEAD_PREFIXES = ("head.", "pre_logits.", "head_dist.")
 _SHOWN = 5  # keys named per kind of problem; more are counted
 
 
@@ -31,7 +31,7 @@ def _fmt(grid: tuple[int, int]) -> str:
 
 def _num_prefix(sd: dict[str, torch.Tensor]) -> int:
     """Tokens the checkpoint puts before the patches (class and register tokens)."""
-    return sum(sd[k].shape[1] for k in ("cls_token", "reg_token") if k in sd and sd[k].ndim == 3)
+    return sum(sd[k].shape[1] for k in ("cls_token", "dist_token", "reg_token") if k in sd and sd[k].ndim == 3)
 
 
 def _resample(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -232,7 +233,16 @@ def _recipe(data: dict, key: str, path: Path) -> dict | None:
 # What a vit model description holds, by type (`vitcli.models.describe`): checked on read, so a damaged
 # or hand-made file is one line here rather than a TypeError deep in resampling or variant parsing.
 _DESC_TYPES = {"name": str, "variant": str, "pool": str, "timm_name": str, "patch": int, "width": int, "depth": int,
-               "heads": int, "mlp_dim": int, "num_classes": int, "representation_size": int, "in_chans": int}
+               "heads": int, "mlp_dim": int, "num_classes": int, "representation_size": int, "in_chans": int,
+               "reg_tokens": int, "fc_norm": bool, "no_embed_class": bool, "distilled": bool, "init_values": float}
+
+
+def _typed(field: str, kind: type, value) -> bool:
+    if kind is bool or kind is str:
+        return type(value) is kind
+    if kind is float:
+        return type(value) in (int, float) and math.isfinite(value) and value > 0
+    return type(value) is int and value >= (0 if field in ("num_classes", "reg_tokens") else 1)
 
 
 def _model_desc(data: dict, key: str, path: Path) -> dict | None:
@@ -240,10 +250,10 @@ def _model_desc(data: dict, key: str, path: Path) -> dict | None:
     desc = _mapping(data, key, path)
     for field, kind in _DESC_TYPES.items():
         value = (desc or {}).get(field)
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)
-                                  or (kind is int and value < (0 if field == "num_classes" else 1))):
-            want = "text" if kind is str else "a positive whole number"
-            raise CheckpointError(f"{path}: {key}.{field}: expected {want}, got {value!r}"[:300])
+        if value is None or _typed(field, kind, value):
+            continue
+        want = {str: "text", bool: "true or false", float: "a positive number"}.get(kind, "a positive whole number")
+        raise CheckpointError(f"{path}: {key}.{field}: expected {want}, got {value!r}"[:300])
     res = (desc or {}).get("res")
     sides = [res] if not isinstance(res, list) else res
     if res is not None and not (len(sides) in (1, 2) and all(type(v) is int and v > 0 for v in sides)):
