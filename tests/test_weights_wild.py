@@ -256,3 +256,28 @@ def test_timm_parts_export_to_timm_and_load_there(tmp_path, kwargs):
         assert max_diff(loaded(x), model(x)) <= 1e-5
     with pytest.raises(Exception, match="cannot be carried"):
         export(source, "hf", tmp_path / "hf")
+
+
+@pytest.mark.parametrize("rep", [None, 24])
+def test_export_to_torchvision_loads_there_with_equal_logits(tmp_path, rep):
+    import json
+
+    from torchvision.models import VisionTransformer
+
+    from vitcli.models import build_model, describe
+    from vitcli.recipe.config import ModelCfg
+    from vitcli.weights.convert import export
+
+    cfg = ModelCfg(name="Ti/4", res=(16, 16), width=32, depth=2, heads=2, mlp_dim=64, representation_size=rep)
+    model = randomise(build_model(cfg, 3))
+    source = reader.Pretrained(tmp_path / "x", dict(model.state_dict()), model=describe(cfg, 3),
+                               recipe={"data": {"norm": "imagenet"}})
+    export(source, "torchvision", tmp_path / "tv")
+    config = json.loads((tmp_path / "tv" / "config.json").read_text())
+    assert config["mean"] == [0.485, 0.456, 0.406]
+    tv = VisionTransformer(**config["torchvision_VisionTransformer"])
+    tv.load_state_dict(torch.load(tmp_path / "tv" / "model.pth", weights_only=True))  # strict: every key
+    x = SMALL_BATCH[..., :16, :16]
+    with torch.no_grad():
+        assert max_diff(tv.eval()(x), model(x)) <= 1e-5
+        assert max_diff(forward(reader.read(tmp_path / "tv" / "model.pth"), "model.heads=2", x=x), model(x)) <= 1e-5

@@ -79,7 +79,8 @@ def recipe_check(paths: Annotated[list[Path], typer.Argument(
 def export_cmd(from_: Annotated[str, typer.Argument(
         help="What to export: a run directory or any --from checkpoint (file, folder or hub name).",
         show_default=False, metavar="RUN")],
-               fmt: Annotated[str, typer.Option("--format", help="timm, hf (transformers) or onnx.")] = "timm",
+               fmt: Annotated[str, typer.Option(
+                   "--format", help="timm, hf (transformers), onnx or torchvision.")] = "timm",
                out: Annotated[Optional[Path], typer.Option(
                    "--out", "-o", help="New directory to write into. Default: RUN-FORMAT beside the run.",
                    show_default=False)] = None,
@@ -89,6 +90,7 @@ def export_cmd(from_: Annotated[str, typer.Argument(
     [b]timm[/b]: timm.create_model('local-dir:OUT', pretrained=True) builds it.
     [b]hf[/b]: transformers.ViTForImageClassification.from_pretrained(OUT) loads it; a pre-logits layer becomes the pooler.
     [b]onnx[/b]: onnxruntime runs it (needs pip install 'vitcli\\[export]').
+    [b]torchvision[/b]: torchvision.models.VisionTransformer(**config['torchvision_VisionTransformer']) loads model.pth.
     What a format cannot hold is named in one line.
 
     [b]Examples[/b]:

@@ -4,7 +4,8 @@ What a format cannot hold is left out and named in one line, or, when nothing us
 refused: timm's ViT has no tanh pre-logits layer (the backbone is written without it and its head);
 transformers' classifier reads the class token without the pooler, so a head on a pre-logits layer
 cannot follow it (the pre-logits layer is written as the pooler of a `ViTModel`); transformers' ViT has
-no GAP and no ResNet hybrid. ONNX holds the whole model. Everything is written into `out` only.
+no GAP and no ResNet hybrid. ONNX holds the whole model. torchvision's VisionTransformer is the paper's
+plain class-token ViT (its `heads.pre_logits` is the tanh layer). Everything is written into `out` only.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from vitcli.files import atomic_write, check_regular, read_bytes, write_json
 from vitcli.models import build_model, describe
 from vitcli.models.positions import not_in_timm, not_in_transformers
 from vitcli.models.vit import EXTRAS, TIMM_EPS
-from vitcli.weights import hf, remote
+from vitcli.weights import hf, layouts, remote
 from vitcli.weights.arch import model_cfg
 from vitcli.weights.model_card import write_model_card
 from vitcli.weights.run_model import norm_values, timm_config
 from vitcli.weights.reader import LABEL_NAMES, Pretrained
 from vitcli.weights.serialization import write_safetensors
 
-FORMATS = ("timm", "hf", "onnx")
+FORMATS = ("timm", "hf", "onnx", "torchvision")
 _PIL_BILINEAR = 2  # transformers' image processors take PIL resampling codes
 
 
@@ -69,9 +70,9 @@ def export(source: Pretrained, fmt: str, out: Path, *, weights: str = "ema") -> 
     model, desc, state = _model(source, weights)
     _prepare(out)
     data = (source.recipe or {}).get("data", {}) or {}
-    writer = {"timm": _timm, "hf": _hf, "onnx": _onnx}[fmt]
+    writer = {"timm": _timm, "hf": _hf, "onnx": _onnx, "torchvision": _torchvision}[fmt]
     files, dropped = writer(model, desc, state, source.label_names, data, out)
-    library = {"timm": "timm", "hf": "transformers", "onnx": "onnx"}[fmt]
+    library = {"timm": "timm", "hf": "transformers", "onnx": "onnx", "torchvision": "pytorch"}[fmt]
     write_model_card(out, name=out.name, model=desc, recipe=source.recipe, results=_run_results(source),
                      label_names=source.label_names, command=None, library=library,
                      note=f"Exported by `vit export --format {fmt}` from `{source.path}`"
@@ -158,6 +159,35 @@ def _hf(model, desc, state, labels, data, out: Path) -> tuple[list[str], str | N
         "resample": _PIL_BILINEAR, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
         "image_mean": mean, "image_std": std})
     return ["model.safetensors", "config.json", "preprocessor_config.json"], dropped
+
+
+def _torchvision(model, desc, state, labels, data, out: Path) -> tuple[list[str], str | None]:
+    """model.pth for torchvision's VisionTransformer, and config.json with its constructor's arguments."""
+    if not desc["num_classes"]:
+        raise CheckpointError("--format torchvision: a headless backbone cannot be carried: torchvision's "
+                              "VisionTransformer always has a head; export --format timm or onnx")
+    plain = {"pool": "token", "hybrid": None, "norm_eps": TIMM_EPS}  # torchvision's LayerNorms use 1e-6
+    refused = next((f"model.{k} {desc.get(k)!r}" for k, v in plain.items() if desc.get(k, v) != v), None)
+    refused = refused or not_in_transformers(desc) or next((f"model.{k}" for k in EXTRAS if k in desc), None)
+    if refused is not None:
+        raise CheckpointError(f"--format torchvision: {refused} cannot be carried: torchvision's VisionTransformer "
+                              "is the paper's plain class-token ViT; export --format timm or onnx")
+    buffer = io.BytesIO()
+    torch.save({k: v.contiguous() for k, v in layouts.to_torchvision(state).items()}, buffer)
+    atomic_write(out / "model.pth", lambda f: f.write(buffer.getvalue()))
+    mean, std = norm_values(data, desc.get("in_chans", 3))
+    height, width = desc["res"]
+    write_json(out / "config.json", {
+        "torchvision_VisionTransformer": {
+            "image_size": height, "patch_size": desc["patch"], "num_layers": desc["depth"],
+            "num_heads": desc["heads"], "hidden_dim": desc["width"], "mlp_dim": desc["mlp_dim"],
+            "num_classes": desc["num_classes"], "representation_size": desc["representation_size"]},
+        "in_chans": desc.get("in_chans", 3), "mean": mean, "std": std, LABEL_NAMES: labels})
+    dropped = None if height == width else "nothing, but torchvision's ViT takes square images only"
+    if desc.get("in_chans", 3) != 3:
+        dropped = ("nothing, but torchvision builds conv_proj with 3 input channels: replace it with "
+                   f"Conv2d({desc['in_chans']}, hidden_dim, patch_size, stride=patch_size) before loading")
+    return ["model.pth", "config.json"], dropped
 
 
 def _onnx(model, desc, state, labels, data, out: Path) -> tuple[list[str], str | None]:

@@ -147,3 +147,19 @@ def from_torchvision(sd: dict[str, torch.Tensor], path: Path) -> dict[str, torch
         raise CheckpointError(f"{path}: tensors that torchvision's VisionTransformer does not have: "
                               f"{', '.join(unknown[:_SHOWN])}{' ...' if len(unknown) > _SHOWN else ''}")
     return out
+
+
+def to_torchvision(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A plain ViT's timm-named tensors in torchvision's `VisionTransformer` names (the inverse of
+    `from_torchvision`; its current MLP names, mlp.0 and mlp.3)."""
+    top = {timm_name: tv for tv, timm_name in _TV_TOP.items()}
+    block = {timm_name: tv for tv, timm_name in _TV_BLOCK.items() if not tv.startswith("mlp.linear")}
+    out = {}
+    for key, value in sd.items():
+        if key in top:
+            out[top[key]] = value
+            continue
+        _, index, name = key.split(".", 2)
+        part = next(p for p in block if name == p or name.startswith(p + "."))
+        out[f"{_TV_LAYER}{index}.{block[part]}{name[len(part):]}"] = value
+    return out
