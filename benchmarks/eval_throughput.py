@@ -48,7 +48,7 @@ def run_model(name: str, precision: str, args, tmp: Path) -> dict:
     model = timm.create_model(TIMM[name], num_classes=1000).eval()
     split = stand_in_split(tmp / name.replace("/", ""), args.batch * args.batches, args.res)
     evaluator = ClassificationEvaluator(split, DataCfg(source="stand-in", train_crop="resize"),
-                                        (args.res, args.res), args.batch, rt)
+                                        (args.res, args.res), args.batch, rt, channels=3)
     evaluator.run(model)  # builds the decode-once cache, untimed
     x = torch.randn(args.batch, 3, args.res, args.res)
     batches = [(x, torch.zeros(args.batch, dtype=torch.long))] * args.batches

@@ -1,5 +1,5 @@
 """A 1-channel (grayscale) model through every command: pretrain, fine-tune at a higher resolution,
-evaluate, predict, export to timm and onnx. Images are read as PIL's "L"; predict's top-1 is eval's."""
+evaluate, predict, few-shot, inspect, export to timm and onnx. Images are read as PIL's "L"; predict's top-1 is eval's."""
 
 from __future__ import annotations
 
@@ -65,6 +65,8 @@ def test_a_grayscale_model_through_every_command(grey_folder, tmp_path):
     right = sum(Path(row["path"]).parent.name == row["top"][0]["label"] for row in predicted["predictions"])
     assert right / len(predicted["predictions"]) == report["top1"]
 
+    few = invoke("fewshot", "--from", tmp_path / "ft", "--shots", "2", "--seeds", "1", "--json")
+    assert few.exit_code == 0, few.output
     shown = invoke("inspect", "--from", tmp_path / "ft", "--images", grey_folder / "test" / "left" / "0.png",
                    "--out", tmp_path / "inspect")
     assert shown.exit_code == 0, shown.output

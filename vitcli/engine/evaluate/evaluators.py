@@ -54,7 +54,8 @@ class ClassificationEvaluator:
     per_class_precision: dict[str, float] = field(default_factory=dict)
     confusion: list[list[int]] | None = None  # [true][predicted] counts of the last run
     progress: Reporter = field(default_factory=_quiet)
-    channels: int = 3  # model.in_chans: images are read as RGB (3) or grey (1)
+    # model.in_chans: images are read as RGB (3) or grey (1); required, so no caller can forget it
+    channels: int = field(kw_only=True)
 
     def __post_init__(self) -> None:
         check_labels(self.split)  # before training starts, not at its end
@@ -104,7 +105,8 @@ class FewshotEvaluator:
     log: Callable[[str], object] | None = None  # progress lines (vit fewshot); silent inside training
     details: dict = field(default_factory=dict)
     progress: Reporter = field(default_factory=_quiet)
-    channels: int = 3  # model.in_chans: images are read as RGB (3) or grey (1)
+    # model.in_chans: images are read as RGB (3) or grey (1); required, so no caller can forget it
+    channels: int = field(kw_only=True)
 
     def __post_init__(self) -> None:
         # Labels and class sizes are read from the Arrow columns now: a class too small for the
@@ -155,7 +157,7 @@ class FewshotEvaluator:
         return feats, labels
 
 
-def lockstep(loader, model: nn.Module, rt: Runtime, res: tuple[int, int], channels: int = 3):
+def lockstep(loader, model: nn.Module, rt: Runtime, res: tuple[int, int], channels: int):
     """Yield the loader's batches; under FSDP2, pad shorter shards with empty batches.
 
     A sharded model gathers its parameters inside every forward, a collective: if one rank ran out of

@@ -76,7 +76,7 @@ def fewshot(cfg: RecipeCfg, source: reader.Pretrained, *, log: Reporter | None =
             cfg = with_splits(cfg, "fewshot", log.info)
         # Data first: splits, columns, labels and shots against class sizes are checked before the model.
         evaluator = FewshotEvaluator(fewshot_sets(cfg, log.info), cfg.fewshot, cfg.data, cfg.model.res, rt,
-                                     log=log.info, progress=log)
+                                     log=log.info, progress=log, channels=cfg.model.in_chans)
         model, resampled = model_from(cfg, source, log, need_head=False)
         evaluator.run(model.to(rt.device))
         rep = model.representation_size
