@@ -1,4 +1,4 @@
-"""The architecture's import rules (issue 23, DESIGN.md), checked on the source with `ast`.
+"""The architecture's import rules and size limits (issue 23, DESIGN.md), checked on the source with `ast`.
 
 Every import counts, a lazy one inside a function too. `from a.b import c` is read as `a.b.c`, so
 `from vitcli.engine import jobs` and `from vitcli.engine.jobs import train` both enter through jobs.
@@ -13,6 +13,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vitcli"
 LOWER_ENGINE = ("train", "evaluate", "persistence", "runtime")
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 50  # from the def line through the last line of the body
 
 
 def _sources() -> list[Path]:
@@ -51,7 +53,8 @@ def test_the_sources_are_found():
 
 
 def test_the_cli_enters_the_engine_only_through_jobs():
-    assert _offences(_where("cli"), lambda n: _within(n, "vitcli.engine") and not _within(n, "vitcli.engine.jobs")) == []
+    outside_jobs = lambda n: _within(n, "vitcli.engine") and not _within(n, "vitcli.engine.jobs")  # noqa: E731
+    assert _offences(_where("cli"), outside_jobs) == []
     # and it does use the door (a rule that matches nothing checks nothing)
     assert _offences(_where("cli"), lambda n: _within(n, "vitcli.engine.jobs"))
 
@@ -85,3 +88,19 @@ def test_nothing_imports_the_cli():
     entry = {PACKAGE / "__main__.py"}
     outside = [p for p in _sources() if p.relative_to(PACKAGE).parts[0] != "cli" and p not in entry]
     assert _offences(outside, lambda n: _within(n, "vitcli.cli")) == []
+
+
+def test_no_source_file_is_over_400_lines():
+    sizes = {str(p.relative_to(PACKAGE.parent)): len(p.read_text().splitlines()) for p in _sources()}
+    assert {path: n for path, n in sizes.items() if n > MAX_FILE_LINES} == {}
+
+
+def test_no_function_is_over_50_lines():
+    long = []
+    for path in _sources():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({lines} lines)")
+    assert long == []

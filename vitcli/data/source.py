@@ -85,15 +85,8 @@ def load_split(
     `labels=False` (self-supervised training) ignores any label column: the split gets a constant one
     (`UNLABELLED`, all 0, one class), so an image folder without class folders loads as well.
     """
-    if source.startswith("imagefolder:"):
-        ds, note = _image_folder(source, split, streaming)
-    else:
-        ds, note = _load(source, split, streaming), None
+    ds, note = _open(source, split, streaming)
     where = f"data.source {source!r} split {split!r}"
-    if not streaming and len(ds) == 0:
-        raise empty_split(source, split)
-    if ds.features is None:  # some streaming sources only know their schema once read
-        ds = ds._resolve_features()  # datasets' own way to learn it (reads the first example)
     features = ds.features
     image = _pick_column(features, image_column, IMAGE_COLUMNS, datasets.Image, "image", where)
     if not labels:
@@ -117,6 +110,20 @@ def load_split(
         split=split,
         note=note,
     )
+
+
+def _open(source: str, split: str, streaming: bool):
+    """The split's rows, never empty and with their features known, and for an image folder the note
+    saying what was read from it (None for other sources)."""
+    if source.startswith("imagefolder:"):
+        ds, note = _image_folder(source, split, streaming)
+    else:
+        ds, note = _load(source, split, streaming), None
+    if not streaming and len(ds) == 0:
+        raise empty_split(source, split)
+    if ds.features is None:  # some streaming sources only know their schema once read
+        ds = ds._resolve_features()  # datasets' own way to learn it (reads the first example)
+    return ds, note
 
 
 def _load(source: str, split: str, streaming: bool):

@@ -283,13 +283,7 @@ def fewshot_eval(
     shots = list(dict.fromkeys(int(k) for k in shots))
     l2_regs = list(dict.fromkeys(float(l2) for l2 in l2_regs))
     K = _num_classes(train_labels, num_classes)
-    test_labels = test_labels.to(torch.long)
-    bad = test_labels[(test_labels < 0) | (test_labels >= K)]
-    if bad.numel():
-        raise DataError(
-            f"labels missing from the few-shot training set: test label {int(bad[0])} is not among "
-            f"the training classes 0..{K - 1}"
-        )
+    test_labels = _checked_test_labels(test_labels, K)
     # Convert once here rather than once per (shot, seed) solve.
     test_feats = test_feats.to(torch.float64)
     accs: dict[tuple[int, float], list[float]] = {(k, l2): [] for k in shots for l2 in l2_regs}
@@ -301,6 +295,24 @@ def fewshot_eval(
             )
             for l2, acc in per_l2.items():
                 accs[(k, l2)].append(acc)
+    return _results(accs, shots, l2_regs)
+
+
+def _checked_test_labels(test_labels: Tensor, K: int) -> Tensor:
+    """The test labels as integers, each one of the K training classes (else a `DataError`)."""
+    test_labels = test_labels.to(torch.long)
+    bad = test_labels[(test_labels < 0) | (test_labels >= K)]
+    if bad.numel():
+        raise DataError(
+            f"labels missing from the few-shot training set: test label {int(bad[0])} is not among "
+            f"the training classes 0..{K - 1}"
+        )
+    return test_labels
+
+
+def _results(accs: dict[tuple[int, float], list[float]], shots: list[int], l2_regs: list[float]) -> dict[str, dict]:
+    """The accuracies per (shot count, regulariser) as `fewshot_eval` returns them: the first regulariser's
+    under `{k}shot`, and every one's under `{k}shot_l2={l2:g}` when there are several."""
     out: dict[str, dict] = {}
     for k in shots:
         out[f"{k}shot"] = _summary(accs[(k, l2_regs[0])], l2_regs[0])
