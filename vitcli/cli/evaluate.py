@@ -10,8 +10,8 @@ from rich.text import Text
 
 from vitcli.cli import tables
 from vitcli.cli.app import app
-from vitcli.cli.options import (DataOpt, EvalRecipeArg, FromOpt, IgnoreLabelsOpt, JsonOpt, ResOpt, SetOpt,
-                                SplitOpt, WeightsOpt)
+from vitcli.cli.options import (DataOpt, DpiOpt, EvalRecipeArg, FigureFormat, FigureFormatOpt, FromOpt,
+                                IgnoreLabelsOpt, JsonOpt, ResOpt, SetOpt, SplitOpt, WeightsOpt)
 from vitcli.cli.output import (best_weights, ema_note, emit, err_console, handle_errors, is_main_process, note,
                                reporter)
 from vitcli.errors import RecipeError, VitError
@@ -23,8 +23,9 @@ from vitcli.recipe import assembly
 def eval_cmd(path: EvalRecipeArg = None, from_: FromOpt = ..., data: DataOpt = None, split: SplitOpt = None,
              res: ResOpt = None, weights: WeightsOpt = None, ignore_labels: IgnoreLabelsOpt = False,
              sets: SetOpt = None,
-             out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for confusion_matrix.png.",
-                                                         show_default=False)] = None,
+             out: Annotated[Optional[Path], typer.Option(
+                 "--out", "-o", help="Folder for the confusion matrix figure and eval.json.",
+                 show_default=False)] = None, fig_format: FigureFormatOpt = FigureFormat.png, dpi: DpiOpt = 100,
              as_json: JsonOpt = False) -> None:
     """Evaluate a checkpoint: top-1, top-5, loss, per-class recall and precision, confusion matrix.
 
@@ -45,7 +46,8 @@ def eval_cmd(path: EvalRecipeArg = None, from_: FromOpt = ..., data: DataOpt = N
     source = reader.read(from_)
     options = assembly.recipe_overrides(res, {"data.source": data, "data.eval_split": split}, weights)
     cfg = assembly.from_checkpoint(source, path, options, sets or [], assembly.EVALUATE)
-    results = jobs.evaluate(cfg, source, ignore_labels=ignore_labels, out=out, log=reporter(as_json))
+    results = jobs.evaluate(cfg, source, ignore_labels=ignore_labels, out=out, log=reporter(as_json),
+                             fmt=FigureFormat(fig_format).value, dpi=dpi)
     ema_note(weights, results)
     emit(results, as_json, tables.eval_table)
 
@@ -151,6 +153,7 @@ def inspect_cmd(run: Annotated[Optional[Path], typer.Argument(
                                                             "inspection.json. Default: inspect/<name>.",
                                                             show_default=False)] = None,
                 res: ResOpt = None, weights: WeightsOpt = None, sets: SetOpt = None,
+                fig_format: FigureFormatOpt = FigureFormat.png, dpi: DpiOpt = 100,
                 as_json: JsonOpt = False) -> None:
     """Draw what a ViT learned (the paper's Figures 6 and 7) and a run's learning curves.
 
@@ -174,5 +177,6 @@ def inspect_cmd(run: Annotated[Optional[Path], typer.Argument(
     cfg = assembly.from_checkpoint(source, None, options, sets or [], assembly.INSPECT)
     name = (run or from_).resolve().name if (run or from_).is_dir() else (run or from_).stem
     report = jobs.inspect(cfg, source, Path(out or Path("inspect") / name), run_dir=run_dir, images=images,
-                          split=split, samples=samples, log=reporter(as_json))
+                          split=split, samples=samples, log=reporter(as_json), fmt=FigureFormat(fig_format).value,
+                          dpi=dpi)
     emit(tables.inspect_summary(report), as_json, tables.inspect_table)

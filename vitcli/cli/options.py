@@ -62,3 +62,16 @@ class LogFormat(str, Enum):
 LogFormatOpt = Annotated[LogFormat, typer.Option(
     "--log-format", help="text, or json: every log and progress line on stderr as one JSON object (for "
     "cluster log collectors).")]
+
+
+class FigureFormat(str, Enum):
+    """File format of vit inspect's and vit eval --out's figures."""
+
+    png = "png"
+    pdf = "pdf"
+    svg = "svg"
+
+
+FigureFormatOpt = Annotated[FigureFormat, typer.Option(
+    "--format", help="Figure file format: png, or pdf / svg (vector, for papers).")]
+DpiOpt = Annotated[int, typer.Option("--dpi", min=30, max=1200, help="Resolution of PNG figures.")]

@@ -1,15 +1,20 @@
-"""PNG figures of `vit inspect` and `vit eval --out`, drawn with matplotlib's Agg renderer.
+"""Figures of `vit inspect` and `vit eval --out` (PNG, PDF or SVG), drawn with matplotlib's Agg renderer.
 
 Figures are built as `matplotlib.figure.Figure` objects, never through pyplot: there is no global figure
 state and no GUI backend, so drawing works headless and in threads. Every figure has a fixed size in
-inches at `DPI`, so its pixel size is known (tests check it). The numbers come from `internals.py`.
+inches at `DPI` (or `style(dpi=...)`), so its pixel size is known (tests check it); text is at least 8 pt,
+readable at a paper's column width. User text (class names, file names) is drawn as plain text, never
+as mathematics. The numbers come from `internals.py`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import matplotlib
 
 import numpy as np
 import torch
@@ -19,14 +24,27 @@ from matplotlib.figure import Figure
 from vitcli.files import atomic_write
 
 DPI = 100
+FORMATS = ("png", "pdf", "svg")
+
+
+@contextlib.contextmanager
+def style(fmt: str = "png", dpi: int = DPI) -> Iterator[None]:
+    """Figures drawn inside are saved as `fmt` at `dpi`, with user text never parsed as mathtext."""
+    # Vector text stays text (editable, searchable in a paper): SVG text elements, TrueType fonts in PDF.
+    with matplotlib.rc_context({"savefig.format": fmt, "savefig.dpi": dpi, "text.parse_math": False,
+                                "font.size": 9, "svg.fonttype": "none", "pdf.fonttype": 42}):
+        yield
 
 
 def save(fig: Figure, path: Path) -> Path:
-    """Write `fig` as a PNG atomically (a crash leaves the old file or none, never half an image)."""
+    """Write `fig` atomically (a crash leaves the old file or none, never half an image), in the format
+    `style` chose (the suffix of `path` follows it); returns the path written."""
+    fmt = matplotlib.rcParams["savefig.format"]
+    path = Path(path).with_suffix(f".{fmt}")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
-    atomic_write(Path(path), lambda f: f.write(buffer.getvalue()))
-    return Path(path)
+    fig.savefig(buffer, format=fmt, dpi=matplotlib.rcParams["savefig.dpi"] if fmt == "png" else DPI)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return path
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -43,13 +61,13 @@ def embedding_filters(components: torch.Tensor, variance: torch.Tensor, what: st
     fig = Figure(figsize=(7, 1.1 * rows + 0.9))
     size = "x".join(map(str, components.shape[2:]))
     fig.suptitle(f"{what}: first {k} principal components ({size} px RGB)" + (f"\n{note}" if note else ""),
-                 fontsize=9)
+                 fontsize=10)
     for i in range(rows * cols):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.set_axis_off()
         if i < k:
             ax.imshow(_unit(components[i].permute(1, 2, 0).numpy()), interpolation="nearest")
-            ax.set_title(f"{100 * float(variance[i]):.1f}%", fontsize=7)
+            ax.set_title(f"{100 * float(variance[i]):.1f}%", fontsize=8)
     return save(fig, path)
 
 
@@ -67,12 +85,12 @@ def posemb_similarity(sim: torch.Tensor, path: Path, note: str = "") -> Path:
     ax = fig.add_subplot(1, 1, 1)
     image = ax.imshow(mosaic, cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
     ax.set_xticks([j * (cols + 1) + (cols - 1) / 2 for j in range(cols)], [str(j + 1) for j in range(cols)],
-                  fontsize=6)
+                  fontsize=8)
     ax.set_yticks([i * (rows + 1) + (rows - 1) / 2 for i in range(rows)], [str(i + 1) for i in range(rows)],
-                  fontsize=6)
+                  fontsize=8)
     ax.set_xlabel("input patch column")
     ax.set_ylabel("input patch row")
-    ax.set_title("Position embedding similarity" + (f"\n{note}" if note else ""), fontsize=9)
+    ax.set_title("Position embedding similarity" + (f"\n{note}" if note else ""), fontsize=10)
     fig.colorbar(image, ax=ax, label="cosine similarity", shrink=0.8)
     return save(fig, path)
 
@@ -91,11 +109,11 @@ def attention_distance(distance: torch.Tensor, images: int, path: Path, limit: f
     ax.set_ylabel("mean attention distance (pixels)")
     ax.set_xticks(range(1, layers + 1))
     ax.set_ylim(0, limit)
-    ax.set_title(f"Mean attention distance over {images} images" + (f"\n{note}" if note else ""), fontsize=9)
+    ax.set_title(f"Mean attention distance over {images} images" + (f"\n{note}" if note else ""), fontsize=10)
     if heads <= 16:
-        ax.legend(fontsize=6, ncol=2, loc="lower right")
+        ax.legend(fontsize=8, ncol=2, loc="lower right")
     else:
-        ax.legend(handles=ax.get_lines(), fontsize=6, loc="lower right")
+        ax.legend(handles=ax.get_lines(), fontsize=8, loc="lower right")
     fig.tight_layout()
     return save(fig, path)
 
@@ -111,11 +129,11 @@ def attention_maps(images: np.ndarray, maps: torch.Tensor, titles: Sequence[str]
     masks = F.interpolate(maps[:, None].float(), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
     masks = masks / masks.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
     fig = Figure(figsize=(1.6 * n, 3.9))
-    fig.suptitle("Attention rollout to the input" + (f"\n{note}" if note else ""), fontsize=9)
+    fig.suptitle("Attention rollout to the input" + (f"\n{note}" if note else ""), fontsize=10)
     for i in range(n):
         top, bottom = fig.add_subplot(2, n, i + 1), fig.add_subplot(2, n, n + i + 1)
         top.imshow(images[i])
-        top.set_title(titles[i], fontsize=7)
+        top.set_title(titles[i], fontsize=8)
         bottom.imshow((images[i] * masks[i].clamp(0, 1).numpy()[..., None]).astype(np.uint8))
         top.set_axis_off()
         bottom.set_axis_off()
@@ -124,9 +142,10 @@ def attention_maps(images: np.ndarray, maps: torch.Tensor, titles: Sequence[str]
 
 
 def learning_curves(rows: list[dict], path: Path, title: str = "") -> Path:
-    """Training loss, learning rate and evaluation top-1 against the step, from metrics.jsonl rows."""
+    """Training loss, learning rate and evaluation top-1 against the step, from metrics.jsonl rows: lines,
+    the noisy ones lightly smoothed (the raw values faint behind), a lone evaluation a marker with its value."""
     fig = Figure(figsize=(12, 3.6))
-    fig.suptitle(f"Learning curves{f' of {title}' if title else ''}", fontsize=9)
+    fig.suptitle(f"Learning curves{f' of {title}' if title else ''}", fontsize=10)
     panels = [("loss", ["loss"], "training loss"), ("lr", ["lr"], "learning rate"),
               ("top-1", ["eval/top1", "eval/ema_top1"], "evaluation top-1")]
     for i, (label, keys, name) in enumerate(panels):
@@ -134,40 +153,64 @@ def learning_curves(rows: list[dict], path: Path, title: str = "") -> Path:
         for key in keys:
             points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
             if points:
-                steps, values = zip(*points)
-                ax.plot(steps, values, marker="o" if len(points) < 12 else None, markersize=3,
-                        label=key.removeprefix("eval/"))
+                _curve(ax, points, key.removeprefix("eval/"), smooth=key == "loss")
         ax.set_xlabel("step")
         ax.set_ylabel(label)
-        ax.set_title(name, fontsize=9)
-        if ax.get_lines() and i == 2:
-            ax.legend(fontsize=7)
+        ax.set_title(name, fontsize=10)
+        smoothed = any("smoothed" in line.get_label() for line in ax.get_lines())
+        if ax.get_lines() and (i == 2 or smoothed):
+            ax.legend(fontsize=8)
         elif not ax.get_lines():
             ax.text(0.5, 0.5, "not logged yet", ha="center", va="center", transform=ax.transAxes, color="grey")
     fig.tight_layout()
     return save(fig, path)
 
 
+def _curve(ax, points: list[tuple[int, float]], label: str, smooth: bool) -> None:
+    steps, values = map(np.asarray, zip(*points))
+    if len(points) == 1:  # one evaluation: a marker that says its value, not an invisible line
+        ax.plot(steps, values, marker="o", linestyle="none", label=label)
+        ax.annotate(f"{values[0]:.4g}", (steps[0], values[0]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        return
+    if smooth and len(points) >= 20:
+        (raw,) = ax.plot(steps, values, alpha=0.25, linewidth=0.8)
+        ax.plot(steps, _ema(values, 0.8), color=raw.get_color(), linewidth=1.5, label=f"{label} (smoothed)")
+        return
+    ax.plot(steps, values, linewidth=1.5, marker="o" if len(points) < 12 else None, markersize=3, label=label)
+
+
+def _ema(values: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: an exponential moving average, debiased at the start."""
+    out, last, norm = np.empty_like(values, dtype=np.float64), 0.0, 0.0
+    for i, value in enumerate(values):
+        last, norm = weight * last + (1 - weight) * value, weight * norm + (1 - weight)
+        out[i] = last / norm
+    return out
+
+
 def confusion_matrix(counts: Sequence[Sequence[int]], names: Sequence[str], path: Path, title: str = "") -> Path:
-    """Counts of (true class, predicted class); names on the axes up to 40 classes, counts up to 20."""
-    matrix = np.asarray(counts, dtype=np.float64)
+    """Each true class's row as fractions of its images (so rare classes read as well as common ones),
+    class names on the axes up to 40 classes (every n-th beyond), the percentages written up to 20."""
+    counts = np.asarray(counts, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    matrix = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     classes = len(matrix)
     side = float(min(14, max(6, 0.3 * classes + 2)))
     fig = Figure(figsize=(side, side))
     ax = fig.add_subplot(1, 1, 1)
-    image = ax.imshow(matrix, cmap="Blues", interpolation="nearest")
-    if classes <= 40:
-        ax.set_xticks(range(classes), list(names), rotation=90, fontsize=7)
-        ax.set_yticks(range(classes), list(names), fontsize=7)
+    image = ax.imshow(matrix, cmap="Blues", interpolation="nearest", vmin=0.0, vmax=1.0)
+    every = 1 if classes <= 40 else int(np.ceil(classes / 40))
+    ticks = list(range(0, classes, every))
+    ax.set_xticks(ticks, [str(names[t]) for t in ticks], rotation=90, fontsize=8)
+    ax.set_yticks(ticks, [str(names[t]) for t in ticks], fontsize=8)
     if classes <= 20:
-        top = matrix.max() or 1.0
         for t in range(classes):
             for p in range(classes):
-                ax.text(p, t, f"{int(matrix[t, p])}", ha="center", va="center", fontsize=6,
-                        color="white" if matrix[t, p] > top / 2 else "black")
+                ax.text(p, t, f"{100 * matrix[t, p]:.0f}", ha="center", va="center", fontsize=8,
+                        color="white" if matrix[t, p] > 0.5 else "black")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(f"Confusion matrix{f' ({title})' if title else ''}", fontsize=9)
-    fig.colorbar(image, ax=ax, label="images", shrink=0.8)
+    ax.set_title(f"Confusion matrix{f' ({title})' if title else ''}, % of each true class", fontsize=10)
+    fig.colorbar(image, ax=ax, label="fraction of the true class's images", shrink=0.8)
     fig.tight_layout()
     return save(fig, path)

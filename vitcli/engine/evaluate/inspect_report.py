@@ -55,21 +55,38 @@ def from_files(paths: Sequence[Path], cfg: RecipeCfg) -> Sample:
 
 
 def from_split(cfg: RecipeCfg, split: str, count: int) -> Sample:
-    """The first `count` images of a split, in dataset order (so a rerun shows the same images)."""
+    """`count` images of a split drawn across its classes in turn, seeded (a rerun shows the same images):
+    a folder sorted by class would otherwise give the first class only. A stream gives its first ones."""
     d = cfg.data
     s = load_split(d.source, split, image_column=d.image_column, label_column=d.label_column,
                    num_classes=d.num_classes, streaming=d.streaming)
-    rows = itertools.islice(iter(s.dataset), count) if s.num_examples is None else \
-        (s.dataset[i] for i in range(min(count, s.num_examples)))
+    picked = list(range(count)) if s.num_examples is None else stratified(s.dataset[s.label_column], count)
+    rows = itertools.islice(iter(s.dataset), count) if s.num_examples is None else (s.dataset[i] for i in picked)
     transform = eval_pil_transform(d, cfg.model.res, cfg.model.in_chans)
     images, labels = [], []
     for row in rows:
         images.append(transform(row[s.image_column]))
         label = int(row[s.label_column])
         labels.append(s.class_names[label] if s.class_names else str(label))
-    sample = _sample(images, cfg, [f"{split}[{i}]" for i in range(len(images))], labels)
+    sample = _sample(images, cfg, [f"{split}[{i}]" for i in picked], labels)
     sample.class_names = s.class_names
     return sample
+
+
+def stratified(labels, count: int, seed: int = 0) -> list[int]:
+    """Indices of `count` examples taking each class in turn (classes in label order, examples shuffled
+    within a class with `seed`), so every class is shown before any is shown twice."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(int(label), []).append(index)
+    queues = [list(rng.permutation(by_class[label])) for label in sorted(by_class)]
+    picked: list[int] = []
+    while len(picked) < count and any(queues):
+        for queue in queues:
+            if queue and len(picked) < count:
+                picked.append(int(queue.pop(0)))
+    return picked
 
 
 def _sample(images: list, cfg: RecipeCfg, names: list[str], labels: list) -> Sample:

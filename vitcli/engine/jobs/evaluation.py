@@ -10,11 +10,12 @@ from vitcli.engine.evaluate.evaluators import ClassificationEvaluator, FewshotEv
 from vitcli.engine.jobs.preamble import checkpoint_record, model_from, session, with_splits
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.errors import RecipeError, RunError
+from vitcli.files import write_json
 from vitcli.weights import reader
 
 
 def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, ignore_labels: bool = False,
-             out: Path | None = None, log: Reporter | None = None) -> dict:
+             out: Path | None = None, log: Reporter | None = None, fmt: str = "png", dpi: int = 100) -> dict:
     """`vit eval`: top-1/top-5, mean loss, per-class recall and precision and the confusion matrix of a
     checkpoint on the recipe's eval split; with `out`, the confusion matrix as a PNG there too.
 
@@ -35,15 +36,20 @@ def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, ignore_labels: bool =
         if not math.isfinite(metrics["loss"]):
             raise RunError(f"{source.path}: the model's outputs are not finite (mean loss {metrics['loss']}); "
                            "the weights are corrupt or the run diverged")
-        return {**checkpoint_record(cfg, source, model, resampled, data=d.source, split=split),
-                "num_classes": model.num_classes, "labels": _label_match(data, source, ignore_labels),
-                "top1": metrics["top1"], "top5": metrics["top5"], "loss": metrics["loss"],
-                "images": int(metrics["images"]), "img_s": metrics["img_s"], "per_class_top1": evaluator.per_class,
-                "per_class_precision": evaluator.per_class_precision,
-                "confusion_matrix": _confusion(evaluator, source, out)}
+        results = {**checkpoint_record(cfg, source, model, resampled, data=d.source, split=split),
+                   "num_classes": model.num_classes, "labels": _label_match(data, source, ignore_labels),
+                   "top1": metrics["top1"], "top5": metrics["top5"], "loss": metrics["loss"],
+                   "images": int(metrics["images"]), "img_s": metrics["img_s"], "per_class_top1": evaluator.per_class,
+                   "per_class_precision": evaluator.per_class_precision,
+                   "confusion_matrix": _confusion(evaluator, source, out, fmt, dpi)}
+        if out is not None:  # the numbers behind the figure, beside it
+            results["json"] = str(out / "eval.json")
+            write_json(out / "eval.json", results)
+        return results
 
 
-def _confusion(evaluator: ClassificationEvaluator, source: reader.Pretrained, out: Path | None) -> dict | None:
+def _confusion(evaluator: ClassificationEvaluator, source: reader.Pretrained, out: Path | None, fmt: str = "png",
+               dpi: int = 100) -> dict | None:
     """The confusion counts with their class names (the model's own when it stores them), and the PNG."""
     if evaluator.confusion is None:
         return None
@@ -56,7 +62,8 @@ def _confusion(evaluator: ClassificationEvaluator, source: reader.Pretrained, ou
 
         path = inspect_report.prepare_out(out) / "confusion_matrix.png"
         title = f"{evaluator.split.source} [{evaluator.split.split}]"
-        result["png"] = str(figures.confusion_matrix(evaluator.confusion, names, path, title))
+        with figures.style(fmt, dpi):
+            result[fmt] = str(figures.confusion_matrix(evaluator.confusion, names, path, title))
     return result
 
 

@@ -14,13 +14,14 @@ from vitcli.weights import reader
 
 def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Path | None = None,
             images: list[Path] | None = None, split: str | None = None, samples: int = 64,
-            log: Reporter | None = None) -> dict:
+            log: Reporter | None = None, fmt: str = "png", dpi: int = 100) -> dict:
     """`vit inspect`: the paper's Figures 6 and 7 for a checkpoint, a run's learning curves, inspection.json.
 
-    Attention distance is averaged over the first `samples` images of the split (or over `images`);
-    the attention maps show `images`, or the first few images of the split.
+    Attention distance is averaged over `samples` images of the split drawn across its classes (seeded,
+    so a rerun shows the same ones), or over `images`; the attention maps show `images`, or the first
+    few of that sample. Figures are `fmt` (png, pdf, svg) at `dpi`.
     """
-    from vitcli.engine.evaluate import inspect_report, internals
+    from vitcli.engine.evaluate import figures, inspect_report, internals
 
     if samples < 1:
         raise RecipeError(f"--samples {samples}: valid: a positive number of images")
@@ -40,11 +41,12 @@ def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Pa
                   "weights": weights_used(cfg, source), "figures": {}, "skipped": {}}
         if data is not None:
             report["data"] = {"source": cfg.data.source, "split": data_split}
-        inspect_report.weights_figures(model, geom, out, report)
-        names = source.label_names or (data.class_names if data else None)
-        inspect_report.attention_figures(model, geom, data or shown, shown or data, names, out, report)
-        if run_dir is not None:
-            inspect_report.curves_figure(run_dir, out, report)
+        with figures.style(fmt, dpi):
+            inspect_report.weights_figures(model, geom, out, report)
+            names = source.label_names or (data.class_names if data else None)
+            inspect_report.attention_figures(model, geom, data or shown, shown or data, names, out, report)
+            if run_dir is not None:
+                inspect_report.curves_figure(run_dir, out, report)
         report["json"] = str(inspect_report.write(report, out))
         for key, reason in report["skipped"].items():
             log.info(f"skipped {key}: {reason}")
