@@ -22,7 +22,9 @@ from torch.utils.data import DataLoader
 from vitcli.recipe.config import DataCfg, Res
 from vitcli.data.checks import check_labels, raise_label
 from vitcli.data.sampler import Batches, ShardedSampler
-from vitcli.data.readers import CachedReader, Decoder, MapReader, StreamReader, cached
+from vitcli.data import draft
+from vitcli.data.images import to_channels
+from vitcli.data.readers import DECODER, CachedReader, Decoder, MapReader, StreamReader, cached
 from vitcli.data.source import Split
 from vitcli.data.transforms import (
     TensorPipeline,
@@ -30,6 +32,7 @@ from vitcli.data.transforms import (
     eval_tensor_pipeline,
     norm_stats,
     mixup_fn,
+    normalise,
     train_pil_transform,
     train_tensor_pipeline,
 )
@@ -44,6 +47,7 @@ _MAX_WORKERS = 8
 _MIN_SEEN = 100  # bad images are judged as a fraction only after this many have been seen
 # Undecoded ImageNet images are about 110 kB: 2,000 of them are about 220 MB per worker.
 _SHUFFLE_BUFFER = 2_000
+FAST_DECODE = True  # JPEGs decoded at reduced size where the output allows (vitcli.data.draft)
 def _as_is(batch):
     return batch
 
@@ -57,7 +61,8 @@ class ImageLoader(DataLoader):
     DataError, as does a label outside [0, num_classes).
     """
 
-    def __init__(self, reader, *, split: Split, max_bad_fraction: float, expected: int, **kwargs):
+    def __init__(self, reader, *, split: Split, max_bad_fraction: float, expected: int, stats=None, device=None,
+                 **kwargs):
         # The private generator only keeps the DataLoader from drawing its base seed from the
         # global RNG; augmentation is seeded per batch.
         super().__init__(
@@ -75,6 +80,7 @@ class ImageLoader(DataLoader):
         self.expected = expected  # examples per epoch on this rank; 0 when streaming
         self.seen = 0
         self.bad = 0
+        self.stats, self.device = stats, device  # uint8 batches are normalised here, on `device` if given
         self.reason: tuple[int, str | None] = (0, None)  # an example of the bad images, for the error
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -92,7 +98,7 @@ class ImageLoader(DataLoader):
             for images, labels, bad, reason in super().__iter__():
                 self._account(len(labels), bad, reason)
                 if len(labels):
-                    yield images, self._check_labels(labels)
+                    yield self._normalised(images), self._check_labels(labels)
             failed = False
         except GeneratorExit:  # the consumer stopped early: the trainer ends an epoch at its step count
             failed = False
@@ -122,6 +128,14 @@ class ImageLoader(DataLoader):
                 f"max_bad_fraction={self.max_bad_fraction} allows; e.g. example {example}: {why}"
             )
 
+    def _normalised(self, images: torch.Tensor) -> torch.Tensor:
+        """A per-image batch (uint8) moved to `device` and normalised there; cached batches come normalised."""
+        if images.dtype != torch.uint8:
+            return images
+        if self.device is not None:
+            images = images.to(self.device, non_blocking=True)
+        return normalise(images, self.stats)
+
     def _check_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """The batch's labels as model outputs (through the label map), after checking their range."""
         limit = self.num_classes if self.label_map is None else len(self.label_map)
@@ -144,16 +158,18 @@ def train_loader(
     world: int = 1,
     workers: int | None = None,
     channels: int = 3,
+    device: torch.device | str | None = None,
 ) -> ImageLoader:
     """Shuffled, augmented batches of `micro_batch` images (fewer only when bad images were skipped)
     for rank `rank` of `world`, beginning `start` examples into epoch `epoch`.
 
-    Call `loader.set_epoch(e)` before iterating epoch e > epoch. The order depends only on (seed,
+    Batches are normalised on `device` when given (they travel as uint8). Call `loader.set_epoch(e)`
+    before iterating epoch e > epoch. The order depends only on (seed,
     epoch, world, rank), the augmentation only on (seed, epoch, rank, position in the epoch).
     """
-    decoder = _decoder(split, train_pil_transform(cfg, res, channels), cfg, res, channels)
+    decoder = _decoder(split, train_pil_transform(cfg, res, channels), cfg, res, channels, draft.train_reader)
     if split.num_examples is None:
-        return _stream_loader(split, cfg, decoder, micro_batch, seed, epoch, start, rank, world, workers)
+        return _stream_loader(split, cfg, decoder, micro_batch, seed, epoch, start, rank, world, workers, device)
     pipeline = train_tensor_pipeline(cfg, res, channels)
     sampler = ShardedSampler(split.num_examples, num_replicas=world, rank=rank, seed=seed)
     sampler.set_epoch(epoch)
@@ -164,7 +180,7 @@ def train_loader(
             f"{split.where} has {len(sampler) + start} examples per process, fewer than one batch of "
             f"{micro_batch}; use a smaller batch or a larger split"
         )
-    return _map_loader(split, cfg, decoder, batches, workers, pipeline)
+    return _map_loader(split, cfg, decoder, batches, workers, pipeline, device)
 
 
 def eval_loader(
@@ -177,23 +193,27 @@ def eval_loader(
     world: int = 1,
     workers: int | None = None,
     channels: int = 3,
+    device: torch.device | str | None = None,
 ) -> ImageLoader:
     """Evaluation batches in dataset order; rank r gets examples r, r + world, ... so that every
     example is seen exactly once across ranks (the last batch may be short)."""
-    decoder = _decoder(split, eval_pil_transform(cfg, res, channels), cfg, res, channels)
+    decoder = _decoder(split, eval_pil_transform(cfg, res, channels), cfg, res, channels, draft.eval_reader)
     if split.num_examples is None:
-        return _stream_loader(split, cfg, decoder, batch_size, None, 0, 0, rank, world, workers)
+        return _stream_loader(split, cfg, decoder, batch_size, None, 0, 0, rank, world, workers, device)
     sampler = ShardedSampler(split.num_examples, num_replicas=world, rank=rank, shuffle=False, pad=False)
     batches = Batches(sampler, batch_size, drop_last=False, seed=None)
-    return _map_loader(split, cfg, decoder, batches, workers, eval_tensor_pipeline(cfg, res, channels))
+    return _map_loader(split, cfg, decoder, batches, workers, eval_tensor_pipeline(cfg, res, channels), device)
 
 
-def _decoder(split: Split, transform, cfg: DataCfg, res: Res, channels: int) -> Decoder:
-    return Decoder(split.image_column, split.label_column, transform, norm_stats(cfg, channels), tuple(res))
+def _decoder(split: Split, transform, cfg: DataCfg, res: Res, channels: int, fast) -> Decoder:
+    # `fast` builds the reduced-size JPEG path from the same transform (None where it has none);
+    # FAST_DECODE = False keeps every image on the full-size path (benchmarks compare the two).
+    read = fast(transform, to_channels(channels), DECODER.decode_example) if FAST_DECODE else None
+    return Decoder(split.image_column, split.label_column, transform, norm_stats(cfg, channels), tuple(res), read)
 
 
 def _map_loader(split: Split, cfg: DataCfg, decoder: Decoder, batches: Batches, workers: int | None,
-                pipeline: TensorPipeline | None = None):
+                pipeline: TensorPipeline | None = None, device=None):
     # Labels are checked once, up front, on the Arrow column: cheaper than per batch, and it fails
     # before any worker starts.
     check_labels(split)
@@ -211,12 +231,14 @@ def _map_loader(split: Split, cfg: DataCfg, decoder: Decoder, batches: Batches, 
         max_bad_fraction=cfg.max_bad_fraction,
         expected=len(batches.sampler),
         sampler=batches,
+        stats=decoder.stats,
+        device=device,
         num_workers=n,
         persistent_workers=n > 0,  # keeps worker start-up out of every epoch
     )
 
 
-def _stream_loader(split, cfg, decoder, batch_size, seed, epoch, start, rank, world, workers) -> ImageLoader:
+def _stream_loader(split, cfg, decoder, batch_size, seed, epoch, start, rank, world, workers, device) -> ImageLoader:
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is outside [0, {world})")
     ds = split_dataset_by_node(split.dataset, rank=rank, world_size=world)
@@ -228,7 +250,8 @@ def _stream_loader(split, cfg, decoder, batch_size, seed, epoch, start, rank, wo
     # Workers beyond the shard count would get nothing. They are not persistent, so that what
     # `set_epoch` changes (epoch, start) reaches the fresh workers of the next epoch.
     n = min(_workers(cfg, workers, None), ds.num_shards)
-    return ImageLoader(reader, split=split, max_bad_fraction=cfg.max_bad_fraction, expected=0, num_workers=n)
+    return ImageLoader(reader, split=split, max_bad_fraction=cfg.max_bad_fraction, expected=0, num_workers=n,
+                       stats=decoder.stats, device=device)
 
 
 def _workers(cfg: DataCfg, requested: int | None, num_examples: int | None) -> int:

@@ -88,16 +88,25 @@ def to_batch(images: Sequence[Image.Image], stats: Stats, out: torch.Tensor | No
     normalising the whole batch at once costs a few microseconds per image instead of about a
     hundred for the per-image tensor steps, which dominate at small resolutions.
     """
-    pixels = np.stack([np.asarray(image) for image in images])
-    pixels = torch.from_numpy(pixels[..., None] if pixels.ndim == 3 else pixels)  # L images have no channel axis
-    return normalise(pixels.permute(0, 3, 1, 2), stats, out)
+    return normalise(to_pixels(images), stats, out)
+
+
+def to_pixels(images: Sequence[Image.Image], out: torch.Tensor | None = None) -> torch.Tensor:
+    """Stack same-sized RGB (or L) PIL images as uint8 [B, C, H, W], channels-last in memory (no copy
+    beyond the stack, written into `out` [B, H, W, C] if given): normalised later, on the batch."""
+    arrays = [np.asarray(image) for image in images]
+    arrays = [a[..., None] if a.ndim == 2 else a for a in arrays]  # L images have no channel axis
+    if out is None:
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    np.stack(arrays, out=out.numpy())
+    return out.permute(0, 3, 1, 2)
 
 
 def normalise(pixels: torch.Tensor, stats: Stats, out: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 [B, C, H, W] (any strides) -> normalised float32 batch, written into `out` if given."""
-    batch = torch.empty(pixels.shape, dtype=torch.float32) if out is None else out
+    batch = torch.empty(pixels.shape, dtype=torch.float32, device=pixels.device) if out is None else out
     batch.copy_(pixels)  # uint8 -> float32 CHW in one pass
-    mean, std = (torch.tensor(v, dtype=torch.float32).mul_(255).view(1, -1, 1, 1) for v in stats)
+    mean, std = (torch.tensor(v, dtype=torch.float32).mul_(255).view(1, -1, 1, 1).to(batch.device) for v in stats)
     return batch.sub_(mean).div_(std)
 
 

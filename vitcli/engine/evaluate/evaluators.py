@@ -70,7 +70,7 @@ class ClassificationEvaluator:
         total = self.split.num_examples
         with self.progress.task("eval", total) as task:
             loader = eval_loader(self.split, self.data, self.res, self.batch_size, rank=self.rt.rank,
-                                 world=self.rt.world, channels=self.channels)
+                                 world=self.rt.world, channels=self.channels, device=self.rt.device)
             batches = lockstep(loader, model, self.rt, self.res, self.channels)
             for images, labels in counted(batches, task, self.rt.world, total):
                 with self.rt.autocast():

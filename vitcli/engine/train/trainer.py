@@ -264,7 +264,7 @@ class Trainer:
         loader = train_loader(self.train_split, self.cfg.data, self.cfg.model.res, plan.micro,
                               seed=self.cfg.train.seed, epoch=self.pos.epoch,
                               start=self.pos.epoch_step * plan.per_rank, rank=self.rt.rank, world=self.rt.world,
-                              channels=self.cfg.model.in_chans)
+                              channels=self.cfg.model.in_chans, device=self.rt.device)
         group = []
         for batch in loader:
             group.append(batch)

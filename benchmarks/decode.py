@@ -1,0 +1,90 @@
+"""Images/s per core of the per-image path (decode, transform, batch), full-size decoding against the
+reduced-size JPEG path (`vitcli.data.draft`), in one process, alternating rounds.
+
+    .venv/bin/python benchmarks/decode.py                 # 224 px training and 384 px eval transforms
+    .venv/bin/python benchmarks/decode.py --rounds 7 --images 96
+
+The JPEGs are made here, photo-like (smooth colour fields, texture noise, a few shapes), at ImageNet's
+typical 500x375 and a larger 1024x768, quality 90; nothing is written to disk. Each round runs the
+loader's `Decoder` over the same seeded batch on one thread, first one path then the other; the table
+shows each path's median over the rounds and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from vitcli.data import draft
+from vitcli.data.images import to_rgb
+from vitcli.data.readers import DECODER, Decoder
+from vitcli.data.transforms import eval_pil_transform, norm_stats, train_pil_transform
+from vitcli.recipe.config import DataCfg
+
+
+def photo(width: int, height: int, rng: np.random.Generator) -> bytes:
+    """A JPEG (quality 90) that compresses like a photo: low-frequency colour, noise, edges."""
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    f = rng.uniform(2, 9, size=(3, 2))
+    phase = rng.uniform(0, 6.3, size=3)
+    pixels = np.stack([128 + 90 * np.sin(f[c, 0] * x + f[c, 1] * y + phase[c]) for c in range(3)], -1)
+    pixels += rng.normal(0, 10, pixels.shape)
+    image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x0, y0 = rng.integers(0, width), rng.integers(0, height)
+        box = (x0, y0, x0 + rng.integers(20, width // 2), y0 + rng.integers(20, height // 2))
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def decoders(case: str, cfg: DataCfg) -> tuple[Decoder, Decoder]:
+    """(full-size, reduced-size) decoders of the loader for `case` ('train224' or 'eval384')."""
+    res = (224, 224) if case == "train224" else (384, 384)
+    pil = train_pil_transform(cfg, res) if case == "train224" else eval_pil_transform(cfg, res)
+    fast = (draft.train_reader if case == "train224" else draft.eval_reader)(pil, to_rgb, DECODER.decode_example)
+    slow = Decoder("image", "label", pil, norm_stats(cfg), res)
+    return slow, Decoder("image", "label", pil, norm_stats(cfg), res, fast)
+
+
+def img_s(decoder: Decoder, values: list, seed: int) -> float:
+    start = time.perf_counter()
+    images, _, bad, _ = decoder(values, [0] * len(values), range(len(values)), seed)
+    assert not bad and len(images) == len(values)
+    return len(values) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--images", type=int, default=64, help="JPEGs per size (one batch)")
+    args = p.parse_args()
+    torch.set_num_threads(1)  # per core
+    rng = np.random.default_rng(0)
+    cfg = DataCfg()
+    for width, height in ((500, 375), (1024, 768)):
+        values = [{"bytes": photo(width, height, rng), "path": None} for _ in range(args.images)]
+        for case in ("train224", "eval384"):
+            slow, fast = decoders(case, cfg)
+            rates: dict[str, list[float]] = {"full": [], "reduced": []}
+            for r in range(args.rounds):
+                rates["full"].append(img_s(slow, values, seed=r))
+                rates["reduced"].append(img_s(fast, values, seed=r))
+            full, reduced = statistics.median(rates["full"]), statistics.median(rates["reduced"])
+            print(json.dumps({"jpeg": f"{width}x{height}", "case": case, "min_area": cfg.min_area,
+                              "full_img_s": round(full), "reduced_img_s": round(reduced),
+                              "speedup": round(reduced / full, 2)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
