@@ -153,10 +153,10 @@ def test_resume_without_a_recipe_continues_from_the_runs_own(tiny_data, tmp_path
     assert "resumed from" in again.output and "step 1" in again.output
 
 
-def test_pretrain_without_a_recipe_needs_resume_and_out(tmp_path):
+def test_pretrain_without_a_recipe_needs_data_or_resume_and_out(tmp_path):
     result = CliRunner().invoke(app, ["pretrain", "--out", str(tmp_path)])
     assert result.exit_code == 2
-    assert "RECIPE: missing; give a recipe file, or --resume --out RUN" in result.output
+    assert "pretrain/default.yaml: data.source: missing; give --data SOURCE" in result.output
     result = CliRunner().invoke(app, ["pretrain", "--resume", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert f"--resume: {tmp_path} holds no vit run (no recipe.json)" in result.output

@@ -1,5 +1,5 @@
 """The README's tour runs as written: every `$ vit ...` line of its ```console blocks, in order, in a fresh
-folder, each succeeding and printing the lines the README shows under it (numbers may differ).
+folder holding only `digits/` (an image folder made here), each succeeding and printing the lines the README shows under it (numbers may differ).
 
 The fast variant (default suite) trains 3 steps wherever the tour trains, so it checks commands and
 output shapes; the slow one (`pytest -m slow`, and `.ci/run`) runs the tour exactly as written.
@@ -72,12 +72,24 @@ def vit_shim(folder: Path, extra: list[str]) -> Path:
     return folder
 
 
+def digits_folder(root: Path) -> Path:
+    """What the tour's folder holds besides nothing: the digits as PNGs in class folders, train/ and val/."""
+    from vitcli.data.source import _digits
+
+    for split, folder in (("train", "train"), ("test", "val")):
+        for i, row in enumerate(_digits()[split]):
+            path = root / folder / str(row["label"]) / f"digit_{folder}_{i:04d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            row["image"].save(path)
+    return root
+
+
 def run_tour(tmp_path: Path, extra: list[str]) -> None:
     steps = tour(README.read_text(encoding="utf-8"))
     assert len(steps) >= 5, "the README's tour lost its console blocks"
     bin_dir = vit_shim(tmp_path / "bin", extra)
     work = tmp_path / "tour"  # a fresh folder: no checkout, no recipes/ beside it
-    work.mkdir()
+    digits_folder(work / "digits")
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", COLUMNS="160")
     for step in steps:
         done = subprocess.run(["bash", "-o", "pipefail", "-c", step.command], cwd=work, env=env,

@@ -75,7 +75,8 @@ def test_shipped_recipe_header_names_a_runnable_command_and_its_expected_result(
     ctx = commands[words[1]].make_context(words[1], words[2:])  # parses every option as `vit` would
     named = ctx.params.get("path")
     if named is None:  # the command's default recipe (vit finetune without a RECIPE)
-        assert path.resolve() == assembly.FINETUNE.default_recipe.resolve(), header[0]
+        default = {"finetune": assembly.FINETUNE.default_recipe, "pretrain": assembly.PRETRAIN_DEFAULT}[words[1]]
+        assert path.resolve() == default.resolve(), header[0]
     else:
         assert (ROOT / named).is_file() and (ROOT / named).resolve() == path.resolve(), header[0]
         recipe.load(ROOT / named, ctx.params.get("sets") or [])  # its --set keys exist and their values fit

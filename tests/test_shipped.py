@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from vitcli import __version__, recipe
 from vitcli.cli import app
 from vitcli.engine.persistence.rundir import default_run_dir
+from vitcli.recipe.assembly import data_name
 
 runner = CliRunner()
 
@@ -139,4 +140,6 @@ def test_help_examples_and_recipe_headers_name_run_directories_a_default_run_get
              for cmd in group.registered_commands]
     texts += [Path(row["path"]).read_text() for row in recipe.shipped()]
     named = {m for text in texts for m in re.findall(r"runs/([\w.-]+)", text)}
+    # vit pretrain --data SOURCE without a recipe: the run is named after the data
+    names |= {data_name(m) for text in texts for m in re.findall(r"pretrain --data (\S+)", text)}
     assert named and named <= names, sorted(named - names)

@@ -11,7 +11,7 @@ from rich.text import Text
 from vitcli.cli import tables
 from vitcli.cli.app import app
 from vitcli.cli.options import (DataOpt, DpiOpt, EvalRecipeArg, FigureFormat, FigureFormatOpt, FromOpt,
-                                IgnoreLabelsOpt, JsonOpt, ResOpt, SetOpt, SplitOpt, WeightsOpt)
+                                IgnoreLabelsOpt, JsonOpt, ResOpt, SetOpt, SplitOpt, WeightsOpt, preflight)
 from vitcli.cli.output import (best_weights, ema_note, emit, err_console, handle_errors, is_main_process, note,
                                reporter)
 from vitcli.errors import RecipeError, VitError
@@ -39,6 +39,7 @@ def eval_cmd(path: EvalRecipeArg = None, from_: FromOpt = ..., data: DataOpt = N
       [cyan]vit eval --from runs/cifar10-scratch --data ../shared/data/cifar10 --split test --res 48 --json[/]
       [cyan]vit eval --from runs/cifar10-scratch --out figures[/]
     """
+    preflight(from_, path, sets)
     from vitcli.engine import jobs
     from vitcli.weights import reader
 
@@ -69,6 +70,7 @@ def fewshot_cmd(path: EvalRecipeArg = None, from_: FromOpt = ..., shots: Annotat
       [cyan]vit fewshot --from runs/demo --shots 1,5,10[/]
       [cyan]vit fewshot fewshot/paper --from vit_b16.safetensors --seeds 3 --json[/]
     """
+    preflight(from_, path, sets)
     from vitcli.engine import jobs
     from vitcli.weights import reader
 
@@ -110,6 +112,7 @@ def predict_cmd(inputs: Annotated[list[str], typer.Argument(
       [cyan]vit predict --from runs/cifar10-scratch cat.jpg dog.png --top-k 3 --json[/]
       [cyan]vit predict --from runs/cifar10-scratch ../shared/data/cifar10 --split test --csv preds.csv[/]
     """
+    preflight(from_, None, sets)
     from vitcli.engine import jobs
     from vitcli.weights import reader
 
@@ -164,6 +167,7 @@ def inspect_cmd(run: Annotated[Optional[Path], typer.Argument(
       [cyan]vit inspect runs/cifar10-scratch[/]
       [cyan]vit inspect --from model.safetensors --images cat.jpg --images dog.png --out figs[/]
     """
+    preflight(from_ or run, None, sets)
     from vitcli.engine import jobs
     from vitcli.weights import reader
 

@@ -14,6 +14,10 @@ RecipeArg = Annotated[Path, typer.Argument(
 FinetuneRecipeArg = Annotated[Optional[Path], typer.Argument(
     help="Recipe YAML file or shipped recipe name (optional); default: finetune/default, the paper's "
     "fine-tuning settings, on the checkpoint's own data.", show_default=False, metavar="RECIPE")]
+PretrainRecipeArg = Annotated[Optional[Path], typer.Argument(
+    help="Recipe YAML file or shipped recipe name (vit recipe list), e.g. demo or cifar10/scratch; optional: "
+    "default pretrain/default (give --data), or with --resume --out RUN the run's own recipe.",
+    show_default=False, metavar="RECIPE")]
 EvalRecipeArg = Annotated[Optional[Path], typer.Argument(
     help="Recipe YAML file or shipped recipe name (optional); default: the checkpoint's own recipe.",
     show_default=False, metavar="RECIPE")]
@@ -43,6 +47,19 @@ WeightsOpt = Annotated[Optional[str], typer.Option(
 DataOpt = Annotated[Optional[str], typer.Option(
     "--data", help="Data source instead of the checkpoint's (hub id, local dir, imagefolder:PATH); its own "
     "splits are used unless --split names one.", show_default=False)]
+PretrainDataOpt = Annotated[Optional[str], typer.Option(
+    "--data", help="Data source to train on (hub id, local parquet/arrow dir, imagefolder:PATH, builtin:digits), "
+    "instead of the recipe's; its own splits are used (train; test, else validation, else a held-out part of "
+    "train).", show_default=False)]
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", help="Model variant, e.g. Ti/16, S/16, B/16 or a tiny Ti/4 (vit models lists them); replaces the "
+    "recipe's.", show_default=False)]
+StepsOpt = Annotated[Optional[int], typer.Option(
+    "--steps", help="Training length in optimiser steps; replaces the recipe's length in any unit.",
+    show_default=False)]
+EpochsOpt = Annotated[Optional[float], typer.Option(
+    "--epochs", help="Training length in passes over the training split; replaces the recipe's length in any unit.",
+    show_default=False)]
 SplitOpt = Annotated[Optional[str], typer.Option(
     "--split", help="Split expression to score, e.g. test or train[98%:]. Default: the data's test, else "
     "validation split.", show_default=False)]
@@ -75,3 +92,25 @@ class FigureFormat(str, Enum):
 FigureFormatOpt = Annotated[FigureFormat, typer.Option(
     "--format", help="Figure file format: png, or pdf / svg (vector, for papers).")]
 DpiOpt = Annotated[int, typer.Option("--dpi", min=30, max=1200, help="Resolution of PNG figures.")]
+
+
+def preflight(from_: str | None = None, recipe_path: Path | None = None, sets: list[str] | None = None) -> None:
+    """The checks that need no heavy library, before torch, timm and datasets load (seconds): the --from
+    path exists, the RECIPE file exists and parses, every --set key is one of the schema's."""
+    from vitcli import recipe
+    from vitcli.weights.remote import local_path
+
+    if from_ is not None:
+        local_path(str(from_))
+    if recipe_path is not None:
+        recipe.read(recipe_path)
+    recipe.check_overrides(sets or [])
+
+
+def length_options(steps: int | None, epochs: float | None) -> dict[str, object]:
+    """--steps / --epochs as the recipe keys they set (one of them at most)."""
+    from vitcli.errors import RecipeError
+
+    if steps is not None and epochs is not None:
+        raise RecipeError(f"--steps {steps} and --epochs {epochs:g}: give one training length, not both")
+    return {"train.steps": steps, "train.epochs": epochs}

@@ -11,8 +11,9 @@ import typer
 
 from vitcli import recipe
 from vitcli.cli.app import app
-from vitcli.cli.options import (DataOpt, FinetuneRecipeArg, FromOpt, JsonOpt, NoRetrainOpt, OutOpt, ResOpt,
-                                ResumeOpt, SetOpt, SplitOpt, WeightsOpt)
+from vitcli.cli.options import (DataOpt, EpochsOpt, FinetuneRecipeArg, FromOpt, JsonOpt, ModelOpt, NoRetrainOpt,
+                                OutOpt, PretrainDataOpt, PretrainRecipeArg, ResOpt, ResumeOpt, SetOpt, SplitOpt,
+                                StepsOpt, WeightsOpt, length_options, preflight)
 from vitcli.cli.output import best_weights, emit, handle_errors, reporter
 from vitcli.cli.tables import sweep_table
 from vitcli.errors import RecipeError
@@ -21,35 +22,39 @@ from vitcli.recipe import assembly
 
 @app.command("pretrain")
 @handle_errors
-def pretrain_cmd(path: Annotated[Optional[Path], typer.Argument(
-        help="Recipe YAML file or shipped recipe name (vit recipe list), e.g. demo or cifar10/scratch; optional "
-        "with --resume --out RUN, which continues the run from its own recipe.",
-        show_default=False, metavar="RECIPE")] = None, sets: SetOpt = None, out: OutOpt = None,
-                 resume: ResumeOpt = False, as_json: JsonOpt = False) -> None:
-    """Train a ViT from scratch as a recipe describes.
+def pretrain_cmd(path: PretrainRecipeArg = None, data: PretrainDataOpt = None, res: ResOpt = None,
+                 model: ModelOpt = None, steps: StepsOpt = None, epochs: EpochsOpt = None, sets: SetOpt = None,
+                 out: OutOpt = None, resume: ResumeOpt = False, as_json: JsonOpt = False) -> None:
+    """Train a ViT from scratch as a recipe describes, or on --data with the default recipe (pretrain/default).
+
+    --data replaces the recipe's data source and its splits: the source's own are used (train to train on;
+    test, else validation, else a held-out part of train to evaluate on), and one line says which.
 
     [b]Examples[/b]:
       [cyan]vit pretrain demo[/]  (writes runs/demo)
-      [cyan]vit pretrain cifar10/scratch --set data.source=../shared/data/cifar10[/]  (runs/cifar10-scratch)
+      [cyan]vit pretrain --data imagefolder:photos --res 32 --model Ti/4 --steps 2000[/]  (runs/photos)
+      [cyan]vit pretrain cifar10/scratch --data ../shared/data/cifar10[/]  (runs/cifar10-scratch)
       [cyan]vit pretrain demo --out runs/demo --resume[/]
-      [cyan]vit pretrain --resume --out runs/demo[/]  (continues the run from its own recipe)
+      [cyan]vit pretrain --resume --out runs/demo --steps 900[/]  (continues the run from its own recipe)
       [cyan]torchrun --nproc-per-node 8 -m vitcli pretrain imagenet1k/b16[/]
     """
-    if path is None:
-        if not (resume and out):
-            raise RecipeError("RECIPE: missing; give a recipe file, or --resume --out RUN to continue a run "
-                              "from its own recipe")
-        cfg = assembly.resumed(out, sets or [])
+    preflight(recipe_path=path, sets=sets)
+    given = {"data.source": data, "model.name": model, **length_options(steps, epochs)}
+    options = assembly.recipe_overrides(res, given)
+    if path is None and data is None and resume and out:  # continue a run from its own recipe
+        cfg = assembly.resumed(out, [*options, *(sets or [])])
     else:
-        cfg = assembly.pretrain(path, sets or [])
-    _train(cfg, out, resume, sets or [], f"vit pretrain {path or ''}".rstrip(), as_json)
+        cfg = assembly.pretrain(path, options, sets or [])
+    _train(cfg, out, resume, options, sets or [], _command("vit pretrain", path, {"--res": res, **_flags(given)}),
+           as_json)
 
 
 @app.command("finetune")
 @handle_errors
 def finetune_cmd(path: FinetuneRecipeArg = None, from_: FromOpt = ..., data: DataOpt = None, split: SplitOpt = None,
-                 res: ResOpt = None, sets: SetOpt = None, out: OutOpt = None, resume: ResumeOpt = False,
-                 no_retrain: NoRetrainOpt = False, weights: WeightsOpt = None,
+                 res: ResOpt = None, steps: StepsOpt = None, epochs: EpochsOpt = None, sets: SetOpt = None,
+                 out: OutOpt = None, resume: ResumeOpt = False, no_retrain: NoRetrainOpt = False,
+                 weights: WeightsOpt = None,
                  as_json: JsonOpt = False) -> None:
     """Fine-tune a pretrained ViT: new zero-initialised head, position embeddings resampled to --res.
 
@@ -65,6 +70,7 @@ def finetune_cmd(path: FinetuneRecipeArg = None, from_: FromOpt = ..., data: Dat
       [cyan]vit finetune finetune/cifar10_384 --from vit_b16.pth --set optim.lr=[0.003,0.01][/]
       [cyan]vit finetune --from runs/demo --data imagefolder:photos --res 32[/]
     """
+    preflight(from_, path, sets)
     from vitcli.weights import reader
 
     if weights not in (None, "best"):
@@ -72,26 +78,43 @@ def finetune_cmd(path: FinetuneRecipeArg = None, from_: FromOpt = ..., data: Dat
                           "--weights takes only best here (the run's best/, kept by train.keep_best)")
     from_, _ = best_weights(from_, weights)
     source = reader.read(from_)
-    options = assembly.recipe_overrides(res, {"data.source": data, "data.eval_split": split,
-                                              "sweep.retrain": "false" if no_retrain else None})
+    given = {"data.source": data, "data.eval_split": split, **length_options(steps, epochs),
+             "sweep.retrain": "false" if no_retrain else None}
+    options = assembly.recipe_overrides(res, given)
     cfg = assembly.from_checkpoint(source, path, options, sets or [], assembly.FINETUNE)
-    hint = (f"vit finetune {path or ''} --from {from_}".replace("  ", " ") + (f" --res {res}" if res else "")
-            + (" --no-retrain" if no_retrain else ""))
-    hint += (f" --data {shlex.quote(data)}" if data else "") + (f" --split {shlex.quote(split)}" if split else "")
-    _train(cfg, out, resume, sets or [], hint, as_json)
+    flags = {"--from": from_, "--res": res, **_flags(given)}
+    _train(cfg, out, resume, options, sets or [], _command("vit finetune", path, flags), as_json)
+
+
+def _flags(given: dict[str, object]) -> dict[str, object]:
+    """Recipe keys set by options, as the options that set them (for the command that resumes)."""
+    names = {"data.source": "--data", "model.name": "--model", "train.steps": "--steps", "train.epochs": "--epochs",
+             "data.eval_split": "--split", "sweep.retrain": "--no-retrain"}
+    return {names[k]: (True if k == "sweep.retrain" else v) for k, v in given.items() if v is not None}
+
+
+def _command(head: str, path: Optional[Path], flags: dict[str, object]) -> str:
+    """The command as typed, options included (quoted for a shell), without --set, --out and --resume."""
+    words = [head, *([shlex.quote(str(path))] if path else [])]
+    for flag, value in flags.items():
+        if value is True:
+            words.append(flag)
+        elif value is not None:
+            words += [flag, shlex.quote(f"{value:g}" if isinstance(value, float) else str(value))]
+    return " ".join(words)
 
 
 LENGTH_KEYS = ("train.steps", "train.epochs", "train.examples")
 
 
-def _train(cfg, out: Optional[Path], resume: bool, sets: list[str], command: str, as_json: bool) -> None:
+def _train(cfg, out: Optional[Path], resume: bool, options, sets: list[str], command: str, as_json: bool) -> None:
     from vitcli.engine import jobs
 
     # Every torchrun process picks the same default: none can create it before all have joined the
     # process group, which happens after this.
     out = Path(out or cfg.run.out or jobs.default_run_dir(cfg.run.name, resume=resume,
                                                           restarted=jobs.launch_restarts() > 0))
-    allowed = {item.partition("=")[0].strip() for item in sets}
+    allowed = {(item if isinstance(item, str) else item[0]).partition("=")[0].strip() for item in [*options, *sets]}
     if allowed & set(LENGTH_KEYS):  # a new length in one unit clears the others (recipe.py): all may change
         allowed |= set(LENGTH_KEYS)
     allowed = frozenset(allowed)

@@ -99,17 +99,8 @@ def load_split(
     if not streaming:
         _check_no_nulls(ds, {image: "image", label: "label"}, where)
     n, names = _classes(ds, label, features[label], num_classes, streaming, where)
-    return Split(
-        dataset=ds,
-        image_column=image,
-        label_column=label,
-        num_classes=n,
-        class_names=names,
-        num_examples=None if streaming else len(ds),
-        source=source,
-        split=split,
-        note=note,
-    )
+    return Split(dataset=ds, image_column=image, label_column=label, num_classes=n, class_names=names,
+                 num_examples=None if streaming else len(ds), source=source, split=split, note=note)
 
 
 def _open(source: str, split: str, streaming: bool):

@@ -15,7 +15,8 @@ from vitcli.recipe.loader import deep_copy, read_with_bases, dump, merge, parse_
 from vitcli.recipe.overrides import Override, short, apply_override, one_length, parse_override
 from vitcli.recipe.shipped import SHIPPED, expand, locate, shipped
 
-__all__ = ["Override", "RecipeCfg", "SHIPPED", "apply_override", "dump", "expand", "from_data", "load", "locate",
+__all__ = ["Override", "RecipeCfg", "SHIPPED", "apply_override", "check_overrides", "dump", "expand", "from_data",
+           "load", "locate",
            "merge", "parse_override", "parse_yaml", "read", "shipped", "to_yaml"]
 
 
@@ -49,3 +50,11 @@ def from_data(data: dict, origin: str, overrides: list[Override] | tuple[Overrid
     cfg = schema.from_dict(data, origin)
     ranges.check(cfg, origin, given)
     return cfg
+
+
+def check_overrides(items) -> None:
+    """Each `--set` item's key and value checked against the schema alone, before any recipe is read (an
+    item into a list of sections, `fewshot.datasets[0].source=...`, needs the recipe and is checked there)."""
+    for item in items:
+        if "[" not in item.partition("=")[0]:
+            apply_override({}, item)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ _ARCH_KEYS = ("name", "width", "depth", "heads", "mlp_dim", "patch", "pool", "re
               "posemb_where", "norm_eps", "in_chans", "fc_norm", "init_values", "reg_tokens", "no_embed_class",
               "distilled")
 FINETUNE_DEFAULT = SHIPPED / "finetune" / "default.yaml"
+PRETRAIN_DEFAULT = SHIPPED / "pretrain" / "default.yaml"
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,8 @@ def carried_data(stored: dict | None, new_source: str | None) -> dict:
 
 
 # The command options that set recipe keys: an error in their value names the option, not a file.
-_OPTIONS = {"model.res": "--res", "data.source": "--data", "data.eval_split": "--split",
+_OPTIONS = {"model.res": "--res", "model.name": "--model", "train.steps": "--steps", "train.epochs": "--epochs",
+            "data.source": "--data", "data.eval_split": "--split",
             "data.train_split": "--train-split", "fewshot.shots": "--shots", "fewshot.seeds": "--seeds",
             "eval.weights": "--weights"}
 
@@ -153,11 +156,49 @@ def recipe_overrides(res: str | None = None, extra: dict[str, object] | None = N
                  for key, value in given.items() if value is not None)
 
 
-def pretrain(path: Path, sets: list[str]) -> RecipeCfg:
-    """The recipe of `vit pretrain RECIPE`: defaults < RECIPE < --set."""
-    cfg = resolve(Layers(recipe=recipe.read(path), sets=tuple(sets)), str(path))
-    require_source(cfg, str(path))
+def pretrain(path: Path | None, options: tuple[recipe.Override, ...] | list[recipe.Override],
+             sets: list[str]) -> RecipeCfg:
+    """The recipe of `vit pretrain [RECIPE] [--data S] [--model M] ...`: defaults < a new source's `auto`
+    splits < RECIPE (pretrain/default without one) < options < --set.
+
+    A source given on the command line replaces the RECIPE's together with its split expressions and
+    columns, which belong to the old data (its splits become `auto`, the new source's own); `--model`
+    replaces the RECIPE's architecture (its width, depth ... overrides go with its name).
+    """
+    given = recipe.read(path or PRETRAIN_DEFAULT)
+    origin = str(path or PRETRAIN_DEFAULT)
+    data = dict(given.get("data") or {})
+    new_source = named_source({}, (*options, *sets))
+    if new_source is not None and new_source != data.get("source"):
+        given["data"] = {k: v for k, v in data.items() if k not in _DATA_OF_SOURCE}
+    else:
+        new_source = None
+    if any(_key(item) == "model.name" for item in options):
+        given["model"] = {k: v for k, v in (given.get("model") or {}).items() if k not in _DIMS}
+    if path is None:
+        given["run"]["name"] = data_name(new_source or "") or "pretrain"
+    cfg = resolve(Layers(source=source_defaults(new_source), recipe=given, options=tuple(options),
+                         sets=tuple(sets)), origin)
+    if path is None and not cfg.data.source:
+        raise RecipeError(f"{origin}: data.source: missing; give --data SOURCE (a hub id, a local directory, "
+                          "imagefolder:PATH or builtin:digits) or a RECIPE")
+    require_source(cfg, origin)
     return cfg
+
+
+# What a data section says about its own source: replaced with it (splits `auto`, columns detected).
+_DATA_OF_SOURCE = ("source", "train_split", "eval_split", "image_column", "label_column", "num_classes")
+_DIMS = ("width", "depth", "heads", "mlp_dim", "patch")
+
+
+def _key(item: recipe.Override) -> str:
+    return (item if isinstance(item, str) else item[0]).partition("=")[0].strip()
+
+
+def data_name(source: str) -> str:
+    """A run name from a data source: its last path part ('imagefolder:~/photos/' -> 'photos')."""
+    text = source.removeprefix("imagefolder:").removeprefix("builtin:").rstrip("/\\")
+    return re.sub(r"[^\w.-]+", "-", re.split(r"[/\\]", text)[-1]).strip("-.")
 
 
 def resumed(out: Path, sets: list[str]) -> RecipeCfg:

@@ -15,7 +15,7 @@ from vitcli import files
 from vitcli.errors import RecipeError, did_you_mean
 from vitcli.recipe import schema
 from vitcli.recipe.config import RecipeCfg
-from vitcli.recipe.shipped import shipped
+from vitcli.recipe.shipped import by_name, shipped
 
 # Keys whose values are paths: a relative path in a recipe file is relative to that file, never to
 # wherever the user happens to run `vit` from. Paths given with --set are relative to the shell's cwd.
@@ -134,9 +134,23 @@ def read_with_bases(path: Path, stack: tuple[Path, ...]) -> dict:
     if base is None:
         return data
     if not isinstance(base, str):
-        raise RecipeError(f"{path}: base: expected a relative file path, got {base!r}")
-    parent = read_with_bases(path.parent / base, (*stack, resolved))
-    return merge(parent, data)
+        raise RecipeError(f"{path}: base: expected a relative file path or a shipped recipe name, got {base!r}")
+    beside = path.parent / base  # a file beside this one wins over a shipped recipe of the same name
+    parent = read_with_bases(beside if beside.exists() else by_name(base) or beside, (*stack, resolved))
+    return merge(without_replaced_length(parent, data), data)
+
+
+def without_replaced_length(base: dict, child: dict) -> dict:
+    """A child recipe that gives a training length replaces its base's, whatever the unit (`train.steps: 20`
+    on a base of `train.epochs: 40` means 20 steps), as a length given with --set does."""
+    from vitcli.recipe.overrides import LENGTH_KEYS, one_length
+
+    train = child.get("train")
+    if not isinstance(train, dict):
+        return base
+    base = deep_copy(base)
+    one_length(base, {f"train.{k}" for k in LENGTH_KEYS if k in train})
+    return base
 
 
 def _read_yaml(path: Path, child: Path | None) -> dict:

@@ -22,9 +22,14 @@ def locate(path: str | Path) -> Path:
             return path
     except (OSError, ValueError):  # a NUL byte or an over-long name: _read_yaml names the problem
         return path
-    name = path.as_posix().removeprefix("./").removeprefix("recipes/")
-    candidate = SHIPPED / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
-    return candidate if candidate.is_file() else path
+    return by_name(path) or path
+
+
+def by_name(name: str | Path) -> Path | None:
+    """The shipped recipe file called `name` ('demo', 'cifar10/scratch', 'recipes/demo.yaml'), or None."""
+    text = Path(name).as_posix().removeprefix("./").removeprefix("recipes/")
+    candidate = SHIPPED / (text if text.endswith((".yaml", ".yml")) else f"{text}.yaml")
+    return candidate if candidate.is_file() else None
 
 
 def expand(paths) -> list[Path]:

@@ -48,8 +48,6 @@ class Pretrained:
         return self.ema if which == "ema" and self.ema is not None else self.state_dict
 
 
-_ACCEPTED = ("give a vit run directory or checkpoint (.pt), a timm or Hugging Face ViT (a folder with config.json, "
-             "or its model.safetensors / .pth / .bin), a Google .npz, or a hub name (hf-hub:ORG/NAME, timm:ARCH.TAG)")
 _FOLDER_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _INDEX = ".safetensors.index.json"  # transformers' sharded weights: a weight_map of tensor -> shard file
 
@@ -62,10 +60,7 @@ def read(source: str | Path) -> Pretrained:
     from vitcli.weights import remote
 
     text = str(source)
-    files.check_path(text, "--from", CheckpointError)
-    path = remote.fetch(text) if remote.is_hub_name(text) else Path(source)
-    if not path.exists():
-        raise CheckpointError(f"--from {path}: no such file or directory; {_ACCEPTED}")
+    path = remote.local_path(text) or remote.fetch(text)
     if path.is_dir():
         return _read_dir(path)
     files.check_regular(path, follow=True, error=CheckpointError, who="--from ")  # a FIFO would block

@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from vitcli import hub
+from vitcli import files, hub
 from vitcli.errors import CheckpointError, did_you_mean
 
 HF_PREFIX, TIMM_PREFIX = "hf-hub:", "timm:"
@@ -25,9 +25,27 @@ _VALID = ("valid: hf-hub:ORG/NAME (e.g. hf-hub:google/vit-base-patch16-224-in21k
           "(e.g. timm:vit_base_patch16_224.augreg_in21k)")
 
 
+ACCEPTED = ("give a vit run directory or checkpoint (.pt), a timm or Hugging Face ViT (a folder with config.json, "
+            "or its model.safetensors / .pth / .bin), a Google .npz, or a hub name (hf-hub:ORG/NAME, timm:ARCH.TAG)")
+
+
 def is_hub_name(text: str) -> bool:
     """Whether a `--from` value names a hub model rather than a local path."""
     return text.startswith((HF_PREFIX, TIMM_PREFIX))
+
+
+def local_path(text: str) -> Path | None:
+    """The local path a `--from` names (None for a hub name), refused in one line when nothing is there.
+
+    It needs neither torch nor the hub, so the CLI runs it before either loads: a mistyped path fails at once.
+    """
+    files.check_path(text, "--from", CheckpointError)
+    if is_hub_name(text):
+        return None
+    path = Path(text)
+    if not path.exists():
+        raise CheckpointError(f"--from {path}: no such file or directory; {ACCEPTED}")
+    return path
 
 
 def repo_of(name: str) -> tuple[str, str | None]:

@@ -32,7 +32,7 @@ def run_sweep(cfg: RecipeCfg, out: Path, *, resume: bool, allowed: frozenset[str
     log = log or Reporter(enabled=launch_rank() == 0)
     if (out / "recipe.json").is_file():
         raise RunError(f"--out {out}: holds a single run, not a sweep; choose a new --out for the sweep")
-    cfg = with_splits(cfg, "train", log.info)  # a new source's own splits, before minival is cut from them
+    cfg = with_splits(cfg, "train", log.info, hold_out=False)  # the source's own splits, before minival is cut
     train_split, val_split, fraction, why = sweep.minival_splits(cfg)
     log.info(f"sweep: {len(cfg.optim.lr)} learning rates, each trained on {train_split} and chosen on the "
              f"minival {val_split} ({fraction:.0%}: {why})")

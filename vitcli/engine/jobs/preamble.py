@@ -6,8 +6,8 @@
 - `with_splits`: a command pointed at data other than its checkpoint's gets `auto` splits from assembly
   (config.AUTO); they are chosen here, when the engine first opens the source, so the choice is the
   source's own: see `vitcli.data.splits`. What each use needs differs: scoring (`eval`) may fall back to
-  a source's only split, a few-shot pool needs a held-out test split, training goes without evaluation
-  when there is no held-out split.
+  a source's only split, a few-shot pool needs a held-out test split, training on a source without a
+  held-out split holds out the end of its training split (the paper's minival fractions) to evaluate on.
 - `model_from`: the recipe's model around a checkpoint's weights, and `checkpoint_record`, the fields
   every report of a checkpoint opens with.
 """
@@ -22,7 +22,9 @@ from typing import Literal
 
 import torch
 
+from vitcli.recipe import transfer
 from vitcli.recipe.config import AUTO, RecipeCfg
+from vitcli.data import load_split
 from vitcli.data.splits import default_splits
 from vitcli.engine.runtime.faults import collective_error, is_collective_error
 from vitcli.engine.runtime.process import Runtime
@@ -54,8 +56,12 @@ def session(cfg: RecipeCfg, log: Reporter | None, *,
         rt.close()
 
 
-def with_splits(cfg: RecipeCfg, use: Use, log: Callable[[str], object]) -> RecipeCfg:
-    """`cfg` with its `auto` data splits chosen from the source's split names (unchanged without any)."""
+def with_splits(cfg: RecipeCfg, use: Use, log: Callable[[str], object], *, hold_out: bool = True) -> RecipeCfg:
+    """`cfg` with its `auto` data splits chosen from the source's split names (unchanged without any).
+
+    `hold_out=False` (an lr sweep, which carves its own minival from the whole training split): a source
+    without a held-out split trains without evaluation instead of holding out part of its training split.
+    """
     d = cfg.data
     if AUTO not in (d.train_split, d.eval_split):
         return cfg
@@ -79,10 +85,26 @@ def with_splits(cfg: RecipeCfg, use: Use, log: Callable[[str], object]) -> Recip
         log(f"{d.source}: evaluating on split {evaluate!r} (its splits: {names})")
     elif use == "fewshot":
         log(f"{d.source}: few-shot examples from {train!r}, tested on {evaluate!r} (its splits: {names})")
+    elif hold_out and evaluate is None and d.eval_split == AUTO and d.train_split == AUTO and not d.streaming:
+        train, evaluate, why = held_out_part(cfg, train)
+        log(f"{d.source}: training on {train!r}, evaluating on {evaluate!r}, {why} (its splits: {names})")
     else:
         shown = f"evaluating on {evaluate!r}" if evaluate else "no held-out split, so no evaluation"
         log(f"{d.source}: training on {train!r}, {shown} (its splits: {names})")
     return replace(cfg, data=replace(d, train_split=train or d.train_split, eval_split=evaluate))
+
+
+def held_out_part(cfg: RecipeCfg, train: str) -> tuple[str, str, str]:
+    """A source with no held-out split: (train part, held-out part, why), cut from the end of `train` in
+    the paper's minival fractions (transfer.py: 2% for data sets it does not name), at least one image."""
+    size = load_split(cfg.data.source, train, labels=False).num_examples or 0
+    fraction, _ = transfer.minival_fraction(cfg.data.source, cfg.sweep.minival)
+    held = min(max(1, round(size * fraction)), size - 1)
+    if held < 1:
+        raise DataError(f"data.source {cfg.data.source!r} split {train!r} holds {size} image(s): too few to hold "
+                        "any out for evaluation; add images, or name splits with --set data.eval_split=...")
+    cut = size - held
+    return f"{train}[:{cut}]", f"{train}[{cut}:]", f"the last {held} of its {size} images held out ({fraction:.0%})"
 
 
 def model_from(cfg: RecipeCfg, source: reader.Pretrained, log: Reporter, *,

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 from vitcli import __version__, files
 from vitcli.recipe import schema
 from vitcli.recipe.config import RecipeCfg
 from vitcli.engine.jobs.preamble import session, with_splits
-from vitcli.engine.persistence import rundir
+from vitcli.engine.persistence import rundir, sessions
 from vitcli.engine.runtime.process import Runtime
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.runtime.signals import StopRequest
@@ -37,11 +35,13 @@ def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: f
     same dict. `render` turns it into the text of the run's recipe.yaml; the CLI passes `recipe.dump`
     (block-style YAML), since the engine never imports a YAML library.
 
-    The results (also in `out/results.json`) say how long it took (`train_s`: training over every
-    process that worked on the run, `wall_s`: this process), when (`date`, UTC), with which vit and
-    `command` (what the user typed, as the caller reports it).
+    The results (also in `out/results.json`) say how long it took (`train_s`: training, `wall_s`: the
+    whole processes, both over every session that worked on the run), when (`date`, UTC, of this session),
+    with which vit and `command` (what the user typed, as the caller reports it), and `sessions`: each
+    session's command, date and wall_s. A start that fails before training begins removes the run
+    directory it made (`rundir.undone_on_failure`).
     """
-    started, date = time.monotonic(), datetime.now(timezone.utc).isoformat(timespec="seconds")
+    part = sessions.start(command)
     with session(cfg, log) as (rt, log):
         if rt.restarts and not resume and rundir.holds_run(out):
             # torchrun --max-restarts (or a requeued SLURM job) runs the same command again: continue.
@@ -50,15 +50,19 @@ def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: f
         cfg = with_splits(cfg, "train", log.info)  # before recipe.json: it records the splits chosen
         recipe_data = schema.to_dict(cfg)
         recipe_text = render(recipe_data)
+        created = rundir.new_folders(out) if rt.is_main and not resume else []
         # One writer per run directory, for the run's whole life (the lock goes when the process does).
-        with rundir.writer(out, resume=resume) if rt.is_main else contextlib.nullcontext():
+        with rundir.writer(out, resume=resume) if rt.is_main else contextlib.nullcontext(), \
+                rundir.undone_on_failure(created) as begun:
             trainer = _open(cfg, rt, out, log, resume, (recipe_text, recipe_data), allowed_changes)
+            trainer.session = part  # recorded in each checkpoint, for results.json's history of the run
+            begun()
             summary = _fit(trainer, out, resume_hint)
             weights = trainer.setup.raw_state_dict()  # a collective under FSDP: every rank calls it
             if rt.is_main:
                 save_run_model(out, trainer.setup, recipe_data, weights, trainer.label_names, log.info)
-                summary.update(wall_s=round(time.monotonic() - started, 3), date=date, vit_version=__version__,
-                               command=command)
+                summary.update(**sessions.totals(trainer.sessions_before, part, summary["train_s"]),
+                               date=part.date, vit_version=__version__, command=command)
                 files.write_json(out / "results.json", summary)
                 write_model_card(out, name=cfg.run.name, model=trainer.setup.description, recipe=recipe_data,
                                  results=summary, label_names=trainer.label_names, command=command)

@@ -18,7 +18,8 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vitcli import files
@@ -78,6 +79,43 @@ def writer(out: Path, *, resume: bool) -> Iterator[None]:
     _check_place(out, resume)
     with files.RunLock(out):
         yield
+
+
+def new_folders(out: Path) -> list[Path]:
+    """The folders a new run at `out` would create (`out` first, then its missing parents); [] if it exists."""
+    out = Path(out)
+    try:
+        return [p for p in (out, *out.parents) if not (p.exists() or p.is_symlink())]
+    except OSError:  # a name too long for the file system: the run's lock refuses it in one line
+        return []
+
+
+@contextlib.contextmanager
+def undone_on_failure(created: list[Path]) -> Iterator[Callable[[], None]]:
+    """Remove the folders of `created` (from `new_folders`, taken before anything was made) when the `with`
+    body fails before it calls the callable it is given, the mark that the run has started.
+
+    A start refused after the run directory was made (a split, a label, a model that cannot be built) then
+    leaves nothing behind, so a retry gets the same runs/<name> and no empty shell is left for other commands
+    to trip over. Call it with the run's lock held: nobody else writes there. Once started, a run's files
+    stay (a checkpoint resumes it).
+    """
+    started = []
+    try:
+        yield lambda: started.append(True)
+    except BaseException:
+        if created and not started:
+            _remove_new(created)
+        raise
+
+
+def _remove_new(created: list[Path]) -> None:
+    out = created[0]
+    if out.is_dir() and not out.is_symlink():
+        shutil.rmtree(out, ignore_errors=True)  # rmtree never follows a link out of the folder
+    for parent in created[1:]:
+        with contextlib.suppress(OSError):
+            parent.rmdir()  # only when empty: runs/ may have gained another run meanwhile
 
 
 def prepare(out: Path, recipe_yaml: str, recipe_data: dict, *, resume: bool, allowed: set[str]) -> None:

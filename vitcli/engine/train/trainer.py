@@ -19,7 +19,7 @@ from vitcli.recipe.config import AUTO, RecipeCfg, resolve_steps
 from vitcli.data import load_split, train_loader
 from vitcli.data.checks import check_labels
 from vitcli.engine.evaluate.evaluators import build_evaluators, run_evaluators
-from vitcli.engine.persistence import checkpoints
+from vitcli.engine.persistence import checkpoints, sessions
 from vitcli.engine.persistence.metrics_log import MetricsLog
 from vitcli.engine.runtime.faults import collective_error, is_collective_error
 from vitcli.engine.runtime.process import Runtime, rng_state, set_rng_state
@@ -28,7 +28,7 @@ from vitcli.engine.runtime.signals import StopRequest
 from vitcli.engine.train import batching, optim
 from vitcli.engine.train.best import Best
 from vitcli.engine.train.step import TrainStep
-from vitcli.errors import CheckpointError, RecipeError, RunError
+from vitcli.errors import CheckpointError, RecipeError, RunError, VitError
 from vitcli.formats import duration, plural, rough_duration
 from vitcli.models import describe
 from vitcli.models.variants import macs, resolve_variant
@@ -87,6 +87,8 @@ class Trainer:
         self.best = Best(cfg.train, self.out, rt.is_main)  # train.keep_best and train.early_stop
         self.pos = Position()
         self.seconds_before = 0.0  # training time of earlier processes of this run (resumed runs)
+        self.sessions_before: list[dict] = []  # the earlier processes' commands and wall times (sessions.py)
+        self.session = sessions.start("")  # this process's; jobs.train names its command
         self.bar = None
         if resume:
             self._restore()
@@ -150,7 +152,8 @@ class Trainer:
         steps = per_rank // self.batches.per_rank
         if steps == 0 and self.total > 0:
             raise RecipeError(f"train.batch_size {self.cfg.train.batch_size} is larger than the "
-                              f"{n} examples of {self.cfg.data.source} [{self.cfg.data.train_split}]")
+                              f"{n} examples of {self.cfg.data.source} [{self.cfg.data.train_split}]; give at "
+                              f"most {n} (--set train.batch_size={min(n, 16)}, say)")
         return max(1, steps)
 
     # -- state ---------------------------------------------------------------------------------------
@@ -167,6 +170,7 @@ class Trainer:
             "recipe": self.recipe_data,
             "train_seconds": self.train_seconds,
             "best": self.best.state(),
+            "sessions": [*self.sessions_before, sessions.current(self.session)],
         }
 
     @property
@@ -205,8 +209,25 @@ class Trainer:
             self.total = min(self.total, self.pos.step)
         seconds = state.get("train_seconds")  # only shown and reported: a checkpoint without it counts 0
         self.seconds_before = float(seconds) if isinstance(seconds, (int, float)) else 0.0
+        self.sessions_before = sessions.restored(state.get("sessions"), self.seconds_before)
+        self._say_lengthened(state.get("recipe"), done, last)
         self.metrics.truncate_after(self.pos.step, rerun_eval=self.pos.step >= self.total)
         self.log.info(f"resumed from {last} at step {self.pos.step} (epoch {self.pos.epoch})")
+
+    def _say_lengthened(self, stored, done: int, last: Path) -> None:
+        """A run resumed with another length: one line on where its learning-rate schedule goes from here."""
+        try:
+            before = resolve_steps(schema.from_dict(stored, str(last)).train, self.train_split.num_examples)
+        except (VitError, TypeError, AttributeError):
+            return  # an older checkpoint without a readable recipe: nothing to compare
+        if before == self.total or done == 0:
+            return
+        sched, peak = self.cfg.schedule, self.peak_lr
+        was, now = optim.lr_at(done - 1, before, peak, sched), optim.lr_at(done, self.total, peak, sched)
+        self.log.info(f"lengthened from {before} to {self.total} steps: the {sched.decay} schedule is laid out "
+                      f"again over {self.total} steps, so the learning rate goes from {was:.3g} (step {done} of "
+                      f"{before}) to {now:.3g} at step {done + 1}" + (" (it had decayed: training warms up again)"
+                                                                       if done >= before and now > was else ""))
 
     def save(self) -> Path | None:
         """Write a checkpoint at the current step; only the main process writes."""
