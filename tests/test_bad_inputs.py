@@ -348,6 +348,14 @@ def _loose_image(c: Ctx) -> str:
     return source
 
 
+def _mixed_folder(c: Ctx) -> str:
+    """Class folders beside a split folder: which split would green/ and red/ be?"""
+    source = _folder(c, ("red", "green"))
+    (c.tmp / "f" / "train" / "red").mkdir(parents=True)
+    (c.tmp / "f" / "train" / "red" / "0.png").write_bytes(_png(3))
+    return source
+
+
 def _deep_tree(c: Ctx) -> Path:
     """A home directory given as an image folder: folders far below <split>/<class>."""
     (c.tmp / "home" / "me" / "photos" / "2024" / "trip" / "day1").mkdir(parents=True)
@@ -396,6 +404,11 @@ CASES = [
     ("missing-data-source", lambda c: _pretrain(c, c.recipe(text="model:\n  name: Ti/16\n")),
      "{tmp}/r.yaml: data.source: missing required field; give a hub id, a local directory, imagefolder:PATH or "
      "builtin:digits (or --set data.source=...)"),
+    ("pretrain-without-data", lambda c: ["pretrain", "--out", c.out, "--res", "32"],
+     "<*>/pretrain/default.yaml: data.source: missing; give --data SOURCE (a hub id, a local directory, "
+     "imagefolder:PATH or builtin:digits) or a RECIPE"),
+    ("steps-and-epochs", lambda c: ["pretrain", "--data", c.data, "--steps", "20", "--epochs", "2", "--out", c.out],
+     "--steps 20 and --epochs 2: give one training length, not both"),
     ("base-cycle", lambda c: (c.recipe("b.yaml", "base: a.yaml\n"),
                               ["recipe", "check", c.recipe("a.yaml", "base: b.yaml\n")])[1],
      "{tmp}/a.yaml: base: cycle in recipe inheritance: {tmp}/a.yaml -> {tmp}/b.yaml -> {tmp}/a.yaml"),
@@ -510,6 +523,10 @@ CASES = [
      "data.source 'imagefolder:{tmp}/f': image '{tmp}/f/n01440764_val_1.JPEG' lies beside class folders, in no class "
      "and would not be used; an image folder is PATH/<class>/<image> or PATH/<split>/<class>/<image> (split folders: "
      "train, val, test): move it into a class folder or remove it"),
+    ("imagefolder-split-and-class-folders", lambda c: _pretrain(c, c.recipe(data={"source": _mixed_folder(c)})),
+     "data.source 'imagefolder:{tmp}/f': '{tmp}/f' holds split folders (train) beside other folders (green), whose "
+     "images would belong to no split; an image folder is PATH/<class>/<image> or PATH/<split>/<class>/<image> "
+     "(split folders: train, val, test)"),
     ("images-corrupt-small-set", lambda c: _pretrain(c, c.recipe(**_no_eval(
         _parquet(c.tmp / "d", {"img": _images(32, {9}), "label": [i % 4 for i in range(32)]})))),
      "data.source '{tmp}/d' split 'train': 1 of 32 images seen could not be decoded, more than "
