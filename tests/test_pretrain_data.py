@@ -189,6 +189,10 @@ def test_a_lengthened_run_keeps_every_session_and_says_how_its_schedule_goes_on(
     assert len(commands) == 2 and "--steps 4" in commands[0] and "--steps 8 --resume" in commands[1]
     assert results["wall_s"] == pytest.approx(sum(s["wall_s"] for s in results["sessions"]), abs=2e-3)
     assert results["wall_s"] >= results["train_s"] > 0 and results["steps"] == 8
+    third = pretrain(tmp_path, monkeypatch, "--resume", "--out", out, "--steps", 9)  # the run's own recipe
+    assert third.exit_code == 0, third.output
+    assert [s["command"].split()[-1] for s in json.loads((out / "results.json").read_text())["sessions"]] == \
+        ["4", "--resume", "9"]
 
 
 def test_base_by_shipped_name_and_a_childs_length_replaces_the_bases(tmp_path):
