@@ -123,3 +123,9 @@ def test_an_empty_class_folder_is_named(tmp_path):
     (tmp_path / "f" / "dog" / "notes.txt").write_text("no images yet")
     with pytest.raises(DataError, match=r"class folder '.*/dog' holds no images"):
         load_split(f"imagefolder:{tmp_path / 'f'}", "train")
+
+
+def test_split_folders_in_any_case_are_the_lower_case_splits(tmp_path):
+    _write(tmp_path / "f", ["Train/cat/0.png", "Train/dog/1.png", "VAL/cat/2.png"])
+    assert split_names(f"imagefolder:{tmp_path / 'f'}") == ["train", "val"]
+    assert load_split(f"imagefolder:{tmp_path / 'f'}", "val").num_examples == 1

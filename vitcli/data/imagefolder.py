@@ -1,7 +1,8 @@
 """`imagefolder:PATH` as torchvision and timm mean it: class folders, optionally under split folders.
 
     PATH/<class>/<image>                  one split, 'train'
-    PATH/<split>/<class>/<image>          split folders named train, val, validation, test, ...
+    PATH/<split>/<class>/<image>          split folders named train, val, validation, test, ... (any case;
+                                          the split is the lower-case name)
 
 Images in sub-folders of a class folder belong to that class (torchvision's ImageFolder). Every image
 file found is used exactly once; one that would not be (beside class folders, beside split folders,
@@ -72,13 +73,16 @@ def scan(source: str) -> Listing:
     if split_dirs:
         if images:
             raise walk.unused(images[0], "beside the split folders")
-        splits = {d.name: walk.split(d, 1) for d in split_dirs}
+        if len({d.name.lower() for d in split_dirs}) < len(split_dirs):
+            raise DataError(f"data.source {source!r}: {str(folder)!r} holds split folders whose names differ only in "
+                            f"case ({', '.join(d.name for d in split_dirs)}); merge them")
+        splits = {d.name.lower(): walk.split(d, 1) for d in split_dirs}  # 'Train/' is the split 'train'
     else:
         splits = {"train": walk.split(folder, 0, dirs, images)}
     for name, group in splits.items():
         if not group.images:
-            raise DataError(f"data.source {source!r}: split folder {str(folder / name)!r} holds no images; "
-                            "add images in class folders or remove it")
+            raise DataError(f"data.source {source!r}: the split folder {name!r} holds no images; add images in "
+                            "class folders or remove it")
     classes = sorted({c for g in splits.values() for _, c in g.images if c is not None})
     return Listing(source, splits, classes, walk.skipped)
 
