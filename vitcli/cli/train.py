@@ -27,8 +27,7 @@ def pretrain_cmd(path: PretrainRecipeArg = None, data: PretrainDataOpt = None, r
                  out: OutOpt = None, resume: ResumeOpt = False, as_json: JsonOpt = False) -> None:
     """Train a ViT from scratch as a recipe describes, or on --data with the default recipe (pretrain/default).
 
-    --data replaces the recipe's data source and its splits: the source's own are used (train to train on;
-    test, else validation, else a held-out part of train to evaluate on), and one line says which.
+    --data replaces the recipe's data source and its splits: the source's own are used (train to train on; test, else validation, else a held-out part of train to evaluate on), and one line says which.
 
     [b]Examples[/b]:
       [cyan]vit pretrain demo[/]  (writes runs/demo)
