@@ -25,7 +25,8 @@ from vitcli.cli import app
 from vitcli.engine import jobs
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.train import optim
-from vitcli.engine.train.model_setup import init_model
+from vitcli.engine.runtime.process import Runtime
+from vitcli.engine.train.model_setup import setup_model
 from vitcli.errors import RecipeError, RunError
 from vitcli.models import build_model, resample_posemb
 from vitcli.weights import reader
@@ -82,9 +83,8 @@ def finetune_model(source_path: Path, recipe_path: Path | None, *extra: str):
     """Assemble the fine-tune recipe as `vit finetune` does, then build and initialise its model."""
     source = reader.read(source_path)
     cfg = assembly.from_checkpoint(source, recipe_path, [], [*FAST, *extra], assembly.FINETUNE)
-    model = build_model(cfg.model, 4)
     log, buffer = capture()
-    init_model(model, cfg, 4, log)
+    model = setup_model(cfg, 4, Runtime.create("cpu", "fp32", 0), log, init=source).model
     return model, cfg, buffer.getvalue()
 
 
@@ -217,10 +217,12 @@ SWEEP_STEPS = "train.steps=6"  # 6 x 16 = 96: the final run sees one whole epoch
 
 
 @pytest.fixture(scope="module")
-def sweep(pre, tmp_path_factory) -> tuple[Path, Path, dict]:
+def sweep(pre, tmp_path_factory) -> tuple[Path, Path, dict, list[Path]]:
     """A two-value sweep: lr 1e-5 barely moves the zero head, lr 0.1 learns the colours. Records which
-    training examples each run's loader served, keyed by the size of the split it read."""
+    training examples each run's loader served, keyed by the size of the split it read, and every weights
+    file read (the low-level reads of safetensors and pickles)."""
     from vitcli.data import sampler
+    from vitcli.weights import serialization
 
     folder = tmp_path_factory.mktemp("sweep")
     path = folder / "sweep.yaml"
@@ -241,15 +243,25 @@ def sweep(pre, tmp_path_factory) -> tuple[Path, Path, dict]:
         else:
             yield from original(self)
 
+    read: list[Path] = []
+
+    def recording(original):
+        def read_file(file, *args, **kwargs):
+            read.append(Path(file))
+            return original(file, *args, **kwargs)
+        return read_file
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sampler.Batches, "__iter__", counting)
+        for name in ("read_safetensors", "load"):
+            mp.setattr(serialization, name, recording(getattr(serialization, name)))
         result = invoke("finetune", path, "--from", pre, *sets(SWEEP_STEPS), "--out", folder / "out")
     assert result.exit_code == 0, result.output
-    return path, folder / "out", served
+    return path, folder / "out", served, read
 
 
 def test_sweep_follows_the_papers_protocol(sweep, pre):
-    _, out, served = sweep
+    _, out, served, _ = sweep
     summary = json.loads((out / "sweep.json").read_text())
     rows = {row["lr"]: row for row in summary["sweep"]}
     # The minival: the last 25% of train, as the recipe's sweep.minival says.
@@ -277,10 +289,17 @@ def test_sweep_follows_the_papers_protocol(sweep, pre):
     assert reader.read(out).model["res"] == [16, 16]  # the sweep directory reads as a run directory
 
 
+def test_a_sweep_reads_its_checkpoint_once(sweep, pre):
+    # Three runs (two learning rates and the final one) start from the checkpoint the command read.
+    *_, read = sweep
+    from_checkpoint = [file for file in read if file.parent == pre]
+    assert from_checkpoint == [pre / "model.safetensors"], read
+
+
 def test_sweep_table_shows_minival_and_the_final_test(sweep):
     from vitcli.cli.tables import sweep_table
 
-    _, out, _ = sweep
+    _, out, _, _ = sweep
     buffer = io.StringIO()
     Console(file=buffer, width=300).print(sweep_table(json.loads((out / "sweep.json").read_text())))
     text = " ".join(buffer.getvalue().split())  # the title and caption wrap at the table's width
@@ -292,7 +311,7 @@ def test_sweep_table_shows_minival_and_the_final_test(sweep):
 def test_no_retrain_keeps_the_minival_winner_and_says_so(sweep, pre, tmp_path, monkeypatch):
     import shutil
 
-    path, out, _ = sweep
+    path, out, _, _ = sweep
     cheap = tmp_path / "cheap"
     for run in ("lr-1e-05", "lr-0.1"):  # the finished minival runs are shared, not trained again
         shutil.copytree(out / run, cheap / run)
@@ -309,7 +328,7 @@ def test_no_retrain_keeps_the_minival_winner_and_says_so(sweep, pre, tmp_path, m
 
 
 def test_resumed_sweep_does_not_train_finished_runs_again(sweep, pre, monkeypatch):
-    path, out, _ = sweep
+    path, out, _, _ = sweep
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished sweep run was trained again")

@@ -164,6 +164,14 @@ def test_finetune_and_fewshot_from_an_mpp_run(tiny_data, tmp_path):
                                    assembly.FEWSHOT)
     results = jobs.fewshot(few, reader.read(out), log=QUIET)
     assert set(results["results"]["tiny_data0"]) == {"1shot", "2shot"}
+    # vit export of a raw checkpoint leaves the masked-patch parts out, as the run's own model.safetensors does.
+    from safetensors.torch import load_file
+
+    from vitcli.weights import convert
+
+    convert.export(reader.read(max((out / "checkpoints").iterdir())), "timm", tmp_path / "timm")
+    exported = load_file(str(tmp_path / "timm" / "model.safetensors"))
+    assert exported.keys() == load_file(str(out / "model.safetensors")).keys()
 
 
 def test_a_run_recorded_before_these_keys_existed_still_resumes(tiny_data, tmp_path):

@@ -100,8 +100,9 @@ def test_load_resamples_position_embeddings():
     src = build_model(tiny(), 10)
     dst = build_model(tiny(res=(48, 48)), 10)
     lines = []
-    notes = load_weights(dst, src.state_dict(), drop_head=False, log=lines.append)
-    assert lines == notes == ["position embeddings resampled: 4x4 -> 6x6 (paper)"]
+    fitted = load_weights(dst, src.state_dict(), drop_head=False, log=lines.append)
+    assert lines == fitted.notes == ["position embeddings resampled: 4x4 -> 6x6 (paper)"]
+    assert (fitted.resampled.old, fitted.resampled.new, fitted.resampled.how) == ((4, 4), (6, 6), "paper")
     expected = resample_posemb(src.pos_embed.detach(), (6, 6))
     torch.testing.assert_close(dst.pos_embed.detach(), expected)
     torch.testing.assert_close(dst.blocks[1].mlp.fc2.weight, src.blocks[1].mlp.fc2.weight)
@@ -113,15 +114,16 @@ def test_load_non_square_checkpoint_needs_its_grid():
     dst = build_model(tiny(res=(48, 48)), 10)
     with pytest.raises(CheckpointError, match="not a square grid"):
         load_weights(dst, src.state_dict(), drop_head=False, log=lambda _: None)
-    notes = load_weights(dst, src.state_dict(), drop_head=False, old_grid=(4, 6), mode="bicubic", log=print)
+    notes = load_weights(dst, src.state_dict(), drop_head=False, old_grid=(4, 6), mode="bicubic", log=print).notes
     assert notes == ["position embeddings resampled: 4x6 -> 6x6 (bicubic)"]
 
 
 def test_drop_head_keeps_fresh_head_and_drops_pre_logits():
     src = build_model(tiny(representation_size=32), 10)
     dst = build_model(tiny(head_init="zero", head_bias=0.5), 3)
-    notes = load_weights(dst, src.state_dict(), drop_head=True, log=lambda _: None)
-    assert notes and "head" in notes[0]
+    fitted = load_weights(dst, src.state_dict(), drop_head=True, log=lambda _: None)
+    assert fitted.notes and "head" in fitted.notes[0]
+    assert set(fitted.dropped_head) == {"head.weight", "head.bias", "pre_logits.fc.weight", "pre_logits.fc.bias"}
     assert torch.all(dst.head.weight == 0) and torch.all(dst.head.bias == 0.5)
     torch.testing.assert_close(dst.cls_token, src.cls_token)
 
@@ -161,7 +163,7 @@ def test_missing_and_unexpected_keys_are_errors():
 def test_load_into_identical_model_is_silent():
     src = build_model(tiny(), 10)
     dst = build_model(tiny(), 10)
-    assert load_weights(dst, src.state_dict(), drop_head=False, log=pytest.fail) == []
+    assert load_weights(dst, src.state_dict(), drop_head=False, log=pytest.fail).notes == []
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         np.testing.assert_array_equal(dst.eval()(x).numpy(), src.eval()(x).numpy())

@@ -53,11 +53,11 @@ def test_every_kind_trains_saves_reloads_and_resamples(kind, pool, tmp_path):
     saved = read_safetensors(tmp_path / "m.safetensors")
     x = images()
     same = build_model(cfg, 10).eval()
-    assert load_weights(same, saved, drop_head=False, log=pytest.fail) == []
+    assert load_weights(same, saved, drop_head=False, log=pytest.fail).notes == []
     with torch.no_grad():
         assert torch.equal(same(x), model.eval()(x))
     big = build_model(tiny(posemb=kind, pool=pool, res=(48, 40)), 10).eval()
-    notes = load_weights(big, saved, drop_head=False, log=lambda _: None)
+    notes = load_weights(big, saved, drop_head=False, log=lambda _: None).notes
     assert notes == ([] if kind == "none" else [notes[0]])
     assert kind == "none" or notes[0].startswith("position embeddings resampled: 4x4 -> 6x5 (")
     with torch.no_grad():
@@ -193,7 +193,7 @@ def test_sequence_offsets_keep_their_meaning_on_another_grid():
 def test_a_relative_model_at_another_resolution_keeps_the_one_row_down_offset():
     model = build_model(tiny(posemb="relative"), 10)  # 32 px at patch 8: a 4 x 4 grid
     wider = build_model(tiny(posemb="relative", res=(32, 48)), 10)  # a 4 x 6 grid
-    notes = load_weights(wider, model.state_dict(), drop_head=False, old_grid=(4, 4), log=lambda _: None)
+    notes = load_weights(wider, model.state_dict(), drop_head=False, old_grid=(4, 4), log=lambda _: None).notes
     assert notes == ["position embeddings resampled: 4x4 -> 4x6 (paper, sequence offsets re-indexed by row and "
                      "column)"]
     learned, fitted = model.blocks[0].attn.rel_pos, wider.blocks[0].attn.rel_pos

@@ -70,15 +70,15 @@ def test_every_table_trains_saves_reloads_and_resamples(kind, where, tiny_data, 
     fresh = build_model(convert.model_cfg(source.model), 4)
     tables = [k for k in source.state_dict if k.startswith("pos_embed")]
     assert all(not torch.equal(source.state_dict[k], fresh.state_dict()[k]) for k in tables)  # trained
-    assert load_weights(model, source.state_dict, drop_head=False, log=pytest.fail) == []
+    assert load_weights(model, source.state_dict, drop_head=False, log=pytest.fail).notes == []
     x = images((16, 16))
     again = build_model(convert.model_cfg(source.model), 4).eval()
-    notes = load_weights(again, source.state_dict, drop_head=False, old_grid=(4, 4), log=pytest.fail)
+    notes = load_weights(again, source.state_dict, drop_head=False, old_grid=(4, 4), log=pytest.fail).notes
     assert notes == []  # the same grid: nothing resampled, the outputs identical
     with torch.no_grad():
         assert torch.equal(again(x), model(x))
     big = build_model(convert.model_cfg(source.model, res=(24, 32)), 4).eval()
-    notes = load_weights(big, source.state_dict, drop_head=False, log=lambda _: None)
+    notes = load_weights(big, source.state_dict, drop_head=False, log=lambda _: None).notes
     assert len(notes) == 1 and notes[0].startswith("position embeddings resampled: 4x4 -> 6x8 (paper")
     if where == "every_layer" and kind == "learned":
         torch.testing.assert_close(big.pos_embed_layers[0].table[:, :1], model.pos_embed_layers[0].table[:, :1])

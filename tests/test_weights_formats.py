@@ -19,7 +19,7 @@ from vitcli.cli import app
 from vitcli.recipe.config import ModelCfg
 from vitcli.engine import jobs
 from vitcli.engine.runtime.progress import Reporter
-from vitcli.engine.train.model_setup import init_model
+from vitcli.weights.restore import restore
 from vitcli.models import build_model
 from vitcli.weights import convert, reader
 
@@ -32,7 +32,7 @@ def vit_forward(source: reader.Pretrained, x: torch.Tensor = BATCH) -> torch.Ten
     """What `vit eval` / `vit fewshot` run: the recipe assembled from the checkpoint, its model, a forward."""
     options = ["data.source=builtin:digits", "eval.weights=raw"]
     cfg = assembly.from_checkpoint(source, None, options, [], assembly.EVALUATE)
-    model, _ = jobs.model_from(cfg, source, Reporter(enabled=False), need_head=False)
+    model, _ = restore(source, cfg.model, weights=cfg.eval.weights)
     with torch.no_grad():
         return model.eval()(x)
 
@@ -71,8 +71,7 @@ def test_npz_finetune_drops_the_pre_logits_layer_and_head(tmp_path):
     path = write_npz(src, tmp_path / "pre.npz")
     cfg = assembly.from_checkpoint(reader.read(path), None, [], ["data.source=builtin:digits"], assembly.FINETUNE)
     assert cfg.model.representation_size is None and cfg.train.init_from == str(path)
-    model = build_model(cfg.model, 4)
-    init_model(model, cfg, 4, Reporter(enabled=False))
+    model, _ = restore(reader.read(cfg.train.init_from), cfg.model, new_head=4, weights="raw")
     assert not any(k.startswith("pre_logits.") for k in model.state_dict())
     torch.testing.assert_close(model.state_dict()["blocks.1.mlp.fc2.weight"], src.state_dict()["blocks.1.mlp.fc2.weight"])
 
@@ -220,7 +219,7 @@ def test_hf_layer_norm_eps_that_is_no_epsilon_is_one_line(tmp_path, eps):
 def jobs_model(run: Path) -> torch.nn.Module:
     source = reader.read(run)
     cfg = assembly.from_checkpoint(source, None, ["data.source=builtin:digits"], [], assembly.EVALUATE)
-    return jobs.model_from(cfg, source, Reporter(enabled=False), need_head=False)[0]
+    return restore(source, cfg.model, weights=cfg.eval.weights)[0]
 
 
 @pytest.mark.parametrize(("model_type", "extra"), [("deit", {}), ("swin", {}), ("beit", {}), ("vit-hybrid", {})])

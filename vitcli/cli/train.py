@@ -82,7 +82,7 @@ def finetune_cmd(path: FinetuneRecipeArg = None, from_: FromOpt = ..., data: Dat
     options = assembly.recipe_overrides(res, given)
     cfg = assembly.from_checkpoint(source, path, options, sets or [], assembly.FINETUNE)
     flags = {"--from": from_, "--res": res, **_flags(given)}
-    _train(cfg, out, resume, options, sets or [], _command("vit finetune", path, flags), as_json)
+    _train(cfg, out, resume, options, sets or [], _command("vit finetune", path, flags), as_json, init=source)
 
 
 def _flags(given: dict[str, object]) -> dict[str, object]:
@@ -106,7 +106,9 @@ def _command(head: str, path: Optional[Path], flags: dict[str, object]) -> str:
 LENGTH_KEYS = ("train.steps", "train.epochs", "train.examples")
 
 
-def _train(cfg, out: Optional[Path], resume: bool, options, sets: list[str], command: str, as_json: bool) -> None:
+def _train(cfg, out: Optional[Path], resume: bool, options, sets: list[str], command: str, as_json: bool,
+           init=None) -> None:
+    """Run the recipe (a sweep when it lists several learning rates); `init` is finetune's checkpoint, read once."""
     from vitcli.engine import jobs
 
     # Every torchrun process picks the same default: none can create it before all have joined the
@@ -122,9 +124,9 @@ def _train(cfg, out: Optional[Path], resume: bool, options, sets: list[str], com
     # recipe.yaml is the run's recipe rendered for people: YAML stays in recipe.py, the engine writes it.
     if jobs.is_sweep(cfg):
         emit(jobs.run_sweep(cfg, out, resume=resume, allowed=allowed, hint=hint, render=recipe.dump,
-                            log=reporter(as_json)), as_json,
+                            log=reporter(as_json), init=init), as_json,
              sweep_table)
     else:
         results = jobs.train(cfg, out, resume=resume, allowed_changes=allowed, resume_hint=hint, render=recipe.dump,
-                             command=shlex.join(["vit", *sys.argv[1:]]), log=reporter(as_json))
+                             command=shlex.join(["vit", *sys.argv[1:]]), log=reporter(as_json), init=init)
         emit(results, as_json, f"results ({out})")

@@ -12,11 +12,30 @@ the a=-0.5 kernel (as PIL does) rather than -0.75, so it differs from plain bicu
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 MODES = ("paper", "bilinear", "bicubic")
+
+
+@dataclass(frozen=True)
+class Resample:
+    """A change of position-embedding grid made while loading weights: what reports and logs show."""
+
+    old: tuple[int, int] | None  # the checkpoint's patch grid (None: not known)
+    new: tuple[int, int]  # the model's
+    how: str  # the mode, e.g. "paper", or what was done instead ("sincos2d recomputed")
+
+    def __str__(self) -> str:
+        was = f"{self.old[0]}x{self.old[1]}" if self.old else "checkpoint grid"
+        return f"{was} -> {self.new[0]}x{self.new[1]} ({self.how})"
+
+    @property
+    def note(self) -> str:
+        """The log line: "position embeddings resampled: 4x4 -> 8x8 (paper)"."""
+        return f"position embeddings resampled: {self}"
 
 
 def square_grid(num_tokens: int) -> tuple[int, int] | None:

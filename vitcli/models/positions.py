@@ -126,13 +126,14 @@ class PositionTables:
         extra = {n for n, _ in self.named_parameters() if n.startswith("pos_embed_") or ".attn.rel_" in n}
         return set(super().no_weight_decay()) | extra
 
-    def fit_posemb(self, sd: dict[str, torch.Tensor], mode: str, old_grid: tuple[int, int] | None = None) -> list[str]:
+    def fit_posemb(self, sd: dict[str, torch.Tensor], mode: str,
+                   old_grid: tuple[int, int] | None = None) -> pe.Resample | None:
         """Fit a checkpoint's position tables (state dict `sd`, changed in place) to this model's grid.
 
         Learned 2-D axes, per-block tables and relative offset tables are interpolated (`mode`), the fixed
         sine-cosine table is recomputed; timm's learned table is left to `weights.fit`. `old_grid` (the
-        checkpoint's patch grid, when known) names the change and lays out 1-D tables. Returns one note,
-        "position embeddings resampled: 4x4 -> 6x6 (...)", when anything changed.
+        checkpoint's patch grid, when known) names the change and lays out 1-D tables. Returns the change
+        (4x4 -> 6x6, how), or None.
         """
         own = dict(self.named_parameters()) | dict(self.named_buffers())
         changed = [k for k in sd if k in own and sd[k].shape != own[k].shape and sd[k].ndim == own[k].ndim
@@ -144,9 +145,8 @@ class PositionTables:
             sd[key], done, old_grid = self._fit_one(key, sd[key], own[key], mode, old_grid)
             how = done or how
         if how is None:
-            return []
-        was = _fmt(old_grid) if old_grid else "checkpoint grid"
-        return [f"position embeddings resampled: {was} -> {_fmt(self.patch_embed.grid_size)} ({how})"]
+            return None
+        return pe.Resample(tuple(old_grid) if old_grid else None, tuple(self.patch_embed.grid_size), how)
 
     def _fit_one(self, key: str, old: torch.Tensor, new: torch.Tensor, mode: str,
                  old_grid: tuple[int, int] | None) -> tuple[torch.Tensor, str | None, tuple[int, int] | None]:
@@ -173,7 +173,3 @@ class PositionTables:
             table = pe.resample_sequence_offsets(old, old_grid, tuple(self.patch_embed.grid_size), mode)
             return table, f"{mode}, sequence offsets re-indexed by row and column", old_grid
         return old, None, old_grid
-
-
-def _fmt(grid) -> str:
-    return f"{grid[0]}x{grid[1]}"

@@ -19,7 +19,7 @@ import torch
 
 from vitcli.errors import CheckpointError, RunError
 from vitcli.files import atomic_write, check_regular, read_bytes, write_json
-from vitcli.models import build_model, describe
+from vitcli.models import describe
 from vitcli.models.positions import not_in_timm, not_in_transformers
 from vitcli.models.vit import EXTRAS, TIMM_EPS
 from vitcli.weights import hf, layouts, remote
@@ -27,6 +27,7 @@ from vitcli.weights.arch import model_cfg
 from vitcli.weights.model_card import write_model_card
 from vitcli.weights.run_model import norm_values, timm_config
 from vitcli.weights.reader import LABEL_NAMES, Pretrained
+from vitcli.weights.restore import restore
 from vitcli.weights.serialization import write_safetensors
 
 FORMATS = ("timm", "hf", "onnx", "torchvision")
@@ -43,16 +44,19 @@ def default_export_dir(text: str, source: Pretrained, fmt: str) -> Path:
 
 
 def _model(source: Pretrained, weights: str) -> tuple[torch.nn.Module, dict, dict[str, torch.Tensor]]:
+    """The model the checkpoint describes, its description and the weights to write (those the model holds)."""
     desc = source.model
     if desc is None:
         raise CheckpointError(f"{source.path}: the checkpoint does not say which model it is; export a vit run "
                               "or a checkpoint in a format that describes itself")
-    state = source.weights(weights)
-    model = build_model(model_cfg(desc), desc["num_classes"])
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{source.path}: the weights do not fit the model the checkpoint describes "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model, done = restore(source, model_cfg(desc), weights=weights)
+    if (done.num_classes, model.representation_size or None) != (desc["num_classes"],
+                                                                 desc.get("representation_size") or None):
+        raise CheckpointError(f"{source.path}: the weights do not fit the model the checkpoint describes (a head "
+                              f"of {done.num_classes} classes and pre-logits width {model.representation_size}, "
+                              f"described: {desc['num_classes']} and {desc.get('representation_size')})")
+    # What the model does not hold (a raw checkpoint's masked-patch parts) is not written either.
+    state = {k: v for k, v in source.weights(weights).items() if k not in done.not_loaded}
     return model.eval(), desc, state
 
 

@@ -9,13 +9,14 @@ Reading checkpoint files (wrappers, formats, safety) is not done here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from vitcli.errors import CheckpointError
 from vitcli.models.masked import is_pretraining_key
-from vitcli.models.posemb import resample_posemb, square_grid
+from vitcli.models.posemb import Resample, resample_posemb, square_grid
 
 HEAD_PREFIXES = ("head.", "pre_logits.", "head_dist.")
 _SHOWN = 5  # keys named per kind of problem; more are counted
@@ -29,6 +30,29 @@ def _fmt(grid: tuple[int, int]) -> str:
     return f"{grid[0]}x{grid[1]}"
 
 
+@dataclass(frozen=True)
+class Fitted:
+    """What loading a state dict into a model changed, as data (`notes` is how the log says it)."""
+
+    resampled: Resample | None = None  # the position-embedding grid change, when there was one
+    dropped_head: tuple[str, ...] = ()  # head.* and pre_logits.* tensors left out (the model keeps its own)
+    dropped_pretraining: tuple[str, ...] = ()  # mask_token / mpp_head tensors: masked-patch pretraining only
+
+    @property
+    def notes(self) -> list[str]:
+        """One log line per change, in the order they were made."""
+        notes = []
+        if self.dropped_head:
+            notes.append(f"head not loaded: {len(self.dropped_head)} tensors of head/pre_logits dropped, "
+                         "new head kept")
+        if self.dropped_pretraining:
+            notes.append(f"masked-patch parts not loaded: {len(self.dropped_pretraining)} tensors of "
+                         "mask_token/mpp_head dropped")
+        if self.resampled is not None:
+            notes.append(self.resampled.note)
+        return notes
+
+
 def _num_prefix(sd: dict[str, torch.Tensor]) -> int:
     """Tokens the checkpoint puts before the patches (class and register tokens)."""
     return sum(sd[k].shape[1] for k in ("cls_token", "dist_token", "reg_token") if k in sd and sd[k].ndim == 3)
@@ -39,8 +63,8 @@ def _resample(
     sd: dict[str, torch.Tensor],
     old_grid: tuple[int, int] | None,
     mode: str,
-) -> tuple[torch.Tensor, str | None]:
-    """Fit checkpoint position embeddings to the model's grid; returns them and a note when resampled."""
+) -> tuple[torch.Tensor, Resample | None]:
+    """Fit checkpoint position embeddings to the model's grid; returns them and the change, if any."""
     posemb, target = sd["pos_embed"], model.pos_embed
     num_prefix = 0 if model.no_embed_class else model.num_prefix_tokens
     if (
@@ -59,7 +83,7 @@ def _resample(
             f"{_fmt(new_grid)}"
         )
     out = resample_posemb(posemb, new_grid, old_grid, num_prefix=num_prefix, mode=mode)
-    return out, f"position embeddings resampled: {_fmt(old_grid)} -> {_fmt(new_grid)} ({mode})"
+    return out, Resample(old_grid, new_grid, mode)
 
 
 def _problems(model_sd: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], drop_head: bool) -> str:
@@ -91,8 +115,8 @@ def load_weights(
     mode: str = "paper",
     old_grid: tuple[int, int] | None = None,
     log: Callable[[str], object] = print,
-) -> list[str]:
-    """Load `state_dict` into `model` in place and return the notes it logged (one line each).
+) -> Fitted:
+    """Load `state_dict` into `model` in place; return what changed (`Fitted`), each change logged in one line.
 
     `drop_head`: leave out `head.*` and `pre_logits.*` and keep the model's own head (fine-tuning).
     `mode`: position-embedding resampling ("paper", "bilinear", "bicubic") when the grid differs.
@@ -100,29 +124,22 @@ def load_weights(
     Raises CheckpointError when any other key is missing, unexpected or of another shape.
     """
     sd = dict(state_dict)
-    notes = []
-    if drop_head:
-        dropped = [k for k in sd if _is_head(k)]
-        for k in dropped:
-            del sd[k]
-        if dropped:
-            notes.append(f"head not loaded: {len(dropped)} tensors of head/pre_logits dropped, new head kept")
+    dropped = tuple(k for k in sd if _is_head(k)) if drop_head else ()
     own = model.state_dict()
-    pretraining = [k for k in sd if is_pretraining_key(k) and k not in own]
-    for k in pretraining:  # the [mask] embedding and head of masked patch prediction: pretraining only
+    # The [mask] embedding and head of masked patch prediction belong to pretraining only.
+    pretraining = tuple(k for k in sd if is_pretraining_key(k) and k not in own)
+    for k in dropped + pretraining:
         del sd[k]
-    if pretraining:
-        notes.append(f"masked-patch parts not loaded: {len(pretraining)} tensors of mask_token/mpp_head dropped")
     # 2-D, relative, fixed and per-block tables: the model knows their layout (and names the change once)
-    own = model.fit_posemb(sd, mode, old_grid) if hasattr(model, "fit_posemb") else []
+    resampled = model.fit_posemb(sd, mode, old_grid) if hasattr(model, "fit_posemb") else None
     if "pos_embed" in sd and getattr(model, "pos_embed", None) is not None:
-        sd["pos_embed"], note = _resample(model, sd, old_grid, mode)
-        own = own or ([note] if note else [])
-    notes += own
+        sd["pos_embed"], learned = _resample(model, sd, old_grid, mode)
+        resampled = resampled or learned
     problems = _problems(model.state_dict(), sd, drop_head)
     if problems:
         raise CheckpointError(f"checkpoint does not fit the model (the variants differ): {problems}")
     model.load_state_dict(sd, strict=not drop_head)
-    for note in notes:
+    fitted = Fitted(resampled, dropped, pretraining)
+    for note in fitted.notes:
         log(note)
-    return notes
+    return fitted

@@ -303,23 +303,3 @@ def latest(run_dir: Path) -> Path | None:
                          "highest-numbered step-*.pt instead")
     steps = [p for p in folder.iterdir() if _STEP_FILE.fullmatch(p.name) and not p.is_symlink() and p.is_file()]
     return max(steps, key=lambda p: int(p.name[5:-3])) if steps else None
-
-
-def checkpoint_grid(source: Pretrained) -> tuple[int, int] | None:
-    """The patch grid the checkpoint's position embeddings were trained on, when the checkpoint says.
-
-    A non-square grid (e.g. a model trained at 384x256) cannot be read off the token count, so it comes
-    from the model description; timm state dicts carry none and are taken to be square.
-    """
-    desc = source.model or {}
-    res, patch = desc.get("res"), desc.get("patch")
-    if not res or not patch:
-        return None
-    height, width = (res, res) if isinstance(res, int) else res
-    return height // patch, width // patch
-
-
-def head_classes(source: Pretrained) -> int | None:
-    """Number of classes of the checkpoint's own head (None for a headless backbone)."""
-    head = source.state_dict.get("head.weight")
-    return int(head.shape[0]) if head is not None and head.ndim == 2 else None

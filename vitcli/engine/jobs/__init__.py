@@ -12,13 +12,11 @@ from vitcli.engine.jobs.evaluation import evaluate, fewshot
 from vitcli.engine.jobs.inspection import inspect
 from vitcli.engine.jobs.lr_sweep import run_sweep
 from vitcli.engine.jobs.prediction import predict
-from vitcli.engine.jobs.preamble import model_from, weights_file
 from vitcli.engine.jobs.training import recipe_as_json, train
 from vitcli.engine.persistence.rundir import default_run_dir
 from vitcli.engine.runtime.process import launch_rank, launch_restarts
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.train.sweep import is_sweep
 
-__all__ = ["Reporter", "bench", "default_run_dir", "evaluate", "fewshot", "inspect", "is_sweep", "launch_rank", "launch_restarts",
-           "model_from",
-           "predict", "recipe_as_json", "run_sweep", "train", "weights_file"]
+__all__ = ["Reporter", "bench", "default_run_dir", "evaluate", "fewshot", "inspect", "is_sweep", "launch_rank",
+           "launch_restarts", "predict", "recipe_as_json", "run_sweep", "train"]

@@ -7,11 +7,12 @@ from pathlib import Path
 
 from vitcli.recipe.config import RecipeCfg
 from vitcli.engine.evaluate.evaluators import ClassificationEvaluator, FewshotEvaluator, eval_split, fewshot_sets
-from vitcli.engine.jobs.preamble import checkpoint_record, model_from, session, with_splits
+from vitcli.engine.jobs.preamble import checkpoint_record, session, with_splits
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.errors import RecipeError, RunError
 from vitcli.files import write_json
 from vitcli.weights import reader
+from vitcli.weights.restore import restore
 
 
 def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, ignore_labels: bool = False,
@@ -28,7 +29,7 @@ def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, ignore_labels: bool =
         cfg = with_splits(cfg, "eval", log.info)
         d = cfg.data
         split = d.eval_split or "test"
-        model, resampled = model_from(cfg, source, log)
+        model, done = restore(source, cfg.model, weights=cfg.eval.weights, need_head=True, log=log.info)
         data = eval_split(d, split, model.num_classes, source.label_names, ignore=ignore_labels, log=log.info)
         evaluator = ClassificationEvaluator(data, d, cfg.model.res, cfg.eval.batch_size, rt, progress=log,
                                             channels=cfg.model.in_chans)
@@ -36,7 +37,7 @@ def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, ignore_labels: bool =
         if not math.isfinite(metrics["loss"]):
             raise RunError(f"{source.path}: the model's outputs are not finite (mean loss {metrics['loss']}); "
                            "the weights are corrupt or the run diverged")
-        results = {**checkpoint_record(cfg, source, model, resampled, data=d.source, split=split),
+        results = {**checkpoint_record(cfg, model, done, data=d.source, split=split),
                    "num_classes": model.num_classes, "labels": _label_match(data, source, ignore_labels),
                    "top1": metrics["top1"], "top5": metrics["top5"], "loss": metrics["loss"],
                    "images": int(metrics["images"]), "img_s": metrics["img_s"], "per_class_top1": evaluator.per_class,
@@ -84,10 +85,10 @@ def fewshot(cfg: RecipeCfg, source: reader.Pretrained, *, log: Reporter | None =
         # Data first: splits, columns, labels and shots against class sizes are checked before the model.
         evaluator = FewshotEvaluator(fewshot_sets(cfg, log.info), cfg.fewshot, cfg.data, cfg.model.res, rt,
                                      log=log.info, progress=log, channels=cfg.model.in_chans)
-        model, resampled = model_from(cfg, source, log, need_head=False)
+        model, done = restore(source, cfg.model, weights=cfg.eval.weights, log=log.info)
         evaluator.run(model.to(rt.device))
         rep = model.representation_size
-        return {**checkpoint_record(cfg, source, model, resampled),
+        return {**checkpoint_record(cfg, model, done),
                 "features": "pre_logits" if rep else cfg.model.pool,
                 "feature_dim": int(rep or model.embed_dim), "shots": list(cfg.fewshot.shots),
                 "seeds": cfg.fewshot.seeds, "l2_reg": list(cfg.fewshot.l2_reg),

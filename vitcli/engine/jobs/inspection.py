@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from vitcli.recipe.config import RecipeCfg
-from vitcli.engine.jobs.preamble import model_from, session, weights_used, with_splits
+from vitcli.engine.jobs.preamble import session, with_splits
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.errors import RecipeError, RunError
 from vitcli.models import describe
 from vitcli.weights import reader
+from vitcli.weights.restore import restore
 
 
 def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Path | None = None,
@@ -28,7 +29,7 @@ def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Pa
     if run_dir is not None and not (Path(run_dir) / "metrics.jsonl").is_file():
         raise RunError(f"RUN {run_dir}: no metrics.jsonl there; give a vit run directory (or only --from CKPT)")
     with session(cfg, log, precision="fp32") as (rt, log):
-        model, resampled = model_from(cfg, source, log, need_head=False)
+        model, done = restore(source, cfg.model, weights=cfg.eval.weights, log=log.info)
         model = model.to(rt.device).eval()
         geom = internals.geometry(model, cfg.model.res)
         # Every input is read before anything is written: a bad image or split leaves no half output.
@@ -37,8 +38,8 @@ def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Pa
         out = inspect_report.prepare_out(out)
         report = {"checkpoint": str(source.path), "model": describe(cfg.model, model.num_classes)["variant"],
                   "res": list(cfg.model.res), "grid": list(geom.grid), "patch_pixels": list(geom.cell),
-                  "hybrid": geom.hybrid, "pool": cfg.model.pool, "posemb_resampled": resampled,
-                  "weights": weights_used(cfg, source), "figures": {}, "skipped": {}}
+                  "hybrid": geom.hybrid, "pool": cfg.model.pool,
+                  "posemb_resampled": done.posemb_resampled, "weights": done.weights, "figures": {}, "skipped": {}}
         if data is not None:
             report["data"] = {"source": cfg.data.source, "split": data_split}
         with figures.style(fmt, dpi):

@@ -22,10 +22,12 @@ from vitcli.weights import reader
 
 
 def run_sweep(cfg: RecipeCfg, out: Path, *, resume: bool, allowed: frozenset[str], hint: str,
-              log: Reporter | None = None, render: Callable[[dict], str] = recipe_as_json) -> dict:
+              log: Reporter | None = None, render: Callable[[dict], str] = recipe_as_json,
+              init: reader.Pretrained | None = None) -> dict:
     """Run every learning rate on the minival, pick one, retrain it on all of train (unless told not to).
 
-    `render` writes each run's recipe.yaml, as in `train`.
+    `render` writes each run's recipe.yaml and `init` is train.init_from's checkpoint read already, as in
+    `train`: every run of the sweep starts from that one read.
     """
     out = Path(out)
     # Under torchrun every process runs the sweep; only rank 0 talks (the rule Runtime.create follows).
@@ -36,7 +38,7 @@ def run_sweep(cfg: RecipeCfg, out: Path, *, resume: bool, allowed: frozenset[str
     train_split, val_split, fraction, why = sweep.minival_splits(cfg)
     log.info(f"sweep: {len(cfg.optim.lr)} learning rates, each trained on {train_split} and chosen on the "
              f"minival {val_split} ({fraction:.0%}: {why})")
-    run = {"resume": resume, "allowed": allowed, "hint": hint, "log": log, "render": render}
+    run = {"resume": resume, "allowed": allowed, "hint": hint, "log": log, "render": render, "init": init}
     table = []
     for i, lr in enumerate(cfg.optim.lr):
         sub = sweep.one_run(cfg, lr, train_split, val_split)
@@ -77,7 +79,7 @@ def _final(cfg: RecipeCfg, best: dict, out: Path, splits: tuple[str, str], run: 
 
 
 def _train_one(sub: RecipeCfg, run_dir: Path, label: str, *, resume: bool, allowed: frozenset[str], hint: str,
-               log: Reporter, render: Callable[[dict], str]) -> dict:
+               log: Reporter, render: Callable[[dict], str], init: reader.Pretrained | None) -> dict:
     """Train one run of the sweep into `run_dir`, or return its results when it already finished."""
     result = sweep.finished(run_dir, sub)
     log.info(f"{label} -> {run_dir}{' (finished earlier, not trained again)' if result else ''}")
@@ -86,4 +88,4 @@ def _train_one(sub: RecipeCfg, run_dir: Path, label: str, *, resume: bool, allow
     # A run started earlier continues from its last checkpoint, even without --resume: the sweep
     # directory is the unit the user asked to run, its runs are never mixed (prepare checks).
     again = resume or (run_dir / "recipe.json").is_file()
-    return train(sub, run_dir, resume=again, allowed_changes=allowed, resume_hint=hint, render=render)
+    return train(sub, run_dir, resume=again, allowed_changes=allowed, resume_hint=hint, render=render, init=init)

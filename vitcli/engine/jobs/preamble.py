@@ -8,8 +8,8 @@
   source's own: see `vitcli.data.splits`. What each use needs differs: scoring (`eval`) may fall back to
   a source's only split, a few-shot pool needs a held-out test split, training on a source without a
   held-out split holds out the end of its training split (the paper's minival fractions) to evaluate on.
-- `model_from`: the recipe's model around a checkpoint's weights, and `checkpoint_record`, the fields
-  every report of a checkpoint opens with.
+- `checkpoint_record`: the fields every report of a checkpoint opens with, from the record of how its
+  model was built (`weights.restore`, the one way from a checkpoint to a model).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -30,10 +29,9 @@ from vitcli.engine.runtime.faults import collective_error, is_collective_error
 from vitcli.engine.runtime.process import Runtime
 from vitcli.engine.runtime.signals import Interrupted
 from vitcli.engine.runtime.progress import Reporter
-from vitcli.errors import CheckpointError, DataError, one_of
-from vitcli.models import build_model, describe
-from vitcli.weights import reader
-from vitcli.weights.fit import load_weights
+from vitcli.errors import DataError, one_of
+from vitcli.models import describe
+from vitcli.weights.restore import Restored
 
 Use = Literal["eval", "fewshot", "train"]
 
@@ -107,56 +105,9 @@ def held_out_part(cfg: RecipeCfg, train: str) -> tuple[str, str, str]:
     return f"{train}[:{cut}]", f"{train}[{cut}:]", f"the last {held} of its {size} images held out ({fraction:.0%})"
 
 
-def model_from(cfg: RecipeCfg, source: reader.Pretrained, log: Reporter, *,
-               need_head: bool = True) -> tuple[torch.nn.Module, str | None]:
-    """Build the recipe's model around a checkpoint's weights, its head and tanh pre-logits layer kept.
-
-    `eval.weights` is "ema" (the raw weights when the checkpoint has no EMA copy) or "raw". Returns the
-    model and the position-embedding resampling it needed ("4x4 -> 8x8 (paper)"), or None at its own grid.
-    """
-    # eval.weights "ema" (the default) means the EMA weights when the checkpoint has them; a user who asked
-    # for them by name hears from the CLI when there were none.
-    state = source.weights(cfg.eval.weights)
-    head = state.get("head.weight")
-    if head is None and need_head:
-        raise CheckpointError(f"{source.path}: no classification head (head.weight) in the checkpoint; "
-                              "vit eval needs a trained head (use vit fewshot for headless backbones)")
-    rep = state.get("pre_logits.fc.weight")
-    have, want = (int(rep.shape[0]) if rep is not None else None), cfg.model.representation_size
-    if want and want != have:
-        found = f"a pre-logits layer of width {have}" if have else "no pre-logits layer (pre_logits.fc.*)"
-        raise CheckpointError(f"{source.path}: model.representation_size {want} asks for the tanh pre-logits "
-                              f"layer, but the checkpoint has {found}; drop model.representation_size from "
-                              "the recipe to use the checkpoint's own representation")
-    if have and not want:  # e.g. a timm state dict: the checkpoint decides, as for every other layer
-        log.info(f"using the checkpoint's tanh pre-logits layer (representation_size {have})")
-    model = build_model(replace(cfg.model, representation_size=have), int(head.shape[0]) if head is not None else 0)
-    # load_weights logs its own notes (the resample line among them); they are only inspected here.
-    try:
-        notes = load_weights(model, state, drop_head=False, mode=cfg.model.posemb_resample,
-                             old_grid=reader.checkpoint_grid(source), log=log.info)
-    except CheckpointError as exc:  # name the file: the user may have passed several
-        raise CheckpointError(f"{source.path}: {exc}") from None
-    resampled = [n.split(": ", 1)[1] for n in notes if n.startswith("position embeddings resampled")]
-    return model, (resampled[0] if resampled else None)
-
-
-def checkpoint_record(cfg: RecipeCfg, source: reader.Pretrained, model: torch.nn.Module, resampled: str | None,
-                      **between) -> dict:
-    """The fields a report of a checkpoint opens with: the file the weights came from, the model, its
-    resolution, which weights and any position-embedding resampling; `between` goes after the model."""
-    used = weights_used(cfg, source)
-    return {"checkpoint": str(weights_file(source, used)), "model": describe(cfg.model, model.num_classes)["variant"],
-            **between, "res": list(cfg.model.res), "weights": used, "posemb_resampled": resampled}
-
-
-def weights_file(source: reader.Pretrained, which: str) -> Path:
-    """The file the weights used came from: EMA weights of an exported model sit in model_ema.safetensors."""
-    path = Path(source.path)
-    ema_file = path.with_name(path.stem + "_ema.safetensors")
-    return ema_file if which == "ema" and path.suffix == ".safetensors" and ema_file.is_file() else path
-
-
-def weights_used(cfg: RecipeCfg, source: reader.Pretrained) -> str:
-    """"ema" when the recipe asks for the EMA weights and the checkpoint has them, else "raw"."""
-    return "ema" if cfg.eval.weights == "ema" and source.ema is not None else "raw"
+def checkpoint_record(cfg: RecipeCfg, model: torch.nn.Module, done: Restored, **between) -> dict:
+    """The fields a report of a checkpoint opens with, from what `restore` did: the file the weights came
+    from, the model, its resolution, which weights and any position-embedding resampling; `between` goes
+    after the model."""
+    return {"checkpoint": str(done.file), "model": describe(cfg.model, model.num_classes)["variant"],
+            **between, "res": list(cfg.model.res), "weights": done.weights, "posemb_resampled": done.posemb_resampled}

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from vitcli.recipe.config import RecipeCfg
 from vitcli.data import load_split
-from vitcli.engine.jobs.preamble import checkpoint_record, model_from, session
+from vitcli.engine.jobs.preamble import checkpoint_record, session
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.errors import DataError, RecipeError
 from vitcli.weights import reader
+from vitcli.weights.restore import restore
 
 
 def predict(cfg: RecipeCfg, source: reader.Pretrained, inputs: list[str], *, split: str | None = None,
@@ -24,7 +25,7 @@ def predict(cfg: RecipeCfg, source: reader.Pretrained, inputs: list[str], *, spl
         raise RecipeError(f"--top-k {top_k} / --batch {batch_size}: both must be at least 1")
     with session(cfg, log) as (rt, log):
         groups, unreadable = _image_groups(cfg, inputs, split, log)
-        model, resampled = model_from(cfg, source, log)
+        model, done = restore(source, cfg.model, weights=cfg.eval.weights, need_head=True, log=log.info)
         model.to(rt.device)
         rows = []
         for group in (g for g in groups if len(g)):
@@ -32,7 +33,7 @@ def predict(cfg: RecipeCfg, source: reader.Pretrained, inputs: list[str], *, spl
                                       batch_size=batch_size or cfg.eval.batch_size, top_k=top_k, names=source.label_names, rt=rt, log=log)
             rows += got
             unreadable += failed
-        return {**checkpoint_record(cfg, source, model, resampled), "label_names": source.label_names,
+        return {**checkpoint_record(cfg, model, done), "label_names": source.label_names,
                 "top_k": top_k, "images": len(rows), "predictions": rows, "unreadable": unreadable}
 
 

@@ -17,6 +17,7 @@ from vitcli.engine.runtime.process import Runtime
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.runtime.signals import StopRequest
 from vitcli.engine.train.trainer import Trainer
+from vitcli.weights import reader
 from vitcli.weights.model_card import write_model_card
 from vitcli.weights.run_model import save_run_model
 
@@ -28,7 +29,7 @@ def recipe_as_json(recipe_data: dict) -> str:
 
 def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: frozenset[str] = frozenset(),
           resume_hint: str = "", log: Reporter | None = None, render: Callable[[dict], str] = recipe_as_json,
-          command: str = "") -> dict:
+          command: str = "", init: reader.Pretrained | None = None) -> dict:
     """Run `fit` for a recipe into run directory `out`; return the final evaluation and where things are.
 
     The recipe becomes plain data once, here: recipe.json, every checkpoint and config.json store that
@@ -39,7 +40,7 @@ def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: f
     whole processes, both over every session that worked on the run), when (`date`, UTC, of this session),
     with which vit and `command` (what the user typed, as the caller reports it), and `sessions`: each
     session's command, date and wall_s. A start that fails before training begins removes the run
-    directory it made (`rundir.undone_on_failure`).
+    directory it made (`rundir.undone_on_failure`). `init`: train.init_from's checkpoint, read already.
     """
     part = sessions.start(command)
     with session(cfg, log) as (rt, log):
@@ -54,7 +55,7 @@ def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: f
         # One writer per run directory, for the run's whole life (the lock goes when the process does).
         with rundir.writer(out, resume=resume) if rt.is_main else contextlib.nullcontext(), \
                 rundir.undone_on_failure(created) as begun:
-            trainer = _open(cfg, rt, out, log, resume, (recipe_text, recipe_data), allowed_changes)
+            trainer = _open(cfg, rt, out, log, resume, (recipe_text, recipe_data), allowed_changes, init)
             trainer.session = part  # recorded in each checkpoint, for results.json's history of the run
             begun()
             summary = _fit(trainer, out, resume_hint)
@@ -71,7 +72,7 @@ def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: f
 
 
 def _open(cfg: RecipeCfg, rt: Runtime, out: Path, log: Reporter, resume: bool, recipe: tuple[str, dict],
-          allowed: frozenset[str]) -> Trainer:
+          allowed: frozenset[str], init: reader.Pretrained | None) -> Trainer:
     """The run directory prepared (a resume: checked against `recipe`, its text and data) and its trainer."""
     recipe_text, recipe_data = recipe
     if rt.is_main:
@@ -80,7 +81,7 @@ def _open(cfg: RecipeCfg, rt: Runtime, out: Path, log: Reporter, resume: bool, r
     rt.barrier()
     rt.seed_everything()
     # A resume reads and checks its checkpoint here.
-    trainer = Trainer(cfg, rt, out, log, resume=resume, recipe_data=recipe_data)
+    trainer = Trainer(cfg, rt, out, log, resume=resume, recipe_data=recipe_data, init=init)
     if resume and rt.is_main:
         rundir.record(out, recipe_text, recipe_data)  # only now is the resume known to be valid
     return trainer

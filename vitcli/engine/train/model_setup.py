@@ -28,7 +28,7 @@ from vitcli.engine.train import batching, optim
 from vitcli.errors import RecipeError
 from vitcli.models import build_model, describe, resolve_variant, seq_len
 from vitcli.weights import reader
-from vitcli.weights.fit import load_weights
+from vitcli.weights.restore import Restored, restore
 
 
 @dataclass
@@ -41,6 +41,7 @@ class ModelSetup:
     act_bytes: int  # estimated training memory per image, for the automatic micro-batch
     ema: nn.Module | None = None  # timm ModelEmaV3; the averaged weights are `ema.module`
     sharded: bool = False  # FSDP2: parameters are DTensor shards; gathering them is a collective
+    restored: Restored | None = None  # what starting from train.init_from took (None: trained from scratch)
 
     # Full (unsharded) state dicts keyed by parameter name: the same checkpoint loads whether it was
     # written by one process, by DDP or by FSDP2, and under any world size. Under FSDP the gather is a
@@ -94,14 +95,22 @@ class ModelSetup:
 
 
 def setup_model(cfg: RecipeCfg, num_classes: int, rt: Runtime, log: Reporter,
-                prepare: Callable[[nn.Module], None] | None = None) -> ModelSetup:
+                prepare: Callable[[nn.Module], None] | None = None,
+                init: reader.Pretrained | None = None) -> ModelSetup:
     """Build, initialise, freeze, average and wrap the model of a recipe.
 
+    A fine-tune (`train.init_from`) starts from that checkpoint's weights with a new head (`restore`): `init`
+    is the checkpoint when the caller read it already, so that a command reads the file once.
     `prepare` (the objective's) adds the objective's own parts to the model once its weights are in.
     """
-    model = build_model(cfg.model, num_classes)
+    restored = None
     if cfg.train.init_from:
-        init_model(model, cfg, num_classes, log)
+        given = init is not None and str(init.path) == cfg.train.init_from  # --set may name another file
+        source = init if given else reader.read(cfg.train.init_from)
+        # The raw weights, not the EMA copy: what fine-tunes have always started from.
+        model, restored = restore(source, cfg.model, new_head=num_classes, weights="raw", log=log.info)
+    else:
+        model = build_model(cfg.model, num_classes)
     if prepare is not None:
         prepare(model)
     if cfg.train.freeze:
@@ -126,20 +135,4 @@ def setup_model(cfg: RecipeCfg, num_classes: int, rt: Runtime, log: Reporter,
     train_model = wrap(model, cfg.train, rt)
     if cfg.train.compile:
         train_model = torch.compile(train_model)
-    return ModelSetup(model, train_model, describe(cfg.model, num_classes), act, ema, sharded)
-
-
-def init_model(model: nn.Module, cfg: RecipeCfg, num_classes: int, log: Reporter) -> reader.Pretrained:
-    """Fine-tuning start: load `cfg.train.init_from` into `model` without its head and pre-logits.
-
-    Position embeddings are resampled from the checkpoint's own grid to the model's; every resample and
-    a change in the number of classes is logged (the head is new either way, so that is not an error).
-    """
-    source = reader.read(cfg.train.init_from)
-    load_weights(model, source.state_dict, drop_head=True, mode=cfg.model.posemb_resample,
-                 old_grid=reader.checkpoint_grid(source), log=log.info)
-    head = "zero-initialised" if cfg.model.head_init == "zero" else "randomly initialised"
-    old = reader.head_classes(source)
-    change = f" (the checkpoint's head had {old} classes)" if old is not None and old != num_classes else ""
-    log.info(f"initialised from {source.path}; new {head} head for {num_classes} classes{change}")
-    return source
+    return ModelSetup(model, train_model, describe(cfg.model, num_classes), act, ema, sharded, restored)

@@ -21,6 +21,7 @@ from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.train import optim
 from vitcli.engine.train.model_setup import ModelSetup, setup_model
 from vitcli.engine.train.objectives import build_objective
+from vitcli.weights.reader import Pretrained
 
 
 @dataclass
@@ -43,10 +44,10 @@ class TrainStep:
     """A recipe's model, optimiser and objective, and the one optimiser step they take together."""
 
     def __init__(self, cfg: RecipeCfg, num_classes: int, rt: Runtime, log: Reporter, *, objective=None,
-                 on_nonfinite: NonFiniteHook | None = None):
+                 on_nonfinite: NonFiniteHook | None = None, init: Pretrained | None = None):
         self.cfg, self.rt = cfg, rt
         self.objective = objective if objective is not None else build_objective(cfg, num_classes)
-        self.setup: ModelSetup = setup_model(cfg, num_classes, rt, log, prepare=self.objective.prepare)
+        self.setup: ModelSetup = setup_model(cfg, num_classes, rt, log, prepare=self.objective.prepare, init=init)
         self.peak_lr = float(cfg.optim.lr if not isinstance(cfg.optim.lr, tuple) else cfg.optim.lr[0])
         self.optimizer = optim.build_optimizer(self.setup.trainable, cfg.optim, self.peak_lr)
         self.on_nonfinite = on_nonfinite

@@ -53,7 +53,7 @@ class Trainer:
     """Holds everything one run needs; `run()` trains to the end or to a stop request."""
 
     def __init__(self, cfg: RecipeCfg, rt: Runtime, out: Path, reporter: Reporter, resume: bool = False, *,
-                 recipe_data: dict | None = None):
+                 recipe_data: dict | None = None, init: reader.Pretrained | None = None):
         if AUTO in (cfg.data.train_split, cfg.data.eval_split):  # a programming error, not a user's
             raise ValueError("Trainer: data splits 'auto' must be chosen first (jobs.preamble.with_splits, as "
                              "jobs.train does before it records the run's recipe)")
@@ -73,7 +73,8 @@ class Trainer:
         self.num_classes = self.train_split.num_classes if supervised else 0  # self-supervised: no head
         self.label_names = self.train_split.class_names  # travel with the model: checkpoints and export
         # The step: model, optimiser and objective; the trainer feeds it data and keeps the run's records.
-        self.step = TrainStep(cfg, self.num_classes, rt, reporter, on_nonfinite=self._nonfinite)
+        # `init`: train.init_from as the caller read it already (else the step reads it)
+        self.step = TrainStep(cfg, self.num_classes, rt, reporter, on_nonfinite=self._nonfinite, init=init)
         self.objective, self.setup, self.optimizer = self.step.objective, self.step.setup, self.step.optimizer
         self.peak_lr = self.step.peak_lr
         self.model = self.setup.model
