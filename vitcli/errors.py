@@ -44,9 +44,16 @@ def one_of(choices: Iterable[str]) -> str:
     return ", ".join(repr(c) if isinstance(c, str) else str(c) for c in choices)
 
 
-def first_line(e: BaseException) -> str:
+def first_line(e: BaseException, *, sentence: bool = False, limit: int | None = None) -> str:
     """The first line of an exception's message (its type when it has none), control characters as '?':
-    parsers quote the raw bytes they met, and a user's error is one printable line."""
+    parsers quote the raw bytes they met, and a user's error is one printable line.
+
+    `sentence`: only its first sentence, for libraries whose one line runs on ("Parquet magic bytes not
+    found in footer. Either the file is corrupted or ..."); `limit`: at most that many characters.
+    """
     text = str(e).strip()
     line = text.splitlines()[0] if text else type(e).__name__
-    return "".join(ch if ch.isprintable() else "?" for ch in line)
+    if sentence:
+        line = line.split(". ", 1)[0].rstrip(".")
+    line = "".join(ch if ch.isprintable() else "?" for ch in line)
+    return line if limit is None else line[:limit]

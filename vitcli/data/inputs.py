@@ -16,7 +16,7 @@ import torch
 
 from vitcli.data.images import DECODE_ERRORS, find_images, image_suffixes, open_image
 from vitcli.data.source import Split, looks_like_path
-from vitcli.errors import DataError
+from vitcli.errors import DataError, first_line
 
 _DATASET_FILES = ("dataset_dict.json", "state.json", "dataset_info.json")
 _DATA_SUFFIXES = (".parquet", ".arrow")
@@ -98,7 +98,7 @@ class ImageInputs(torch.utils.data.Dataset):
             array = np.array(self.transform(image))
             pixels = torch.from_numpy(array[..., None] if array.ndim == 2 else array).permute(2, 0, 1)  # L: HxW
         except DECODE_ERRORS as e:
-            return i, None, f"{type(e).__name__}: {str(e).strip()[:200]}".splitlines()[0]
+            return i, None, f"{type(e).__name__}: {first_line(e, limit=200)}"
         return i, pixels, None
 
     def _row(self, i: int):

@@ -38,7 +38,7 @@ def check_parquet(source: str, path: Path) -> None:
         try:
             rows = pq.read_metadata(file).num_rows
         except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
-            reason = first_line(e).split(". ", 1)[0]  # pyarrow adds "Either the file is corrupted or ..."
+            reason = first_line(e, sentence=True)  # pyarrow adds "Either the file is corrupted or ..."
             raise DataError(f"data.source {source!r}: {file} is not a readable parquet file, truncated or "
                             f"corrupt ({reason}); download or write it again") from None
         if rows == 0:

@@ -17,6 +17,7 @@ from vitcli.data.images import DECODE_ERRORS
 from vitcli.data.sampler import mix_seed, seeded
 from vitcli.data.source import Split
 from vitcli.data.transforms import Stats, TensorPipeline, to_pixels
+from vitcli.errors import first_line
 from vitcli.recipe.config import Res
 
 DECODER = datasets.Image()
@@ -56,7 +57,7 @@ class Decoder:
                                   else self.transform(DECODER.decode_example(value)))
                 except DECODE_ERRORS as e:
                     bad.append(int(position))
-                    reason = reason or f"{type(e).__name__}: {str(e).strip()[:200]}".splitlines()[0]
+                    reason = reason or f"{type(e).__name__}: {first_line(e, limit=200)}"
                     continue
                 kept.append(label)
         # uint8 until the batch is normalised (ImageLoader, on the device): a quarter of the bytes to move

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from vitcli import files
-from vitcli.errors import RecipeError, did_you_mean
+from vitcli.errors import RecipeError, did_you_mean, first_line
 from vitcli.recipe import schema
 from vitcli.recipe.config import RecipeCfg
 from vitcli.recipe.shipped import by_name, shipped
@@ -172,7 +172,7 @@ def _read_yaml(path: Path, child: Path | None) -> dict:
         kind = "" if isinstance(exc, Refused) else "YAML syntax error: "
         raise RecipeError(f"{path}{line}: {kind}{exc.problem}") from None
     except (yaml.YAMLError, OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise RecipeError(f"{path}: cannot read recipe: {str(exc).splitlines()[0][:200]}") from None
+        raise RecipeError(f"{path}: cannot read recipe: {first_line(exc, limit=200)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vitcli.errors import CheckpointError
+from vitcli.errors import CheckpointError, first_line
 from vitcli.models import build_model
 from vitcli.models.variants import R50_LAYERS, count_params, resolve_variant
 from vitcli.weights.arch import describe_dims, model_cfg
@@ -49,8 +49,8 @@ def _header(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tupl
             shape, _, dtype = read(handle, max_header_size=_MAX_HEADER)
             header = handle.tell()
     except Exception as exc:  # noqa: BLE001 - numpy's header parser raises ValueError, SyntaxError, TypeError...
-        raise CheckpointError(f"{path}: member '{name}' has no valid .npy header ({_why(exc)}); the file is "
-                              f"damaged or not {_ACCEPTED}") from None
+        raise CheckpointError(f"{path}: member '{name}' has no valid .npy header ({first_line(exc, limit=120)}); "
+                              f"the file is damaged or not {_ACCEPTED}") from None
     if dtype.hasobject:
         raise CheckpointError(f"{path}: refused: array '{name}' holds Python objects (a pickle), which vit never "
                               "loads; a ViT .npz holds float arrays only")
@@ -59,11 +59,6 @@ def _header(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tupl
         raise CheckpointError(f"{path}: array '{name}' declares shape {tuple(shape)} ({declared} bytes of "
                               f"{dtype}) but holds {info.file_size - header} bytes; the file is damaged")
     return tuple(shape), dtype
-
-
-def _why(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:120]
 
 
 class _Arrays:
@@ -117,7 +112,7 @@ def _open(path: Path) -> tuple[np.lib.npyio.NpzFile, dict]:
                       for info in archive.infolist() if not info.is_dir()}
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
-        raise CheckpointError(f"{path}: not a readable .npz archive ({_why(exc)[:160]}); "
+        raise CheckpointError(f"{path}: not a readable .npz archive ({first_line(exc, limit=120)}); "
                               f"expected {_ACCEPTED}") from None
     return npz, shapes
 
@@ -235,7 +230,7 @@ def read_npz(path: Path) -> dict:
             name = str(exc.args[0]).removesuffix(" is not a file in the archive")
             raise CheckpointError(f"{path}: missing array '{name}'; expected {_ACCEPTED}") from None
         except (ValueError, RuntimeError) as exc:  # a shape that does not fit the model the arrays implied
-            raise CheckpointError(f"{path}: unknown layout ({str(exc).splitlines()[0][:200]}); "
+            raise CheckpointError(f"{path}: unknown layout ({first_line(exc, limit=200)}); "
                                   f"expected {_ACCEPTED}") from None
         sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if cls_unembedded:

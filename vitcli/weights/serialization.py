@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from vitcli import files
-from vitcli.errors import CheckpointError
+from vitcli.errors import CheckpointError, first_line
 from vitcli.files import atomic_write
 
 
@@ -40,9 +40,9 @@ def load(path: Path) -> dict:
                 f"{path}: refused: the file holds Python objects that would run code when unpickled; "
                 "vit only loads plain tensors (weights_only=True). Convert it to safetensors where you trust it"
             ) from None
-        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_reason(exc)})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_reason(exc)})") from None
 
 
 
@@ -56,12 +56,10 @@ def check_file(path: Path, *, follow: bool = True):
     return files.open_read(Path(path), follow=follow, error=CheckpointError)
 
 
-def _first_line(exc: BaseException) -> str:
+def _reason(exc: BaseException) -> str:
     # Library messages run on ("... This is an internal miniz error. If you are seeing ..."): keep the
     # first sentence of the first line, which is the part that says what is wrong.
-    text = str(exc).strip().splitlines()
-    first = text[0].split(". ", 1)[0].rstrip(".") if text else type(exc).__name__
-    return first[:200]
+    return first_line(exc, sentence=True, limit=200)
 
 
 
@@ -75,7 +73,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({_reason(exc)})") from None
 
 
 
@@ -88,7 +86,7 @@ def safetensors_metadata(path: Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as handle:
             return dict(handle.metadata() or {})
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({_reason(exc)})") from None
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:

@@ -28,7 +28,7 @@ from vitcli.engine.runtime.signals import StopRequest
 from vitcli.engine.train import batching, optim
 from vitcli.engine.train.best import Best
 from vitcli.engine.train.step import TrainStep
-from vitcli.errors import CheckpointError, RecipeError, RunError, VitError
+from vitcli.errors import CheckpointError, RecipeError, RunError, VitError, first_line
 from vitcli.formats import duration, plural, rough_duration
 from vitcli.models import describe
 from vitcli.models.variants import macs, resolve_variant
@@ -197,13 +197,13 @@ class Trainer:
             self.setup.load_optimizer(self.optimizer, state["optimizer"])
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
             raise CheckpointError(f"--resume: {last} does not fit this run's model or optimiser "
-                                  f"({str(exc).strip().splitlines()[0][:200]}); resume with the recipe it was "
+                                  f"({first_line(exc, limit=200)}); resume with the recipe it was "
                                   "trained with") from None
         try:
             set_rng_state(state["rng"])
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
             raise CheckpointError(f"--resume: {last}: rng: not a valid random-generator state "
-                                  f"({str(exc).strip().splitlines()[0][:120]})") from None
+                                  f"({first_line(exc, limit=120)})") from None
         self.pos = Position(**state["position"])
         self.best.restore(state.get("best"))
         if self.best.stopped:  # the run had stopped early: it stays stopped
