@@ -63,11 +63,12 @@ class Runtime:
             # TF32 matmuls for the fp32 parts; bf16 autocast covers the rest.
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        restarts = launch_restarts()
         if world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout))
+            _join(dev, rank, world, restarts, timedelta(seconds=timeout))
         peers = PeerWatch(rank) if world > 1 else None
         return cls(device=dev, precision=precision, seed=seed, rank=rank, world=world, local_rank=local_rank,
-                   timeout=timeout, restarts=launch_restarts(), peers=peers)
+                   timeout=timeout, restarts=restarts, peers=peers)
 
     @property
     def is_main(self) -> bool:
@@ -112,6 +113,21 @@ class Runtime:
         """Leave the process group (torchrun expects a clean destroy)."""
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _join(dev: torch.device, rank: int, world: int, restarts: int, timeout: timedelta) -> None:
+    """Join the process group. Under torchrun (whose agent hosts the key-value store) each restart of the
+    group gets keys of its own: with the store's keys of the group before it, a restarted group's gloo
+    mesh dials the dead processes' addresses and hangs (seen with torch 2.14), and its ranks would read
+    the old group's failure (faults.PeerWatch) as their own."""
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() != "true":
+        dist.init_process_group(backend, timeout=timeout)
+        return
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
+                          timeout=timeout)
+    dist.init_process_group(backend, store=dist.PrefixStore(f"vit/restart-{restarts}/", store), rank=rank,
+                            world_size=world, timeout=timeout)
 
 
 def launch_rank() -> int:
