@@ -1,13 +1,15 @@
-"""Images/s per core of the per-image path (decode, transform, batch), full-size decoding against the
-reduced-size JPEG path (`vitcli.data.draft`), in one process, alternating rounds.
+"""Images/s per core of the per-image path (decode, transform, batch): before (full-size decoding, the
+batch normalised to float32 by the worker) against after (the reduced-size JPEG path of
+`vitcli.data.draft`, the batch left uint8 for the loader to normalise on the device), in one process.
 
     .venv/bin/python benchmarks/decode.py                 # 224 px training and 384 px eval transforms
     .venv/bin/python benchmarks/decode.py --rounds 7 --images 96
 
 The JPEGs are made here, photo-like (smooth colour fields, texture noise, a few shapes), at ImageNet's
 typical 500x375 and a larger 1024x768, quality 90; nothing is written to disk. Each round runs the
-loader's `Decoder` over the same seeded batch on one thread, first one path then the other; the table
-shows each path's median over the rounds and their ratio.
+loader's `Decoder` over the same seeded batch on one thread, one path after the other; the table shows
+each path's median over the rounds and their ratio to before. `after_cpu_norm` adds the normalisation
+back on the CPU, which is where it stays for a CPU-only run (in the main process instead of a worker).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from PIL import Image, ImageDraw
 from vitcli.data import draft
 from vitcli.data.images import to_rgb
 from vitcli.data.readers import DECODER, Decoder
-from vitcli.data.transforms import eval_pil_transform, norm_stats, train_pil_transform
+from vitcli.data.transforms import eval_pil_transform, norm_stats, normalise, train_pil_transform
 from vitcli.recipe.config import DataCfg
 
 
@@ -57,9 +59,11 @@ def decoders(case: str, cfg: DataCfg) -> tuple[Decoder, Decoder]:
     return slow, Decoder("image", "label", pil, norm_stats(cfg), res, fast)
 
 
-def img_s(decoder: Decoder, values: list, seed: int) -> float:
+def img_s(decoder: Decoder, values: list, seed: int, normalised: bool) -> float:
     start = time.perf_counter()
     images, _, bad, _ = decoder(values, [0] * len(values), range(len(values)), seed)
+    if normalised:  # what the worker did before: the float32 batch
+        normalise(images, decoder.stats)
     assert not bad and len(images) == len(values)
     return len(values) / (time.perf_counter() - start)
 
@@ -76,14 +80,16 @@ def main() -> None:
         values = [{"bytes": photo(width, height, rng), "path": None} for _ in range(args.images)]
         for case in ("train224", "eval384"):
             slow, fast = decoders(case, cfg)
-            rates: dict[str, list[float]] = {"full": [], "reduced": []}
+            paths = {"before": (slow, True), "after": (fast, False), "after_cpu_norm": (fast, True)}
+            rates: dict[str, list[float]] = {name: [] for name in paths}
             for r in range(args.rounds):
-                rates["full"].append(img_s(slow, values, seed=r))
-                rates["reduced"].append(img_s(fast, values, seed=r))
-            full, reduced = statistics.median(rates["full"]), statistics.median(rates["reduced"])
-            print(json.dumps({"jpeg": f"{width}x{height}", "case": case, "min_area": cfg.min_area,
-                              "full_img_s": round(full), "reduced_img_s": round(reduced),
-                              "speedup": round(reduced / full, 2)}), flush=True)
+                for name, (decoder, normalised) in paths.items():
+                    rates[name].append(img_s(decoder, values, r, normalised))
+            median = {name: statistics.median(v) for name, v in rates.items()}
+            row = {"jpeg": f"{width}x{height}", "case": case, "min_area": cfg.min_area}
+            row.update({f"{name}_img_s": round(v) for name, v in median.items()})
+            row.update({f"{name}_x": round(v / median["before"], 2) for name, v in median.items() if name != "before"})
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
