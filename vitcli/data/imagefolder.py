@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vitcli.data.images import image_suffixes
+from vitcli.data.ref import SourceRef
 from vitcli.errors import DataError
 from vitcli.formats import plural
 
@@ -54,7 +55,7 @@ class Listing:
 
 def folder_of(source: str) -> Path:
     """The directory an `imagefolder:PATH` source names; a one-line DataError when it is none."""
-    folder = Path(source.removeprefix("imagefolder:")).expanduser()
+    folder = SourceRef.parse(source).path
     if not folder.is_dir():
         raise DataError(f"data.source {source!r}: {str(folder)!r} is not a directory of class folders")
     return folder

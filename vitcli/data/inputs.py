@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from vitcli.data.images import DECODE_ERRORS, find_images, image_suffixes, open_image
-from vitcli.data.source import Split, looks_like_path
+from vitcli.data.ref import SourceRef
+from vitcli.data.source import Split
 from vitcli.errors import DataError, first_line
 
 _DATASET_FILES = ("dataset_dict.json", "state.json", "dataset_info.json")
@@ -36,14 +37,15 @@ def is_data_source(text: str) -> bool:
     Sources are `imagefolder:`/`builtin:` names, folders holding parquet/arrow or `save_to_disk` files,
     such files themselves, and (when no such path exists) Hugging Face hub ids.
     """
-    if text.startswith(("imagefolder:", "builtin:")):
+    ref = SourceRef.parse(text)
+    if ref.kind in ("imagefolder", "builtin"):
         return True
-    path = Path(text).expanduser()
+    path = ref.path
     if path.is_file():
         return path.suffix in _DATA_SUFFIXES
     if path.is_dir():
         return any((path / name).exists() for name in _DATASET_FILES) or _holds_data_files(path)
-    return not looks_like_path(text) and path.suffix.lower() not in image_suffixes()
+    return ref.kind == "hub" and path.suffix.lower() not in image_suffixes()
 
 
 def _holds_data_files(folder: Path) -> bool:

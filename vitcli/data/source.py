@@ -27,6 +27,7 @@ import datasets
 from vitcli import hub
 from vitcli.data import imagefolder
 from vitcli.data.local import check_parquet
+from vitcli.data.ref import SourceRef
 from vitcli.data.source_errors import (EMPTY, SCRIPTS, bad_split, empty_split, root_cause, script_error,
                                        split_error)
 from vitcli.errors import DataError, did_you_mean, first_line, one_of
@@ -106,7 +107,7 @@ def load_split(
 def _open(source: str, split: str, streaming: bool):
     """The split's rows, never empty and with their features known, and for an image folder the note
     saying what was read from it (None for other sources)."""
-    if source.startswith("imagefolder:"):
+    if SourceRef.parse(source).kind == "imagefolder":
         ds, note = _image_folder(source, split, streaming)
     else:
         ds, note = _load(source, split, streaming), None
@@ -118,18 +119,13 @@ def _open(source: str, split: str, streaming: bool):
 
 
 def _load(source: str, split: str, streaming: bool):
-    if source == "builtin:digits":
+    ref = SourceRef.parse(source)
+    if ref.kind == "builtin":
+        if ref.target != "digits":
+            raise DataError(f"data.source {source!r} is not a builtin source; valid: 'builtin:digits'")
         return _from_parts(_digits(), source, split, streaming)
-    if source.startswith("builtin:"):
-        raise DataError(f"data.source {source!r} is not a builtin source; valid: 'builtin:digits'")
-    path = Path(source).expanduser()
-    if path.exists():
-        return _from_path(source, path, split, streaming)
-    if looks_like_path(source):
-        raise DataError(
-            f"data.source {source!r}: no such file or directory; give an existing local path, "
-            "imagefolder:PATH, builtin:digits or a Hugging Face hub id such as 'uoft-cs/cifar10'"
-        )
+    if ref.kind == "local":
+        return _from_path(source, existing(ref), split, streaming)
     return _hub(source, split, streaming)
 
 
@@ -142,9 +138,14 @@ def _image_folder(source: str, split: str, streaming: bool):
     return ds, imagefolder.counts(listing, named)
 
 
-def looks_like_path(source: str) -> bool:
-    # Hub ids are "name" or "owner/name"; anything else with a slash or a path prefix is a path.
-    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
+def existing(ref: SourceRef) -> Path:
+    """The path of a local source, or the one line saying it does not exist."""
+    if not ref.path.exists():
+        raise DataError(
+            f"data.source {ref.text!r}: no such file or directory; give an existing local path, "
+            "imagefolder:PATH, builtin:digits or a Hugging Face hub id such as 'uoft-cs/cifar10'"
+        )
+    return ref.path
 
 
 def _from_path(source: str, path: Path, split: str, streaming: bool):

@@ -18,6 +18,7 @@ import datasets
 from vitcli import hub
 from vitcli.data import imagefolder
 from vitcli.data import source as _source
+from vitcli.data.ref import SourceRef
 from vitcli.data.source_errors import root_cause
 from vitcli.errors import DataError, first_line
 
@@ -41,15 +42,15 @@ class DefaultSplits:
 
 def split_names(source: str) -> list[str]:
     """The names of the splits `source` has, as `datasets` lists them; one-line DataError otherwise."""
-    if source == "builtin:digits":
+    ref = SourceRef.parse(source)
+    if ref.kind == "builtin":
+        if ref.target != "digits":
+            _source._load(source, "train", False)  # raises the one-line "not a builtin source"
         return list(_source._digits())
-    if source.startswith("imagefolder:"):
+    if ref.kind == "imagefolder":
         return list(imagefolder.scan(source).splits)
-    path = Path(source).expanduser()
-    if path.exists():
-        return _local_names(source, path)
-    if _source.looks_like_path(source):
-        _source._load(source, "train", False)  # raises the one-line "no such file or directory"
+    if ref.kind == "local":
+        return _local_names(source, _source.existing(ref))
     return _hub_names(source)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from vitcli import files, recipe
 from vitcli.recipe.config import AUTO, EvalCfg, ModelCfg, RecipeCfg
+from vitcli.data.ref import SourceRef
 from vitcli.errors import CheckpointError, RecipeError, RunError
 from vitcli.models.variants import resolve_variant
 from vitcli.recipe.shipped import SHIPPED
@@ -197,8 +198,7 @@ def _key(item: recipe.Override) -> str:
 
 def data_name(source: str) -> str:
     """A run name from a data source: its last path part ('imagefolder:~/photos/' -> 'photos')."""
-    text = source.removeprefix("imagefolder:").removeprefix("builtin:").rstrip("/\\")
-    return re.sub(r"[^\w.-]+", "-", re.split(r"[/\\]", text)[-1]).strip("-.")
+    return re.sub(r"[^\w.-]+", "-", SourceRef.parse(source).name).strip("-.")
 
 
 def resumed(out: Path, sets: list[str]) -> RecipeCfg:

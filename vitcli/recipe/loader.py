@@ -15,11 +15,8 @@ from vitcli import files
 from vitcli.errors import RecipeError, did_you_mean, first_line
 from vitcli.recipe import schema
 from vitcli.recipe.config import RecipeCfg
+from vitcli.data.ref import SourceRef
 from vitcli.recipe.shipped import by_name, shipped
-
-# Keys whose values are paths: a relative path in a recipe file is relative to that file, never to
-# wherever the user happens to run `vit` from. Paths given with --set are relative to the shell's cwd.
-_PATH_KEYS = (("data", "source"), ("train", "init_from"))
 
 
 MAX_DEPTH = 32  # a recipe is sections of keys with short lists: anything deeper is a mistake or an attack
@@ -181,25 +178,23 @@ def _read_yaml(path: Path, child: Path | None) -> dict:
 
 
 def _resolve_paths(data: dict, folder: Path) -> None:
-    for section, key in _PATH_KEYS:
-        part = data.get(section)
-        if isinstance(part, dict) and isinstance(part.get(key), str):
-            part[key] = _resolve_path(part[key], folder)
+    """Make the recipe's paths (train.init_from, data sources) that are relative to its file absolute.
+
+    A relative path in a recipe file is relative to that file, never to wherever the user happens to run
+    `vit` from; paths given with --set are relative to the shell's cwd. Only explicit relative paths
+    ("./x", "../x") are file paths: "org/name" stays a hub id.
+    """
+    train = data.get("train")
+    if isinstance(train, dict) and isinstance(train.get("init_from"), str) \
+            and train["init_from"].startswith(("./", "../")):
+        train["init_from"] = str((folder / train["init_from"]).resolve())
+    sources = [data.get("data")]
     fewshot = data.get("fewshot")
     if isinstance(fewshot, dict) and isinstance(fewshot.get("datasets"), list):
-        for entry in fewshot["datasets"]:
-            if isinstance(entry, dict) and isinstance(entry.get("source"), str):
-                entry["source"] = _resolve_path(entry["source"], folder)
-
-
-def _resolve_path(value: str, folder: Path) -> str:
-    # Only explicit relative paths ("./x", "../x") are file paths; "org/name" stays a hub id.
-    prefix, sep, rest = value.partition(":")
-    if sep and prefix == "imagefolder":
-        return f"imagefolder:{_resolve_path(rest, folder)}"
-    if value.startswith(("./", "../")):
-        return str((folder / value).resolve())
-    return value
+        sources += fewshot["datasets"]
+    for entry in sources:
+        if isinstance(entry, dict) and isinstance(entry.get("source"), str):
+            entry["source"] = SourceRef.parse(entry["source"]).resolved(folder).text
 
 
 def merge(base: dict, child: dict) -> dict:

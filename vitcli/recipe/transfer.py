@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from vitcli.data.ref import SourceRef
+
 
 @dataclass(frozen=True)
 class Known:
@@ -42,9 +44,7 @@ MIN_STEPS, MAX_STEPS = 500, 20_000
 
 def normalise(source: str) -> str:
     """The comparable name of a data source: its last path part, lower-case, letters and digits only."""
-    text = source.removeprefix("imagefolder:").rstrip("/\\")
-    last = re.split(r"[/\\]", text)[-1]
-    return re.sub(r"[^a-z0-9]", "", last.lower())
+    return re.sub(r"[^a-z0-9]", "", SourceRef.parse(source).name.lower())
 
 
 def lookup(source: str) -> Known | None:

@@ -17,7 +17,7 @@ from torch import nn
 
 from vitcli import formats
 from vitcli.recipe.config import DataCfg, FewshotCfg, RecipeCfg
-from vitcli.data import Split, eval_loader, load_split
+from vitcli.data import SourceRef, Split, eval_loader, load_split
 from vitcli.data.checks import check_labels, class_counts
 from vitcli.engine.evaluate.fewshot import check_shots, extract_features, fewshot_eval
 from vitcli.engine.evaluate.labels import align
@@ -219,7 +219,7 @@ def fewshot_sets(cfg: RecipeCfg, log=None) -> list[tuple[str, Split, Split]]:
     `log` gets each split's note (an image folder's counts)."""
     if not cfg.fewshot.datasets:
         d = cfg.data
-        name = d.source.rstrip("/").split("/")[-1].removeprefix("builtin:")
+        name = SourceRef.parse(d.source).name
         entries = [(name, d.source, d.train_split, d.eval_split or "test", d.image_column, d.label_column)]
     else:
         entries = [(e.name, e.source, e.train_split, e.test_split, e.image_column, e.label_column)
