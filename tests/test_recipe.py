@@ -224,3 +224,21 @@ def test_bad_list_index_overrides_are_one_clear_error(tmp_path, item, message):
 def test_list_index_into_an_empty_list_says_so(tmp_path):
     with pytest.raises(RecipeError, match=r"has 0 item\(s\); the recipe lists none; set the whole list instead"):
         recipe.load(write(tmp_path, "r.yaml", MINIMAL), ["fewshot.datasets[0].source=x"])
+
+
+def test_one_normalisation_table_names_every_data_norm():
+    import typing
+
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
+
+    from vitcli.recipe.config import NORMS, DataCfg
+    from vitcli.weights.arch import data_norm
+    from vitcli.weights.external import Normalisation
+
+    assert set(NORMS) == set(typing.get_args(typing.get_type_hints(DataCfg)["norm"]))
+    # the numbers timm itself uses, so exported preprocessing matches timm's and transformers'
+    assert NORMS == {"paper": (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD),
+                     "imagenet": (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)}
+    assert data_norm(Normalisation(mean=(0.4850001, 0.456, 0.406)))["norm"] == "imagenet"
+    assert data_norm(Normalisation())["norm"] == "paper"
+    assert data_norm(Normalisation(mean=(0.48145466, 0.4578275, 0.40821073)))["norm"] == "paper"  # CLIP's: neither

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from vitcli.recipe.config import ModelCfg
+from vitcli.recipe.config import NORMS, ModelCfg
 from vitcli.errors import CheckpointError, RecipeError
 from vitcli.models import describe
 from vitcli.models.variants import FAMILIES, R50_LAYERS, resolve_variant
@@ -193,8 +193,8 @@ def from_timm_config(sd: dict[str, torch.Tensor], config: TimmConfig, where: str
 def data_norm(norm: Normalisation) -> dict:
     """The recipe's data section for a checkpoint's own normalisation: data.mean / data.std when it says
     both (exactly, so vit sees the pixels its training did), and the data.norm name they are closest to."""
-    mean = [round(m, 3) for m in norm.mean or (0.5, 0.5, 0.5)]
-    data = {"norm": "imagenet" if mean == [0.485, 0.456, 0.406] else "paper"}
+    mean = [round(m, 3) for m in norm.mean or NORMS["paper"][0]]
+    data = {"norm": next((name for name, (m, _) in NORMS.items() if list(m) == mean), "paper")}
     if norm.mean is not None and norm.std is not None:
         data.update(mean=list(norm.mean), std=list(norm.std))
     return data
