@@ -281,3 +281,18 @@ def test_export_to_torchvision_loads_there_with_equal_logits(tmp_path, rep):
     with torch.no_grad():
         assert max_diff(tv.eval()(x), model(x)) <= 1e-5
         assert max_diff(forward(reader.read(tmp_path / "tv" / "model.pth"), "model.heads=2", x=x), model(x)) <= 1e-5
+
+
+def test_a_one_channel_npz_is_read_with_its_channels(tmp_path):
+    from foreign import write_npz
+
+    from vitcli.models import build_model
+    from vitcli.recipe.config import ModelCfg
+
+    src = randomise(build_model(ModelCfg(name="Ti/4", res=(16, 16), width=32, depth=2, heads=2, mlp_dim=64,
+                                         in_chans=1), 5))
+    source = reader.read(write_npz(src, tmp_path / "grey.npz"))
+    assert source.model["in_chans"] == 1
+    x = SMALL_BATCH[:, :1, :16, :16]
+    with torch.no_grad():
+        assert max_diff(forward(source, x=x), src(x)) <= 1e-4

@@ -194,8 +194,17 @@ def describe_npz(path: Path, a: _Arrays) -> tuple[dict, bool]:
     desc = describe_dims(width=width, depth=depth, heads=int(query[-2]), mlp_dim=int(dense[-1]),
                          patch=patch, hybrid=hybrid, res=(side * patch, side * patch),
                          pool="token" if token else "gap", representation_size=rep, num_classes=classes,
-                         where=str(path))
+                         where=str(path), in_chans=_channels(a, kernel, hybrid))
     return desc, cls_unembedded
+
+
+def _channels(a: _Arrays, kernel: tuple[int, ...], hybrid: str | None) -> int:
+    """Input channels: the patch kernel's (patch, patch, channels, width), or the ResNet root's for hybrids."""
+    root = a.shape("conv_root/kernel") if hybrid else kernel
+    if len(root) != 4:
+        raise CheckpointError(f"{a.path}: unknown layout: conv_root/kernel has shape {root}, expected (k, k, "
+                              "channels, width)")
+    return int(root[2])
 
 
 def _params(path: Path, desc: dict) -> int:
