@@ -16,7 +16,6 @@ import pytest
 import torch
 from foreign import randomise
 
-from vitcli.engine.runtime.progress import Reporter
 from vitcli.errors import VitError
 from vitcli.recipe import assembly
 from vitcli.weights import reader
@@ -82,11 +81,11 @@ def folders(tmp_path_factory) -> dict[str, Path]:
 
 def load(folder: Path) -> None:
     """What `vit eval --from FOLDER` does before it needs data: read, assemble the recipe, build the model."""
-    from vitcli.engine import jobs
+    from vitcli.weights.restore import restore
 
     source = reader.read(folder)
     cfg = assembly.from_checkpoint(source, None, ["data.source=builtin:digits"], [], assembly.EVALUATE)
-    jobs.model_from(cfg, source, Reporter(enabled=False), need_head=False)
+    restore(source, cfg.model, weights=cfg.eval.weights)
 
 
 def load_or_one_line(folder: Path) -> str | None:

@@ -11,10 +11,9 @@ import torch
 from foreign import randomise
 from test_weights_formats import max_diff, one_line_error
 
-from vitcli.engine import jobs
-from vitcli.engine.runtime.progress import Reporter
 from vitcli.recipe import assembly
 from vitcli.weights import reader
+from vitcli.weights.restore import restore
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -24,7 +23,7 @@ BATCH = torch.randn(3, 3, 28, 28, generator=torch.Generator().manual_seed(2))
 def forward(source: reader.Pretrained, *sets: str, x: torch.Tensor = BATCH) -> torch.Tensor:
     cfg = assembly.from_checkpoint(source, None, ["data.source=builtin:digits", "eval.weights=raw"], list(sets),
                                    assembly.EVALUATE)
-    model, _ = jobs.model_from(cfg, source, Reporter(enabled=False), need_head=False)
+    model, _ = restore(source, cfg.model, weights=cfg.eval.weights)
     with torch.no_grad():
         return model.eval()(x)
 
@@ -230,7 +229,7 @@ def test_a_distilled_deit_finetunes_with_new_heads_and_resampled_positions(tmp_p
                                    assembly.FINETUNE)
     assert cfg.model.distilled and cfg.model.head_init == "zero"
     model = build_model(cfg.model, 3)
-    notes = load_weights(model, source.state_dict, drop_head=True, log=lambda _: None)
+    notes = load_weights(model, source.state_dict, drop_head=True, log=lambda _: None).notes
     assert any("7x7 -> 8x8" in n for n in notes) and any("head not loaded: 4 tensors" in n for n in notes)
     assert not model.head_dist.weight.detach().any()  # both heads start at zero
     assert torch.equal(model.dist_token, src.dist_token)
