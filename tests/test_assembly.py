@@ -173,3 +173,20 @@ def test_a_checkpoint_of_a_newer_format_is_refused_naming_both_versions(tmp_path
     with pytest.raises(CheckpointError, match=rf"^{path} has checkpoint format {reader.FORMAT_VERSION + 1}, newer "
                                               rf"than this vit reads \({reader.FORMAT_VERSION}\); upgrade vit"):
         reader.read(path)
+
+
+def test_command_options_are_typed_overrides_not_key_value_text():
+    options = assembly.recipe_overrides("32x48", {"data.source": "imagefolder:photos #2", "fewshot.seeds": 3,
+                                                  "sweep.retrain": False, "fewshot.shots": ["1", "5"]}, "raw")
+    assert [(o.key, o.value, o.label) for o in options] == [
+        ("model.res", "32x48", "--res 32x48"), ("data.source", "imagefolder:photos #2", "--data imagefolder:photos #2"),
+        ("fewshot.seeds", 3, "--seeds 3"), ("sweep.retrain", False, "sweep.retrain false"),
+        ("fewshot.shots", ["1", "5"], "--shots 1,5"), ("eval.weights", "raw", "--weights raw")]
+    cfg = assembly.resolve(Layers(options=options), "t")
+    # The source is the text given: as a --set item's YAML value, " #2" would be a comment and be lost.
+    assert cfg.data.source == "imagefolder:photos #2" and recipe.load(
+        "demo", ["data.source=imagefolder:photos #2"]).data.source == "imagefolder:photos"
+    assert (cfg.model.res, cfg.fewshot.seeds, cfg.sweep.retrain, cfg.fewshot.shots) == ((32, 48), 3, False, (1, 5))
+    assert assembly.named_source({}, [*options, "data.source=x"]) == "x"
+    with pytest.raises(RecipeError, match=r"--res big: model.res: expected a resolution"):
+        assembly.resolve(Layers(options=assembly.recipe_overrides("big")), "t")

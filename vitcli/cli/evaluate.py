@@ -76,10 +76,10 @@ def fewshot_cmd(path: EvalRecipeArg = None, from_: FromOpt = ..., shots: Annotat
 
     from_, weights = best_weights(from_, weights)
     source = reader.read(from_)
-    extra = {"fewshot.shots": f"[{shots}]" if shots else None, "fewshot.seeds": seeds, "data.source": data,
-             "data.train_split": train_split, "data.eval_split": split,
+    extra = {"fewshot.shots": [s.strip() for s in shots.split(",")] if shots else None, "fewshot.seeds": seeds,
+             "data.source": data, "data.train_split": train_split, "data.eval_split": split,
              # --data is the one data set to evaluate on, in place of a recipe's list
-             "fewshot.datasets": "[]" if data else None}
+             "fewshot.datasets": [] if data else None}
     options = assembly.recipe_overrides(res, extra, weights)
     cfg = assembly.from_checkpoint(source, path, options, sets or [], assembly.FEWSHOT)
     results = jobs.fewshot(cfg, source, log=reporter(as_json))

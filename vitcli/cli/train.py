@@ -78,7 +78,7 @@ def finetune_cmd(path: FinetuneRecipeArg = None, from_: FromOpt = ..., data: Dat
     from_, _ = best_weights(from_, weights)
     source = reader.read(from_)
     given = {"data.source": data, "data.eval_split": split, **length_options(steps, epochs),
-             "sweep.retrain": "false" if no_retrain else None}
+             "sweep.retrain": False if no_retrain else None}
     options = assembly.recipe_overrides(res, given)
     cfg = assembly.from_checkpoint(source, path, options, sets or [], assembly.FINETUNE)
     flags = {"--from": from_, "--res": res, **_flags(given)}
@@ -115,7 +115,8 @@ def _train(cfg, out: Optional[Path], resume: bool, options, sets: list[str], com
     # process group, which happens after this.
     out = Path(out or cfg.run.out or jobs.default_run_dir(cfg.run.name, resume=resume,
                                                           restarted=jobs.launch_restarts() > 0))
-    allowed = {(item if isinstance(item, str) else item[0]).partition("=")[0].strip() for item in [*options, *sets]}
+    # valid items: the recipe was assembled from them
+    allowed = {recipe.given_key(item)[0] for item in [*options, *sets]}
     if allowed & set(LENGTH_KEYS):  # a new length in one unit clears the others (recipe.py): all may change
         allowed |= set(LENGTH_KEYS)
     allowed = frozenset(allowed)

@@ -12,12 +12,12 @@ from vitcli.errors import RecipeError
 from vitcli.recipe import ranges, schema
 from vitcli.recipe.config import RecipeCfg
 from vitcli.recipe.loader import deep_copy, read_with_bases, dump, merge, parse_yaml, to_yaml
-from vitcli.recipe.overrides import Override, short, apply_override, one_length, parse_override
+from vitcli.recipe.overrides import Override, apply_override, given_key, one_length
 from vitcli.recipe.shipped import SHIPPED, expand, locate, shipped
 
 __all__ = ["Override", "RecipeCfg", "SHIPPED", "apply_override", "check_overrides", "dump", "expand", "from_data",
            "load", "locate",
-           "merge", "parse_override", "parse_yaml", "read", "shipped", "to_yaml"]
+           "merge", "given_key", "parse_yaml", "read", "shipped", "to_yaml"]
 
 
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RecipeCfg:
@@ -35,17 +35,17 @@ def read(path: str | Path) -> dict:
     return data
 
 
-def from_data(data: dict, origin: str, overrides: list[Override] | tuple[Override, ...] = ()) -> RecipeCfg:
+def from_data(data: dict, origin: str, overrides: list[str | Override] | tuple[str | Override, ...] = ()) -> RecipeCfg:
     """Build a checked config from already-parsed recipe data (e.g. a checkpoint's stored recipe).
 
-    Each override is a `--set` item, or (item, what the user typed) when a command option made it, so
-    that an error names `--res big` or `--set optim.lr=0` rather than the recipe file.
+    Each override is a `--set` item's text, or an `Override` (a command option makes one), so that an
+    error names `--res big` or `--set optim.lr=0` rather than the recipe file.
     """
     data = deep_copy(data)
     given: dict[str, str] = {}
     for entry in overrides:
-        item, label = (entry, f"--set {short(entry)}") if isinstance(entry, str) else entry
-        given[apply_override(data, item, label)] = label
+        override = Override.of(entry)
+        given[apply_override(data, override)] = override.label
     one_length(data, given)
     cfg = schema.from_dict(data, origin)
     ranges.check(cfg, origin, given)
@@ -56,5 +56,6 @@ def check_overrides(items) -> None:
     """Each `--set` item's key and value checked against the schema alone, before any recipe is read (an
     item into a list of sections, `fewshot.datasets[0].source=...`, needs the recipe and is checked there)."""
     for item in items:
-        if "[" not in item.partition("=")[0]:
-            apply_override({}, item)
+        given = given_key(item)
+        if "[" not in (given[0] if given else item):
+            apply_override({}, Override.of(item))

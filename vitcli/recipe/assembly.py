@@ -22,8 +22,9 @@ from vitcli.models.variants import resolve_variant
 from vitcli.recipe.shipped import SHIPPED
 
 # Lowest priority first; each layer's keys win over every layer above it in this list. The dict layers
-# are deep-merged (mappings merge, lists are replaced); `options` and `sets` are KEY=VALUE items applied
-# in order on the merged data, each checked against the schema and named in its own error.
+# are deep-merged (mappings merge, lists are replaced); `options` and `sets` are overrides (`recipe.Override`,
+# or a --set's KEY=VALUE text) applied in order on the merged data, each checked against the schema and
+# named in its own error.
 PRECEDENCE = (
     "defaults",      # every field's default (config.py), then the command's own defaults (a zero head)
     "checkpoint",    # the --from checkpoint's stored recipe: the sections the command carries over
@@ -53,14 +54,14 @@ class Layers:
     recipe: dict = field(default_factory=dict)
     architecture: dict = field(default_factory=dict)
     command: dict = field(default_factory=dict)
-    options: tuple[recipe.Override, ...] = ()
-    sets: tuple[recipe.Override, ...] = ()
+    options: tuple[str | recipe.Override, ...] = ()
+    sets: tuple[str | recipe.Override, ...] = ()
 
 
 def resolve(layers: Layers, origin: str) -> RecipeCfg:
     """Merge the layers in `PRECEDENCE` order into one checked config; `origin` prefixes its errors."""
     data: dict = {}
-    items: list[recipe.Override] = []
+    items: list[str | recipe.Override] = []
     for name in PRECEDENCE:
         layer = getattr(layers, name)
         if isinstance(layer, dict):
@@ -134,27 +135,39 @@ def source_defaults(new_source: str | None) -> dict:
     return {} if new_source is None else {"data": {"train_split": AUTO, "eval_split": AUTO}}
 
 
-def named_source(given: dict, items: tuple[str, ...] | list[str]) -> str | None:
-    """The data.source that a RECIPE's data section or KEY=VALUE items set (the last one wins), or None."""
+def named_source(given: dict, items: tuple[str | recipe.Override, ...] | list[str | recipe.Override]) -> str | None:
+    """The data.source that a RECIPE's data section or overrides set (the last one wins), or None."""
     source = given.get("source") or None
     for item in items:
-        key, _, value = (item if isinstance(item, str) else item[0]).partition("=")  # options: (item, as typed)
-        if key.strip() == "data.source":
-            source = value.strip() or None
+        key, value = recipe.given_key(item) or ("", "")
+        if key == "data.source":
+            source = str(value).strip() or None
     return source
 
 
+def _names_key(items, key: str) -> bool:
+    """Whether any of the overrides sets `key`."""
+    return any(_key(item) == key for item in items)
+
+
 def recipe_overrides(res: str | None = None, extra: dict[str, object] | None = None,
-                     weights: str | None = None) -> tuple[tuple[str, str], ...]:
-    """The `options` layer: command options (--res, --data, --weights ...) as overrides applied before
-    the user's own `--set`s, each paired with the option as typed (`--res big`) for error messages."""
+                     weights: str | None = None) -> tuple[recipe.Override, ...]:
+    """The `options` layer: command options (--res, --data, --weights ...) as overrides applied before the
+    user's own `--set`s, each with its value as the option gave it and named as typed (`--res big`)."""
     if weights is not None:
         valid = typing.get_args(typing.get_type_hints(EvalCfg)["weights"])
         if weights not in valid:
             raise RecipeError(f"--weights {weights!r}: valid: {', '.join(map(repr, valid))}")
     given = {"model.res": res, **(extra or {}), "eval.weights": weights}
-    return tuple((f"{key}={value}", f"{_OPTIONS.get(key, key)} {str(value).strip('[]')}")
+    return tuple(recipe.Override.option(key, value, f"{_OPTIONS.get(key, key)} {_shown(value)}")
                  for key, value in given.items() if value is not None)
+
+
+def _shown(value: object) -> str:
+    """An option's value as the user typed it: --shots 1,5 (a list), --no-retrain's false as it was."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def pretrain(path: Path | None, options: tuple[recipe.Override, ...] | list[recipe.Override],
@@ -192,8 +205,9 @@ _DATA_OF_SOURCE = ("source", "train_split", "eval_split", "image_column", "label
 _DIMS = ("width", "depth", "heads", "mlp_dim", "patch")
 
 
-def _key(item: recipe.Override) -> str:
-    return (item if isinstance(item, str) else item[0]).partition("=")[0].strip()
+def _key(item: str | recipe.Override) -> str:
+    """The dotted key an override sets ('' when it is not KEY=VALUE: resolving it says so)."""
+    return (recipe.given_key(item) or ("",))[0]
 
 
 def data_name(source: str) -> str:
@@ -235,7 +249,7 @@ def source_name(path: Path) -> str:
     return path.stem if path.is_file() else path.name
 
 
-def from_checkpoint(source, recipe_path: Path | None, options: tuple[str, ...] | list[str],
+def from_checkpoint(source, recipe_path: Path | None, options: tuple[str | recipe.Override, ...] | list[str],
                     sets: list[str], start: Start) -> RecipeCfg:
     """Assemble the recipe of finetune/eval/fewshot/inspect from a checkpoint, an optional RECIPE and options."""
     stored = source.recipe or {}
@@ -253,9 +267,8 @@ def from_checkpoint(source, recipe_path: Path | None, options: tuple[str, ...] |
     data = carried_data(stored.get("data"), new_source)
     if data:
         checkpoint["data"] = data
-    named = any("name" in (layer.get("model") or {}) for layer in (checkpoint, given)) or any(
-        (item if isinstance(item, str) else item[0]).partition("=")[0].strip() == "model.name"
-        for item in (*options, *sets))
+    named = (any("name" in (layer.get("model") or {}) for layer in (checkpoint, given))
+             or _names_key((*options, *sets), "model.name"))
     layers = Layers(defaults=start.defaults(), checkpoint=_with_res(checkpoint, source.model),
                     source=source_defaults(new_source), recipe=given,
                     architecture=_architecture(source, own, recipe.merge(checkpoint, given).get("model") or {},

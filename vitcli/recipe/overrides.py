@@ -1,13 +1,16 @@
 """`--set KEY=VALUE` overrides: split, parsed as YAML, checked against the schema, applied to recipe data.
 
-One override type: `Override` is the text a user gave (`KEY=VALUE`), or (text, what the user typed) when a
-command option made it, so that an error names `--res big` rather than the `--set` it became.
+One override type: an `Override` is a dotted key, its value and how errors name it. A `--set` item is
+split here once (`split_item`) and its value read as YAML; a command option (`--res 384`, `--seeds 3`)
+makes one from its own typed value (`Override.option`), never from KEY=VALUE text, and errors name the
+option rather than a `--set` it never was.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
+from dataclasses import dataclass
 from typing import Any
 
 from vitcli.errors import RecipeError, did_you_mean, one_of
@@ -15,7 +18,55 @@ from vitcli.recipe import schema
 from vitcli.recipe.config import RecipeCfg
 from vitcli.recipe.loader import NotYaml, Refused, parse_yaml
 
-Override = str | tuple[str, str]  # "KEY=VALUE", or ("KEY=VALUE", "--res 384"): the option that gave it
+
+def split_item(item: str) -> tuple[str, str] | None:
+    """`KEY=VALUE` -> (KEY without surrounding spaces, VALUE as typed); None without '=' or KEY."""
+    key, sep, text = item.partition("=")
+    return (key.strip(), text) if sep and key.strip() else None
+
+
+@dataclass(frozen=True)
+class Override:
+    """One change to recipe data: `key` (dotted; `fewshot.datasets[0].source` indexes a list) set to `value`."""
+
+    key: str
+    value: Any  # a --set's text read as YAML, or a command option's own value
+    label: str  # how errors name it: "--set optim.lr=0.1" (cut when long) or the option, "--res 384"
+    item: str  # the KEY=VALUE text (a --set as given), as errors about the key quote it
+
+    @classmethod
+    def parse(cls, item: str, label: str | None = None) -> "Override":
+        """A `--set KEY=VALUE` item; the value is read as YAML (so lists work), else kept as text."""
+        split = split_item(item)
+        if split is None:
+            raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=3e-3")
+        if "\x00" in item:
+            raise RecipeError(f"--set {item!r}: contains a NUL byte")
+        key, text = split
+        try:
+            value = parse_yaml(text) if text.strip() else ""
+        except Refused as exc:
+            raise RecipeError(f"--set {short(item)}: {exc.problem}") from None
+        except (NotYaml, RecursionError):
+            value = text  # not YAML (e.g. "a:b"): keep it as text, the field's type decides
+        return cls(key, value, label or f"--set {short(item)}", item)
+
+    @classmethod
+    def option(cls, key: str, value: Any, label: str) -> "Override":
+        """A command option's value for recipe key `key`; `label` is the option as typed (`--res 384`)."""
+        return cls(key, value, label, f"{key}={value}")
+
+    @classmethod
+    def of(cls, entry: "str | Override") -> "Override":
+        """An override given either way: a `--set` item's text, or an Override made already."""
+        return entry if isinstance(entry, Override) else cls.parse(entry)
+
+
+def given_key(entry: "str | Override") -> tuple[str, Any] | None:
+    """(key, value as given: a --set's raw text) of an override, without checking it; None when malformed."""
+    if isinstance(entry, Override):
+        return entry.key, entry.value
+    return split_item(entry)
 
 
 LENGTH_KEYS = ("steps", "epochs", "examples")
@@ -32,35 +83,18 @@ def one_length(data: dict, named) -> None:
                 train.pop(key, None)
 
 
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """Split `a.b.c=value` into (['a','b','c'], parsed value). The value is read as YAML (so lists work)."""
-    key, sep, text = item.partition("=")
-    if not sep or not key.strip():
-        raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=3e-3")
-    if "\x00" in item:
-        raise RecipeError(f"--set {item!r}: contains a NUL byte")
-    try:
-        value = parse_yaml(text) if text.strip() else ""
-    except Refused as exc:
-        raise RecipeError(f"--set {short(item)}: {exc.problem}") from None
-    except (NotYaml, RecursionError):
-        value = text  # not YAML (e.g. "a:b"): keep it as text, the field's type decides
-    return key.strip().split("."), value
-
-
 def short(text: str, limit: int = 100) -> str:
     """An override as errors quote it: a value of thousands of characters is cut, not repeated whole."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def apply_override(data: dict, item: str, label: str | None = None) -> str:
+def apply_override(data: dict, override: Override) -> str:
     """Set one dotted key in recipe data, checking the key path against the config schema; returns the key.
 
-    `label` is how errors name the override (default `--set KEY=VALUE`). A key may index a list of
-    sections: `fewshot.datasets[0].source=...` sets a field of the first item.
+    A key may index a list of sections: `fewshot.datasets[0].source=...` sets a field of the first item.
     """
-    label = label or f"--set {short(item)}"
-    keys, value = parse_override(item)
+    label, item, value = override.label, override.item, override.value
+    keys = override.key.split(".")
     cls: Any = RecipeCfg
     node: Any = data
     for depth, part in enumerate(keys):
