@@ -135,6 +135,32 @@ INPUTS = {
     'shots-option-bad': '`--shots 0`',
     'bench-steps-zero': '`vit bench --steps 0`',
     'bench-batch-negative': '`vit bench --batch -4`',
+    'mpp-bits-head-too-wide': '`mpp.bits: 8` (a 2^24-class masked-patch head)',
+    'mpp-color-4x4-bits-too-many': '`mpp.target: color_4x4` with `mpp.bits: 6` (16 x 2^18 outputs per patch)',
+    'mpp-pixels-patch-too-large': '`mpp.target: pixels` at patch 1024 (3 x 1024^2 outputs per patch)',
+    'posemb-relative-high-res': '`model.posemb: relative` at 1024 px (a 65537 x 131074 offset-logit table per head)',
+    'posemb-relative-2d-high-res': '`model.posemb: relative_2d` at 512 px',
+    'eval-batch-too-large-for-memory': '`eval.batch_size: 65536` at 1024 px',
+    'micro-batch-too-large-for-memory': '`train.micro_batch: 8192` at 1024 px',
+    'predict-top-k-zero': '`vit predict --top-k 0`',
+    'predict-batch-huge': '`vit predict --batch 99999999999999999999`',
+    'predict-batch-too-large-for-memory': '`vit predict --batch 65536 --res 1024`',
+    'inspect-samples-huge': '`vit inspect --samples 99999999999999999999`',
+    'resume-finished-checkpoints-gone': '`--resume` of a finished run whose checkpoints/ is gone',
+    'resume-finished-checkpoints-emptied': '`--resume` of a finished run whose checkpoint files were deleted',
+    'resume-finished-older-checkpoint': '`--resume` of a finished run whose last checkpoint was deleted',
+    'resume-finished-checkpoints-unreadable': '`--resume` of a finished run whose checkpoints are all unreadable',
+    'resume-finished-model-only': '`--resume` of a run with model.safetensors but no results.json or checkpoints',
+    'predict-empty-input': '`vit predict` with an empty INPUT (`""`, which would mean the current folder)',
+    'predict-blank-input-among-files': '`vit predict` with a blank INPUT beside an image',
+    'sweep-minival-one-image': 'lr sweep whose minival holds one image',
+    'sweep-minival-fewer-than-classes': 'lr sweep whose minival (the 2% default of 96 images) holds 2 images',
+    'split-class-names-reordered': "Parquet splits naming the same classes in another order (`datasets` would read "
+                                   "one split's labels by the other's names)",
+    'split-class-names-differ': 'Parquet splits naming different classes',
+    'image-folder-9-percent-unreadable': 'Image folder with 3 of 32 training images unreadable, a 2-step run',
+    'recipe-yaml-hand-edited': "`--resume` of a run whose recipe.yaml was edited by hand (`optim.lr`)",
+    'data-source-home-folder': 'A home folder (no data files, hidden caches) as a plain `data.source` path',
 }
 
 # Rows checked by other tests (signals and numerical faults in tests/test_crash.py, warnings in
@@ -161,6 +187,13 @@ EXTRA_ROWS = [
      "no error: two warning lines, `data.source '<data>' split 'train': skipping undecodable image, example 5: "
      "OSError: Truncated File Read` and `... 2 of 64 images skipped as undecodable (max_bad_fraction=0.05)`; "
      "training goes on", "0"),
+    ("`vit predict --top-k 1000000000` (or any k beyond the head's classes)",
+     "no error: each row and the `--csv` header hold every class once, best first (k is the head's width)", "0"),
+    ("`vit export` / `vit eval` of a run whose config.json is gone",
+     "no error: the heads and resolution come from the run's recipe.json, never guessed", "0"),
+    ("`vit inspect --from` two different files both named model.safetensors, no `--out`",
+     "no error: `inspect/<run>` (the run folder's name), or `inspect/<name>-2` when `inspect/<name>` holds another "
+     "checkpoint's inspection; a new inspection removes the previous one's figures first", "0"),
     ("`checkpoints/latest` naming `../../x.pt`, an absolute path or binary junk",
      "no error: one warning line, `<out>/checkpoints/latest does not name a checkpoint file in "
      "<out>/checkpoints (...); using the highest-numbered step-*.pt instead` (tests/test_rundir.py)", "0"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -529,7 +530,7 @@ CASES = [
      "(split folders: train, val, test)"),
     ("images-corrupt-small-set", lambda c: _pretrain(c, c.recipe(**_no_eval(
         _parquet(c.tmp / "d", {"img": _images(32, {9}), "label": [i % 4 for i in range(32)]})))),
-     "data.source '{tmp}/d' split 'train': 1 of 32 images seen could not be decoded, more than "
+     "data.source '{tmp}/d' split 'train': 1 of <*> images seen could not be decoded, more than "
      "max_bad_fraction=0.001 allows; e.g. example 9: OSError: <*>"),
     ("parquet-truncated", lambda c: _pretrain(c, c.recipe(data={"source": str(_truncated_data(c))})),
      "data.source '{tmp}/data': {tmp}/data/test-00000-of-00001.parquet is not a readable parquet file, truncated "
@@ -745,6 +746,175 @@ CASES = [
     ("bench-steps-zero", lambda c: ["bench", "--steps", "0"], "--steps 0: must be a whole number in [1, 65536]"),
     ("bench-batch-negative", lambda c: ["bench", "--batch", "-4"], "--batch -4: must be a whole number in [1, 65536]"),
 ]
+
+# -- issue 31, families 4, 8 and 9: sizes a setting multiplies, finished runs, silently wrong results -------
+
+def _image(c: Ctx) -> Path:
+    (c.tmp / "a.png").write_bytes(_png())
+    return c.tmp / "a.png"
+
+
+def _run_copy(c: Ctx, *, drop: tuple[str, ...] = (), junk: bool = False) -> Path:
+    """A copy of the finished run with `drop` (paths inside it) deleted, and its checkpoints cut in half."""
+    run = Path(shutil.copytree(c.run, c.tmp / "r"))
+    for name in drop:
+        shutil.rmtree(run / name) if (run / name).is_dir() else (run / name).unlink()
+    for ckpt in (run / "checkpoints").glob("step-*.pt") if junk else ():
+        _truncated(ckpt, ckpt)
+    return run
+
+
+def _hand_edited(c: Ctx) -> Path:
+    run = _run_copy(c)
+    text = (run / "recipe.yaml").read_text()
+    (run / "recipe.yaml").write_text(text.replace("lr: 0.003", "lr: 0.01"))
+    return run
+
+
+def _split_names(c: Ctx, train: list[str], test: list[str]) -> Path:
+    """A parquet data set whose train and test files declare the classes with other names (or orders)."""
+    import datasets
+    from conftest import make_images
+
+    folder = c.tmp / "d"
+    folder.mkdir()
+    for split, n, names in (("train", 32, train), ("test", 16, test)):
+        images, labels = make_images(n, seed=len(split))
+        features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+        ds = datasets.Dataset.from_dict({"img": [{"bytes": _png(i), "path": None} for i in range(n)],
+                                         "label": labels}, features=features)
+        ds.to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+    return folder
+
+
+def _folder_with_bad(c: Ctx) -> str:
+    """An image folder (train/ and test/, 4 classes of 8) with 3 of its 32 training images unreadable (9%)."""
+    for split in ("train", "test"):
+        for k, name in enumerate(("red", "green", "blue", "grey")):
+            (c.tmp / "f" / split / name).mkdir(parents=True)
+            for i in range(8):
+                bad = split == "train" and k == 0 and i < 3
+                (c.tmp / "f" / split / name / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage" if bad
+                                                                       else _png(8 * k + i))
+    return f"imagefolder:{c.tmp / 'f'}"
+
+
+def _home(c: Ctx) -> Path:
+    """A home directory (documents, hidden caches, no data files) given as a plain data.source path."""
+    for folder in ("me/docs/2024", ".cache/pip/wheels", "me/photos"):
+        (c.tmp / "home" / folder).mkdir(parents=True)
+    (c.tmp / "home/me/docs/2024/notes.txt").write_text("x")
+    (c.tmp / "home/me/photos/cat.png").write_bytes(_png())
+    return c.tmp / "home"
+
+
+_MASKED = {"objective": "masked_patch"}
+_FINISHED = ("--resume: {tmp}/r holds a finished run (model.safetensors, results.json) and {why}; resuming would "
+             "train it again and overwrite its results. Use it as it is (vit eval --from {tmp}/r), start a new --out, "
+             "or delete model.safetensors and results.json to train it again")
+
+SIZE_CASES = [
+    ("mpp-bits-head-too-wide", lambda c: ["recipe", "check", c.recipe(train=_MASKED, mpp={"bits": 8})],
+     "{tmp}/r.yaml: mpp.bits: mean_color with bits 8 is 2^(3 x 8) colour classes = 16777216 outputs per patch, more "
+     "than the 1000000 classes a head may have (as data.num_classes; the logits of one image's masked patches alone "
+     "would be <*>); valid: bits 1-6 for mean_color"),
+    ("mpp-color-4x4-bits-too-many", lambda c: _pretrain(c, c.recipe(train=_MASKED), "mpp.target=color_4x4",
+                                                        "mpp.bits=6"),
+     "--set mpp.bits=6: mpp.bits: color_4x4 with bits 6 is 16 cells x 2^(3 x 6) colour classes = 4194304 outputs "
+     "per patch, more than the 1000000 classes a head may have (as data.num_classes; the logits of one image's "
+     "masked patches alone would be <*>); valid: bits 1-5 for color_4x4"),
+    ("mpp-pixels-patch-too-large", lambda c: ["recipe", "check", c.recipe(
+        train=_MASKED, mpp={"target": "pixels"}, model={"patch": 1024, "res": 1024})],
+     "{tmp}/r.yaml: mpp.target: pixels at patch 1024 is 3 x 1024^2 pixel values = 3145728 outputs per patch, more "
+     "than the 1000000 classes a head may have (as data.num_classes; <*>); use a smaller patch"),
+    ("posemb-relative-high-res", lambda c: ["recipe", "check", c.recipe(model={"posemb": "relative", "res": 1024})],
+     "{tmp}/r.yaml: model.posemb: relative at 1024x1024 (patch 4) needs 275 GB of relative-position logits per image "
+     "over 2 blocks, more than the 16 GB vit allows; use learned, learned_2d or sincos2d, a lower model.res or a "
+     "larger patch"),
+    ("posemb-relative-2d-high-res", lambda c: _pretrain(c, c.recipe(model={"posemb": "relative_2d"}),
+                                                        "model.res=512"),
+     "{tmp}/r.yaml: model.posemb: relative_2d at 512x512 (patch 4) needs 25.6 GB of relative-position logits "
+     "per image over 2 blocks, more than the 16 GB vit allows; use learned, learned_2d or sincos2d, a lower "
+     "model.res or a larger patch"),
+    ("eval-batch-too-large-for-memory", lambda c: ["recipe", "check", c.recipe(model={"res": 1024},
+                                                                            eval={"batch_size": 65536})],
+     "{tmp}/r.yaml: eval.batch_size: 65536 images at 1024x1024 need 1.65 TB of activations in each block (25.2 MB "
+     "an image), more than the 128 GB vit allows; valid: at most 5086"),
+    ("micro-batch-too-large-for-memory", lambda c: _pretrain(c, c.recipe(model={"res": 1024}), "train.batch_size=8192",
+                                                             "train.micro_batch=8192"),
+     "--set train.micro_batch=8192: train.micro_batch: 8192 images at 1024x1024 need 206 GB of activations in each "
+     "block (25.2 MB an image), more than the 128 GB vit allows; valid: at most 5086"),
+    ("predict-top-k-zero", lambda c: ["predict", "--from", c.run, _image(c), "--top-k", "0"],
+     "--top-k 0: must be at least 1 (the classes shown per image)"),
+    ("predict-batch-huge", lambda c: ["predict", "--from", c.run, _image(c), "--batch", "99999999999999999999"],
+     "--batch 99999999999999999999: eval.batch_size: 1e+20 is too large; valid: a whole number of magnitude at most "
+     "2^62"),
+    ("predict-batch-too-large-for-memory", lambda c: ["predict", "--from", c.run, _image(c), "--batch", "65536",
+                                                      "--res", "1024"],
+     "--batch 65536: eval.batch_size: 65536 images at 1024x1024 need 1.65 TB of activations in each block (25.2 MB "
+     "an image), more than the 128 GB vit allows; valid: at most 5086"),
+    ("inspect-samples-huge", lambda c: ["inspect", "--from", c.run, "--samples", "99999999999999999999", "--out",
+                                        c.out],
+     "--samples 99999999999999999999: valid: 1 to 65536 images (they are held in memory at once)"),
+]
+
+FINISHED_RUN_CASES = [
+    ("resume-finished-checkpoints-gone", lambda c: ["pretrain", "--resume", "--out",
+                                                    _run_copy(c, drop=("checkpoints",))],
+     _FINISHED.replace("{why}", "no checkpoint is left in {tmp}/r/checkpoints to continue from")),
+    ("resume-finished-checkpoints-emptied", lambda c: ["pretrain", "--resume", "--out", _run_copy(
+        c, drop=("checkpoints/step-00000001.pt", "checkpoints/step-00000002.pt"))],
+     _FINISHED.replace("{why}", "no checkpoint is left in {tmp}/r/checkpoints to continue from")),
+    ("resume-finished-older-checkpoint", lambda c: ["pretrain", "--resume", "--out", _run_copy(
+        c, drop=("checkpoints/step-00000002.pt",))],
+     _FINISHED.replace("{why}", "its newest checkpoint {tmp}/r/checkpoints/step-00000001.pt is at step 1, before the "
+                                "step 2 it finished at")),
+    ("resume-finished-checkpoints-unreadable", lambda c: ["pretrain", "--resume", "--out", _run_copy(c, junk=True)],
+     "{tmp}/r/checkpoints/step-00000002.pt: corrupt or truncated checkpoint (<*>)"),
+    ("resume-finished-model-only", lambda c: ["pretrain", "--resume", "--out", _run_copy(
+        c, drop=("checkpoints", "results.json"))],
+     "--resume: {tmp}/r holds a finished run (model.safetensors) and no checkpoint is left in {tmp}/r/checkpoints to "
+     "continue from; resuming would train it again and overwrite its results. Use it as it is (vit eval --from "
+     "{tmp}/r), start a new --out, or delete model.safetensors to train it again"),
+]
+
+SILENT_CASES = [
+    ("predict-empty-input", lambda c: ["predict", "--from", c.run, ""],
+     "INPUT '' is blank; give image files, folders of images or a data source (write '.' for the current folder)"),
+    ("predict-blank-input-among-files", lambda c: ["predict", "--from", c.run, _image(c), " "],
+     "INPUT ' ' is blank; give image files, folders of images or a data source (write '.' for the current folder)"),
+    ("sweep-minival-one-image", lambda c: _pretrain(c, c.recipe(optim={"lr": [0.1, 0.01]}), "sweep.minival=0.01"),
+     "sweep.minival: the minival train[99%:] of {data} holds 1 image (1% of the split), too few to choose a learning "
+     "rate on (its top-1 moves in steps of 100%); a minival needs at least 10 images (10, and one per class): give a "
+     "larger sweep.minival, e.g. --set sweep.minival=0.1, or more training data"),
+    ("sweep-minival-fewer-than-classes", lambda c: _pretrain(c, c.recipe(optim={"lr": [0.1, 0.01]})),
+     "sweep.minival: the minival train[98%:] of {data} holds 2 images (2% of the split), too few to choose a learning "
+     "rate on (its top-1 moves in steps of 50%); a minival needs at least 10 images (10, and one per class): <*>"),
+    ("split-class-names-reordered", lambda c: ["eval", "--from", c.run, "--data", _split_names(
+        c, ["red", "green", "blue", "grey"], ["grey", "blue", "green", "red"])],
+     "data.source '{tmp}/d': {tmp}/d/train-00000-of-00001.parquet names the classes of 'label' ('red', 'green', "
+     "'blue', 'grey') but {tmp}/d/test-00000-of-00001.parquet names them ('grey', 'blue', 'green', 'red'); datasets "
+     "reads every file with the first one's names, so labels would be scored against the wrong classes: write every "
+     "split with the same class names in the same order"),
+    ("split-class-names-differ", lambda c: _pretrain(c, c.recipe(data={"source": str(_split_names(
+        c, ["red", "green", "blue", "grey"], ["cat", "dog", "blue", "grey"]))})),
+     "data.source '{tmp}/d': {tmp}/d/train-00000-of-00001.parquet names the classes of 'label' ('red', 'green', "
+     "'blue', 'grey') but {tmp}/d/test-00000-of-00001.parquet names them ('cat', 'dog', 'blue', 'grey'); <*>"),
+    ("image-folder-9-percent-unreadable", lambda c: _pretrain(c, c.recipe(data={"source": _folder_with_bad(c)}),
+                                                              "train.batch_size=8", "train.steps=2"),
+     "data.source 'imagefolder:{tmp}/f' split 'train': <*> of <*> images seen could not be decoded, more than "
+     "max_bad_fraction=0.001 allows; e.g. example <*>: <*>"),
+    ("recipe-yaml-hand-edited", lambda c: ["pretrain", "--resume", "--out", _hand_edited(c)],
+     "--resume: {tmp}/r/recipe.yaml was edited by hand (at: optim.lr), but a resume runs the run's recipe.json or the "
+     "RECIPE given, never that file, so the edit would be ignored; to resume with it: mv {tmp}/r/recipe.yaml "
+     "edited.yaml && vit pretrain edited.yaml --resume --out {tmp}/r (a resume may change the run's length, e.g. "
+     "train.steps), or undo the edit"),
+    ("data-source-home-folder", lambda c: _pretrain(c, c.recipe(data={"source": str(_home(c))})),
+     "data.source '{tmp}/home': no parquet or arrow files in this folder; give a folder of parquet/arrow files (the "
+     "hub's layout), a save_to_disk directory, or imagefolder:PATH for a folder of images"),
+]
+CASES = [*CASES, *SIZE_CASES, *FINISHED_RUN_CASES, *SILENT_CASES]
+
 CASE_IDS = [case.values[0] if hasattr(case, "values") else case[0] for case in CASES]
 
 
@@ -903,3 +1073,64 @@ def test_the_same_command_works_once_the_input_is_fixed(tmp_path, tiny_data, fin
     path = c.recipe(train={"steps": 2})
     result, _, _ = run_case(lambda c: _pretrain(c, path), c)
     assert result.exit_code == 0, result.output
+
+
+# -- issue 31: the inputs of families 4 and 9 that end well (exit 0), as the catalogue's extra rows say -------
+
+def _invoke(c: Ctx, *args) -> object:
+    c.monkeypatch.chdir(c.tmp)
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    return result
+
+
+def test_top_k_beyond_the_classes_means_every_class_in_rows_and_csv_header(tmp_path, tiny_data, finished_run,
+                                                                           monkeypatch):
+    c = Ctx(tmp_path, tiny_data, finished_run, monkeypatch)
+    start = time.monotonic()
+    result = _invoke(c, "predict", "--from", c.run, _image(c), "--top-k", "1000000000", "--csv", c.tmp / "p.csv",
+                     "--batch", "3")
+    assert time.monotonic() - start < 10, "a huge --top-k must not allocate or loop per k"
+    header, row = (c.tmp / "p.csv").read_text().splitlines()
+    assert header == "path,label_1,prob_1,label_2,prob_2,label_3,prob_3,label_4,prob_4"
+    assert len(row.split(",")) == len(header.split(","))
+    result = _invoke(c, "predict", "--from", c.run, _image(c), "--top-k", "7", "--json")
+    data = json.loads(result.stdout)
+    assert data["top_k"] == 4 and len(data["predictions"][0]["top"]) == 4
+
+
+def test_a_run_without_config_json_is_described_by_its_recipe_json(tmp_path, tiny_data, finished_run, monkeypatch,
+                                                                    caplog):
+    c = Ctx(tmp_path, tiny_data, finished_run, monkeypatch)
+    run = _run_copy(c, drop=("config.json",))
+    _invoke(c, "export", run, "--format", "timm", "--out", c.tmp / "x")
+    config = json.loads((c.tmp / "x" / "config.json").read_text())
+    assert config["model_args"]["num_heads"] == 2  # recipe.json's heads, not width 32 // 64 -> 1
+    assert "assuming" not in caplog.text  # nothing was guessed
+    result = _invoke(c, "eval", "--from", run, "--json")
+    assert "heads=2" in json.loads(result.stdout)["model"]
+
+
+def test_inspect_never_mixes_two_models_in_one_folder(tmp_path, tiny_data, finished_run, monkeypatch):
+    c = Ctx(tmp_path, tiny_data, finished_run, monkeypatch)
+    bare = []
+    for folder in ("a", "b"):  # two models outside any run, both named model.safetensors
+        (c.tmp / folder).mkdir()
+        for name in ("model.safetensors", "config.json"):
+            shutil.copy(c.run / name, c.tmp / folder / name)
+        bare.append(c.tmp / folder / "model.safetensors")
+
+    def inspect(*args) -> Path:
+        return Path(json.loads(_invoke(c, "inspect", *args, "--json").stdout)["json"]).parent
+
+    # The run's model is named after its run; two bare files of one name get a folder each, and the same
+    # file inspected again goes back to its own.
+    assert inspect("--from", c.run / "model.safetensors") == Path("inspect") / c.run.name
+    assert [inspect("--from", p) for p in (*bare, bare[0])] == [Path("inspect/model"), Path("inspect/model-2"),
+                                                               Path("inspect/model")]
+    # A new inspection removes the figures an earlier one drew that it does not draw itself.
+    stale = c.tmp / "inspect/model/learning_curves.png"
+    stale.write_bytes(b"an earlier model's curves")
+    assert inspect("--from", bare[1], "--out", c.tmp / "inspect/model") == c.tmp / "inspect/model"
+    assert not stale.exists()
+    assert json.loads((c.tmp / "inspect/model/inspection.json").read_text())["checkpoint"] == str(bare[1])

@@ -14,6 +14,7 @@ from vitcli.data.transforms import norm_stats
 from vitcli.engine.train.objectives import MaskedPatch
 from vitcli.errors import RecipeError
 from vitcli.models import build_model, masked
+from vitcli.models.variants import mpp_outputs
 
 
 def mpp_recipe(source, **train):
@@ -82,9 +83,9 @@ def test_objective_recovers_pixels_from_normalised_inputs():
 
 
 def test_head_sizes_and_bad_settings():
-    assert masked.num_outputs("mean_color", 16) == 512
-    assert masked.num_outputs("color_4x4", 16) == 16 * 512
-    assert masked.num_outputs("pixels", 16) == 768
+    assert mpp_outputs("mean_color", 16) == 512
+    assert mpp_outputs("color_4x4", 16) == 16 * 512
+    assert mpp_outputs("pixels", 16) == 768
     with pytest.raises(RecipeError, match="mpp.corrupt: must be in"):
         cfg_of(tiny_recipe("builtin:digits"), "mpp.corrupt=0")
     with pytest.raises(RecipeError, match="mask and random"):
@@ -94,10 +95,10 @@ def test_head_sizes_and_bad_settings():
 @pytest.mark.parametrize("target", masked.TARGETS)
 def test_predictions_come_from_the_corrupted_tokens_only(target):
     model = build_model(ModelCfg(name="Ti/4", res=(16, 16), width=32, depth=2, heads=2, mlp_dim=64), 0).eval()
-    model.enable_masked_patch(masked.num_outputs(target, 4))
+    model.enable_masked_patch(mpp_outputs(target, 4))
     c = masked.sample_corruption(2, 16, 0.25, device="cpu", generator=torch.Generator().manual_seed(0))
     pred = model(torch.randn(2, 3, 16, 16), corruption=c)
-    assert pred.shape == (8, masked.num_outputs(target, 4))
+    assert pred.shape == (8, mpp_outputs(target, 4))
 
 
 # --- training -------------------------------------------------------------------------------------
@@ -147,8 +148,8 @@ def test_unlabelled_image_folder_trains(tmp_path):
 
 
 def test_finetune_and_fewshot_from_an_mpp_run(tiny_data, tmp_path):
-    from vitcli.recipe import assembly
     from vitcli.engine import jobs
+    from vitcli.recipe import assembly
     from vitcli.weights import reader
 
     out = tmp_path / "mpp"

@@ -120,12 +120,11 @@ def predict_cmd(inputs: Annotated[list[str], typer.Argument(
         raise VitError("--json and --csv: choose one (--json prints to stdout, --csv writes a file)")
     from_, weights = best_weights(from_, weights)
     source = reader.read(from_)
-    options = assembly.recipe_overrides(res, weights=weights)
+    options = assembly.recipe_overrides(res, {"eval.batch_size": batch}, weights)
     cfg = assembly.from_checkpoint(source, None, options, sets or [], assembly.PREDICT)
-    results = jobs.predict(cfg, source, inputs, split=split, top_k=top_k, batch_size=batch,
-                           log=reporter(as_json))
+    results = jobs.predict(cfg, source, inputs, split=split, top_k=top_k, log=reporter(as_json))
     if csv is not None:
-        tables.write_predictions_csv(csv, results["predictions"], top_k)
+        tables.write_predictions_csv(csv, results["predictions"], results["top_k"])
         if is_main_process():
             note(f"predictions written to {csv}")
     ema_note(weights, results)
@@ -179,8 +178,8 @@ def inspect_cmd(run: Annotated[Optional[Path], typer.Argument(
     run_dir = run if run is not None else (from_ if (from_ / "metrics.jsonl").is_file() else None)
     options = assembly.recipe_overrides(res, {"data.source": data}, weights)
     cfg = assembly.from_checkpoint(source, None, options, sets or [], assembly.INSPECT)
-    name = (run or from_).resolve().name if (run or from_).is_dir() else (run or from_).stem
-    report = jobs.inspect(cfg, source, Path(out or Path("inspect") / name), run_dir=run_dir, images=images,
-                          split=split, samples=samples, log=reporter(as_json), fmt=FigureFormat(fig_format).value,
-                          dpi=dpi)
+    if out is None:
+        out = jobs.default_inspect_dir(assembly.source_name((run or from_).resolve()), source.path)
+    report = jobs.inspect(cfg, source, Path(out), run_dir=run_dir, images=images, split=split, samples=samples,
+                          log=reporter(as_json), fmt=FigureFormat(fig_format).value, dpi=dpi)
     emit(tables.inspect_summary(report), as_json, tables.inspect_table)

@@ -122,6 +122,8 @@ def _train(cfg, out: Optional[Path], resume: bool, options, sets: list[str], com
     allowed = frozenset(allowed)
     # The hint repeats the run's overrides: without them a resume would be refused as another recipe.
     hint = " ".join([command, *(f"--set {shlex.quote(item)}" for item in sets), "--resume", f"--out {out}"])
+    if resume:
+        assembly.check_run_recipe(out, cfg)
     # recipe.yaml is the run's recipe rendered for people: YAML stays in recipe.py, the engine writes it.
     if jobs.is_sweep(cfg):
         emit(jobs.run_sweep(cfg, out, resume=resume, allowed=allowed, hint=hint, render=recipe.dump,

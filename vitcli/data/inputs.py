@@ -37,6 +37,7 @@ def is_data_source(text: str) -> bool:
     Sources are `imagefolder:`/`builtin:` names, folders holding parquet/arrow or `save_to_disk` files,
     such files themselves, and (when no such path exists) Hugging Face hub ids.
     """
+    _path(text)  # refuses a blank INPUT
     ref = SourceRef.parse(text)
     if ref.kind in ("imagefolder", "builtin"):
         return True
@@ -46,6 +47,15 @@ def is_data_source(text: str) -> bool:
     if path.is_dir():
         return any((path / name).exists() for name in _DATASET_FILES) or _holds_data_files(path)
     return ref.kind == "hub" and path.suffix.lower() not in image_suffixes()
+
+
+def _path(text: str) -> Path:
+    """An INPUT as a path. An empty one is refused: `Path("")` is the current folder, which would predict
+    every image below wherever the command happens to run."""
+    if not text.strip():
+        raise DataError(f"INPUT {text!r} is blank; give image files, folders of images or a data source "
+                        "(write '.' for the current folder)")
+    return Path(text).expanduser()
 
 
 def _holds_data_files(folder: Path) -> bool:
@@ -62,7 +72,7 @@ def image_files(inputs: Sequence[str]) -> tuple[list[Path], list[Missing]]:
     files: list[Path] = []
     missing: list[Missing] = []
     for text in inputs:
-        path = Path(text).expanduser()
+        path = _path(text)
         if path.is_dir():
             found = find_images(path)
             files += found

@@ -57,8 +57,8 @@ class ImageLoader(DataLoader):
 
     Undecodable images are dropped from their batch (so a batch can be short; a batch with none left
     is not yielded) and counted in `bad` out of `seen`. More than `max_bad_fraction` of the epoch's
-    examples (judged once `_MIN_SEEN` have been seen, or at once when a whole batch is bad) raises
-    DataError, as does a label outside [0, num_classes).
+    examples raises DataError as soon as the count passes it (for a stream, whose epoch is unknown, once
+    `_MIN_SEEN` have been seen; at once when a whole batch is bad), as does a label outside [0, num_classes).
     """
 
     def __init__(self, reader, *, split: Split, max_bad_fraction: float, expected: int, stats=None, device=None,
@@ -117,10 +117,13 @@ class ImageLoader(DataLoader):
             self.reason = (bad[0], reason)
         if not self.bad:
             return
-        allowed = self.max_bad_fraction * max(self.seen, self.expected)
+        # The fraction is of the epoch's examples: bad images only add up, so once they pass that share of
+        # the whole epoch the epoch is over the limit whatever comes next, and the run stops then, not after
+        # training on (a short run may never see the rest). A stream has no known epoch: it is judged on what
+        # was seen, once that is _MIN_SEEN.
+        allowed = self.max_bad_fraction * (self.expected or self.seen)
         whole_batch = good == 0 and len(bad) > 1
-        # A data set smaller than _MIN_SEEN is judged once all of it has been seen.
-        judged = self.seen >= min(_MIN_SEEN, self.expected or _MIN_SEEN)
+        judged = self.expected > 0 or self.seen >= _MIN_SEEN
         if whole_batch or (judged and self.bad > allowed):
             example, why = self.reason
             raise DataError(

@@ -14,7 +14,7 @@ from vitcli.errors import DataError, first_line
 MAX_SCAN = 100_000  # files and folders looked at under a local data.source before it is refused
 
 
-def data_files(source: str, path: Path, suffix: str) -> list[Path]:
+def data_files(source: str, path: Path, suffix: str | tuple[str, ...]) -> list[Path]:
     """The files ending in `suffix` under `path`, found within a bounded walk: a data set is a few
     folders of files, and a source that is a huge tree (a home directory) is refused in a second
     instead of scanned for minutes, here and again inside `datasets`."""
@@ -30,16 +30,52 @@ def data_files(source: str, path: Path, suffix: str) -> list[Path]:
 
 
 def check_parquet(source: str, path: Path) -> None:
-    """Read every parquet footer first, so a truncated or empty file is named (datasets names none)."""
+    """A folder must hold parquet or arrow files; every parquet footer is read first, so a truncated or
+    empty file is named (datasets names none)."""
     import pyarrow.parquet as pq
 
-    files = [path] if path.is_file() else data_files(source, path, ".parquet")
-    for file in files:
+    files = [path] if path.is_file() else data_files(source, path, (".parquet", ".arrow"))
+    if not files and not any(path.glob("*.py")):  # a loading script is refused by name when datasets meets it
+        # Refused here, after a bounded walk: `datasets` would search the whole tree itself, hidden folders
+        # included (a home directory's caches), for minutes, before saying the same.
+        raise DataError(f"data.source {source!r}: no parquet or arrow files in this folder; give a folder of "
+                        "parquet/arrow files (the hub's layout), a save_to_disk directory, or imagefolder:PATH for a "
+                        "folder of images")
+    names: dict[str, tuple[Path, list]] = {}  # label column -> (first file, its class names)
+    for file in (f for f in files if f.suffix == ".parquet"):
         try:
-            rows = pq.read_metadata(file).num_rows
+            meta = pq.read_metadata(file)
         except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
             reason = first_line(e, sentence=True)  # pyarrow adds "Either the file is corrupted or ..."
             raise DataError(f"data.source {source!r}: {file} is not a readable parquet file, truncated or "
                             f"corrupt ({reason}); download or write it again") from None
-        if rows == 0:
+        if meta.num_rows == 0:
             raise DataError(f"data.source {source!r}: {file} holds no rows; remove it or write it again")
+        for column, these in _class_names(meta).items():
+            first, theirs = names.setdefault(column, (file, these))
+            if these != theirs:
+                raise DataError(
+                    f"data.source {source!r}: {file} names the classes of {column!r} {_few(these)} but {first} "
+                    f"names them {_few(theirs)}; datasets reads every file with the first one's names, so labels "
+                    "would be scored against the wrong classes: write every split with the same class names in "
+                    "the same order")
+
+
+def _class_names(meta) -> dict[str, list]:
+    """The ClassLabel names each column of a parquet file declares in its `datasets` metadata."""
+    import json
+
+    raw = (meta.metadata or {}).get(b"huggingface")
+    try:
+        features = json.loads(raw)["info"]["features"] if raw else {}
+    except (ValueError, KeyError, TypeError):
+        return {}
+    if not isinstance(features, dict):
+        return {}
+    return {column: feature["names"] for column, feature in features.items() if isinstance(feature, dict)
+            and feature.get("_type") == "ClassLabel" and isinstance(feature.get("names"), list)}
+
+
+def _few(names: list) -> str:
+    shown = ", ".join(repr(str(n)[:40]) for n in names[:4])
+    return f"({shown}{', ...' if len(names) > 4 else ''})"

@@ -79,12 +79,6 @@ def color_class(rgb: torch.Tensor, bits: int = 3) -> torch.Tensor:
     return (q[..., 0] * levels + q[..., 1]) * levels + q[..., 2]
 
 
-def num_outputs(target: str, patch: int, bits: int = 3, cells: int = 4) -> int:
-    """Width of the prediction head for a target."""
-    classes = 1 << (3 * bits)
-    return {"mean_color": classes, "color_4x4": cells * cells * classes, "pixels": 3 * patch * patch}[target]
-
-
 def make_target(target: str, pixels01: torch.Tensor, normalised: torch.Tensor, patch: int, bits: int = 3,
                 cells: int = 4) -> torch.Tensor:
     """Per-patch targets of a batch: (B, N) classes, (B, N, cells^2) classes, or (B, N, 3*patch^2) values.

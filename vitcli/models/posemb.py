@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from vitcli.models.variants import RELATIVE_SPECIALS, relative_shape  # noqa: F401 (arithmetic, torch-free)
+
 MODES = ("paper", "bilinear", "bicubic")
 
 
@@ -84,7 +86,6 @@ KINDS = ("learned", "none", "learned_2d", "relative", "relative_2d", "sincos2d")
 # timm's VisionTransformer holds a learned table ("learned"), no table ("none"), or any fixed table under
 # the same key ("sincos2d" is stored as `pos_embed`, so timm reproduces it exactly, though as trainable).
 TIMM_KINDS = ("learned", "none", "sincos2d")
-RELATIVE_SPECIALS = 3  # query prefix -> key patch, query patch -> key prefix, prefix -> prefix
 
 
 def sincos_2d(grid: tuple[int, int], dim: int, num_prefix: int, temperature: float = 10000.0) -> torch.Tensor:
@@ -113,12 +114,6 @@ def axes_table(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
     rows = row[0, :, None, :].expand(h, w, row.shape[-1])
     cols = col[0, None, :, :].expand(h, w, col.shape[-1])
     return torch.cat([rows, cols], dim=-1).reshape(1, h * w, -1)
-
-
-def relative_shape(grid: tuple[int, int], two_d: bool) -> tuple[int, ...]:
-    """Shape of the offset table, less its embedding dim: (2n-1,) along the sequence, (2h-1, 2w-1) in 2-D."""
-    h, w = grid
-    return (2 * h - 1, 2 * w - 1) if two_d else (2 * h * w - 1,)
 
 
 def relative_index(grid: tuple[int, int], num_prefix: int, two_d: bool) -> torch.Tensor:

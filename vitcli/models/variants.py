@@ -7,6 +7,7 @@ importing torch (importing torch costs seconds). `count_params` must agree exact
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -165,6 +166,37 @@ def seq_len(v: Variant, res: Res, class_token: bool = True) -> int:
     """Tokens the transformer sees: one per patch, plus the class token."""
     h, w = grid(v, res)
     return h * w + int(class_token)
+
+
+RELATIVE_SPECIALS = 3  # relative offsets: query prefix -> key patch, query patch -> key prefix, prefix -> prefix
+
+
+def relative_shape(grid_hw: Res, two_d: bool) -> tuple[int, ...]:
+    """Shape of the offset table, less its embedding dim: (2n-1,) along the sequence, (2h-1, 2w-1) in 2-D."""
+    h, w = grid_hw
+    return (2 * h - 1, 2 * w - 1) if two_d else (2 * h * w - 1,)
+
+
+def mpp_outputs(target: str, patch: int, bits: int = 3, cells: int = 4) -> int:
+    """Width of the masked-patch prediction head: 2^(3 bits) colour classes (per cell for color_4x4), or
+    the patch's normalised pixels."""
+    classes = 1 << (3 * bits)
+    return {"mean_color": classes, "color_4x4": cells * cells * classes, "pixels": 3 * patch * patch}[target]
+
+
+def block_bytes(v: Variant, res: Res, posemb: str = "learned", class_token: bool = True) -> tuple[int, int]:
+    """Memory of one image in one block's forward pass, in fp32 bytes: (the whole, the relative part).
+
+    The largest tensors are the MLP's hidden activations (tokens x mlp_dim) and, with relative position
+    attention, the logits of every query against every offset (heads x T x K) plus the T x T bias gathered
+    from them and its index; fused attention keeps no T x T otherwise. Training keeps every block's.
+    """
+    tokens = seq_len(v, res, class_token)
+    relative = 0
+    if posemb in ("relative", "relative_2d"):
+        offsets = math.prod(relative_shape(grid(v, res), posemb == "relative_2d")) + RELATIVE_SPECIALS
+        relative = v.heads * tokens * (offsets + tokens) * 4 + tokens * tokens * 8
+    return tokens * max(v.mlp_dim, 3 * v.width) * 4 + relative, relative
 
 
 def _r50_convs(layers: tuple[int, ...], res: Res, in_chans: int = 3) -> Iterator[tuple[int, int, int, int]]:

@@ -17,7 +17,8 @@ from pathlib import Path
 from vitcli import files, recipe
 from vitcli.recipe.config import AUTO, EvalCfg, ModelCfg, RecipeCfg
 from vitcli.data.ref import SourceRef
-from vitcli.errors import CheckpointError, RecipeError, RunError
+from vitcli.errors import CheckpointError, RecipeError, RunError, VitError
+from vitcli.recipe import schema
 from vitcli.models.variants import resolve_variant
 from vitcli.recipe.shipped import SHIPPED
 
@@ -126,7 +127,7 @@ def carried_data(stored: dict | None, new_source: str | None) -> dict:
 _OPTIONS = {"model.res": "--res", "model.name": "--model", "train.steps": "--steps", "train.epochs": "--epochs",
             "data.source": "--data", "data.eval_split": "--split",
             "data.train_split": "--train-split", "fewshot.shots": "--shots", "fewshot.seeds": "--seeds",
-            "eval.weights": "--weights"}
+            "eval.weights": "--weights", "eval.batch_size": "--batch"}
 
 
 def source_defaults(new_source: str | None) -> dict:
@@ -229,6 +230,29 @@ def resumed(out: Path, sets: list[str]) -> RecipeCfg:
         raise RunError(f"--resume: {saved} is not a recipe (a JSON object); give the RECIPE to continue the run")
     # The stored recipe is the resolved one, so it sits where a RECIPE would: above every default.
     return resolve(Layers(recipe=stored, sets=tuple(sets)), str(saved))
+
+
+def check_run_recipe(out: Path, cfg: RecipeCfg) -> None:
+    """Refuse a resume that would ignore a hand edit of the run's recipe.yaml.
+
+    A resume runs the run's recipe.json or the RECIPE given, never recipe.yaml (which the run writes for
+    people). An edit that changes what the file means (not a comment) and that this resume does not
+    carry would be kept on disk and silently not used.
+    """
+    path = Path(out) / "recipe.yaml"
+    try:
+        ran = resumed(out, [])
+    except VitError:
+        return  # no run or a damaged one: the engine's resume check names it
+    if not files.check_regular(path, follow=False, who="--resume: "):
+        return
+    on_disk, ran, now = (schema.to_dict(c) for c in (resolve(Layers(recipe=recipe.read(path)), str(path)), ran, cfg))
+    edited = schema.diff(ran, on_disk)
+    if edited and schema.diff(on_disk, now):
+        raise RunError(f"--resume: {path} was edited by hand (at: {', '.join(edited[:6])}), but a resume runs the "
+                       f"run's recipe.json or the RECIPE given, never that file, so the edit would be ignored; to "
+                       f"resume with it: mv {path} edited.yaml && vit pretrain edited.yaml --resume --out {out} "
+                       "(a resume may change the run's length, e.g. train.steps), or undo the edit")
 
 
 def require_source(cfg: RecipeCfg, origin: str) -> None:

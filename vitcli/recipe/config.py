@@ -93,7 +93,9 @@ class DataCfg:
     mixup: float = 0.0  # mixup alpha (0: off)
     cutmix: float = 0.0  # cutmix alpha (0: off)
     workers: int | None = None  # DataLoader worker processes; null: chosen from the CPU count
-    max_bad_fraction: float = 0.001  # undecodable images skipped (and counted) up to this fraction
+    # undecodable images skipped (and counted) up to this fraction of an epoch's examples; the run stops as
+    # soon as the count passes it (a stream, whose epoch is unknown: judged after 100 images)
+    max_bad_fraction: float = 0.001
 
 
 # data.norm -> per-channel (mean, std) of pixels in [0, 1]: "paper" is the ViT paper's [-1, 1] (timm's

@@ -15,12 +15,17 @@ from collections.abc import Callable
 
 from vitcli.recipe.config import RecipeCfg
 from vitcli.errors import RecipeError, VitError, one_of
+from vitcli.formats import si
 
 MAX_TOKENS = 65536  # patches per image (e.g. 4096x4096 at patch 16); more cannot train or infer in memory
 MAX_SIDE = 16384  # pixels per side: one 16384^2 image is already 3 GB as float32
 MAX_CLASSES = 1_000_000  # a head this wide is 1e6 x width weights; ImageNet-21k has 21,843 classes
 MAX_BATCH = 1 << 16  # images in one micro-batch or evaluation batch
 MAX_GLOBAL_BATCH = 1 << 24
+# Memory bounds on what a setting multiplies (the same kind of bound as MAX_SIDE and MAX_TOKENS): past
+# them no accelerator (an H200 holds 141 GB) nor a usual host can hold what the setting asks for.
+MAX_IMAGE_BYTES = 16 * 10**9  # one image's relative-position logits, over every block (training keeps them all)
+MAX_BATCH_BYTES = 128 * 10**9  # one batch's forward activations in one block
 MAX_SEED = 2**32 - 1  # numpy's generator takes 32-bit seeds; torch's take 64 bits
 _SIZES = {"width": 16384, "depth": 1024, "heads": 1024, "mlp_dim": 1 << 18, "patch": 1024,
           "representation_size": 1 << 16}
@@ -225,6 +230,7 @@ def _check_model(cfg: RecipeCfg, bad: Bad, given: dict[str, str], origin: str) -
         raise bad("model.res", f"{m.res[0]}x{m.res[1]} at patch {variant.patch} is {h * w} patches per image, more "
                   f"than the {MAX_TOKENS} vit allows: the activations cannot fit in memory (the input image alone "
                   f"is {gigabytes:.3g} GB as float32)")
+    _check_sizes(cfg, variant, bad)
     for pattern in cfg.train.freeze:
         match = _RANGE.fullmatch(pattern)
         if match is None:
@@ -234,6 +240,42 @@ def _check_model(cfg: RecipeCfg, bad: Bad, given: dict[str, str], origin: str) -
         if lo > hi or hi > top:
             raise bad("train.freeze", f"range {pattern!r} is not within 0-{top}"
                       f"{' (the model has ' + str(variant.depth) + ' blocks)' if match.group(1) == 'blocks' else ''}")
+
+
+def _check_sizes(cfg: RecipeCfg, variant, bad: Bad) -> None:
+    """Sizes a setting multiplies: the masked-patch head's classes, relative-position tables, batches."""
+    from vitcli.models.variants import block_bytes, grid, mpp_outputs
+
+    m, mpp = cfg.model, cfg.mpp
+    outputs = mpp_outputs(mpp.target, variant.patch, mpp.bits)
+    if cfg.train.objective == "masked_patch" and outputs > MAX_CLASSES:
+        h, w = grid(variant, m.res)
+        masked = max(1, round(h * w * mpp.corrupt))
+        what = {"pixels": f"at patch {variant.patch} is 3 x {variant.patch}^2 pixel values"}.get(
+            mpp.target, f"with bits {mpp.bits} is {'16 cells x ' if mpp.target == 'color_4x4' else ''}2^(3 x "
+                        f"{mpp.bits}) colour classes")
+        fits = [b for b in range(1, 9) if mpp_outputs(mpp.target, variant.patch, b) <= MAX_CLASSES]
+        valid = f"valid: bits 1-{fits[-1]} for {mpp.target}" if fits else "use a smaller patch"
+        raise bad("mpp.bits" if mpp.target != "pixels" else "mpp.target",
+                  f"{mpp.target} {what} = {outputs} outputs per patch, more than the "
+                  f"{MAX_CLASSES} classes a head may have (as data.num_classes; the logits of one image's masked "
+                  f"patches alone would be {_gb(4 * outputs * masked)}); {valid}")
+    per_block, relative = block_bytes(variant, m.res, m.posemb, m.pool == "token")
+    if relative * variant.depth > MAX_IMAGE_BYTES:
+        raise bad("model.posemb", f"{m.posemb} at {m.res[0]}x{m.res[1]} (patch {variant.patch}) needs "
+                  f"{_gb(relative * variant.depth)} of relative-position logits per image over {variant.depth} "
+                  f"blocks, more than the {_gb(MAX_IMAGE_BYTES)} vit allows; use learned, learned_2d or sincos2d, "
+                  "a lower model.res or a larger patch")
+    for path, batch in {"train.micro_batch": cfg.train.micro_batch, "eval.batch_size": cfg.eval.batch_size,
+                        "fewshot.batch_size": cfg.fewshot.batch_size}.items():
+        if batch is not None and batch * per_block > MAX_BATCH_BYTES:
+            raise bad(path, f"{batch} images at {m.res[0]}x{m.res[1]} need {_gb(batch * per_block)} of activations "
+                      f"in each block ({_gb(per_block)} an image), more than the {_gb(MAX_BATCH_BYTES)} vit allows; "
+                      f"valid: at most {MAX_BATCH_BYTES // per_block}")
+
+
+def _gb(size: int) -> str:
+    return si(size, "B")
 
 
 def _divisors(n: int) -> list[int]:

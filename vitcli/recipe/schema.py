@@ -186,3 +186,18 @@ def _show(value: Any) -> str:
         return f"a list {list(value)!r}"[:120]
     text = repr(value)
     return text if len(text) <= 120 else text[:100] + "...'"
+
+
+def diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two recipe dicts (the run section is ignored)."""
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        path = f"{prefix}{key}"
+        if path == "run":
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += diff(a, b, path + ".")
+        elif a != b:
+            keys.append(path)
+    return keys

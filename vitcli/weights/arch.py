@@ -170,6 +170,24 @@ def from_state_dict(sd: dict[str, torch.Tensor], where: str, *, heads: int | Non
     return {**desc, "guessed": ["heads"]} if guessed else desc
 
 
+def from_recipe(model: dict | None) -> dict:
+    """The heads and resolution a vit recipe's model section gives (`from_state_dict`'s keywords), or {}
+    for what it does not give or gives in a form no recipe has."""
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        return {}
+    try:
+        dims = {k: model.get(k) for k in ("width", "depth", "heads", "mlp_dim", "patch")}
+        heads = resolve_variant(ModelCfg(name=model["name"], **dims)).heads
+    except (RecipeError, TypeError, ValueError):
+        return {}
+    res = model.get("res")
+    res = [res, res] if type(res) is int else res
+    found = {"heads": heads} if type(heads) is int and heads > 0 else {}
+    if isinstance(res, list) and len(res) == 2 and all(type(v) is int and v > 0 for v in res):
+        found["res"] = tuple(res)
+    return found
+
+
 def from_timm_config(sd: dict[str, torch.Tensor], config: TimmConfig, where: str) -> dict:
     """Pretrained fields of a timm hub folder: the config's architecture, input size, mean and labels.
 

@@ -141,6 +141,8 @@ def _describe(path: Path, tensors: dict[str, torch.Tensor], names: list[str] | N
 
     config_path = path.with_name("config.json")
     config = json_beside(path, "config.json")
+    if config is None and path.name == "model.safetensors" and (run := json_beside(path, "recipe.json")) is not None:
+        config, config_path = {"vit_recipe": run}, path.with_name("recipe.json")  # a run whose config.json is gone
     if config is not None and hf.is_hf_config(config):
         preprocessor = path.with_name("preprocessor_config.json")
         return Pretrained(path, **hf.read_hf(
@@ -156,6 +158,8 @@ def _describe(path: Path, tensors: dict[str, torch.Tensor], names: list[str] | N
     if foreign:
         return Pretrained(path, tensors, model=arch.from_state_dict(tensors, str(path)), label_names=names)
     model, recipe = _model_desc(config, "vit_model", config_path), _recipe(config, "vit_recipe", config_path)
+    if model is None:  # what the shapes cannot say (the heads, a non-square grid) is the run's recipe's to say
+        model = arch.from_state_dict(tensors, str(path), **arch.from_recipe((recipe or {}).get("model")))
     names = names or _label_names(config.get(LABEL_NAMES), config_path)
     ema_path = path.with_name(path.stem + "_ema.safetensors")
     ema = (check_dtypes(serialization.read_safetensors(ema_path), ema_path)
@@ -184,17 +188,7 @@ def check_format(version, path: Path, who: str = "") -> None:
                               f"({FORMAT_VERSION}); upgrade vit to read it")
 
 
-# torch.save writes a zip archive; older torch and plain pickle.dump write pickle protocol 2+ (0x80).
-_TORCH_HEADERS = (b"PK\x03\x04", b"\x80")
-
-
 def _read_pickle(path: Path) -> Pretrained:
-    with serialization.check_file(path) as handle:
-        head = handle.read(4)
-    if not head.startswith(_TORCH_HEADERS):
-        # Without this, torch reports random bytes as an "unsupported" pickle, i.e. as unsafe code.
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a torch.save zip archive nor a "
-                              "pickle); accepted: .pt/.pth/.bin written by torch.save, .safetensors, a run directory")
     data = serialization.load(path)
     if isinstance(data, dict) and "format_version" in data and "model" in data:
         check_format(data["format_version"], path)

@@ -7,6 +7,7 @@ Every failure is one line naming the file.
 from __future__ import annotations
 
 import pickle
+import struct
 import warnings
 import zipfile
 from pathlib import Path
@@ -17,6 +18,9 @@ from vitcli import files
 from vitcli.errors import CheckpointError, first_line
 from vitcli.files import atomic_write
 
+# torch.save writes a zip archive; older torch and plain pickle.dump write pickle protocol 2+ (0x80).
+_TORCH_HEADERS = (b"PK\x03\x04", b"\x80")
+
 
 def load(path: Path) -> dict:
     """Load a `.pt`/`.pth`/`.bin` file with `weights_only=True`; every failure is one clear line."""
@@ -24,6 +28,12 @@ def load(path: Path) -> dict:
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     handle = check_file(path)
+    if not handle.read(4).startswith(_TORCH_HEADERS):
+        handle.close()
+        # Without this, torch reports random bytes as an "unsupported" pickle, i.e. as unsafe code.
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a torch.save zip archive nor a "
+                              "pickle); accepted: .pt/.pth/.bin written by torch.save, .safetensors, a run directory")
+    handle.seek(0)
     try:
         with handle, warnings.catch_warnings():
             # Plain pickles (not torch.save zips) of any protocol but 2 draw a two-line UserWarning on
@@ -43,6 +53,11 @@ def load(path: Path) -> dict:
         raise CheckpointError(f"{path}: not a readable checkpoint ({_reason(exc)})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_reason(exc)})") from None
+    except (KeyError, IndexError, TypeError, AttributeError, struct.error) as exc:
+        # Bytes that are no pickle at all make the weights-only unpickler fail on its own bookkeeping
+        # (a memo key or stack slot that was never written): the file is damaged, not unsafe.
+        raise CheckpointError(f"{path}: corrupt checkpoint, not a readable pickle ({type(exc).__name__}: "
+                              f"{_reason(exc)})") from None
 
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from vitcli.data import load_split
 from vitcli.data.transforms import eval_pil_transform, norm_stats, to_batch
 from vitcli.engine.evaluate import figures, internals
 from vitcli.engine.persistence.metrics_log import read_rows
-from vitcli.errors import DataError, RunError
+from vitcli.errors import DataError, RunError, VitError
 
 SHOWN = 8  # images in the attention-map figure when they come from a data split
 
@@ -160,6 +161,43 @@ def curves_figure(run_dir: Path, out: Path, report: dict) -> None:
     report["figures"]["learning_curves"] = str(figures.learning_curves(rows, out / "learning_curves.png",
                                                                        Path(run_dir).name))
     report["learning_curves"] = {"metrics": str(path), "rows": len(rows)}
+
+
+# Every file an inspection writes; a new one removes the previous one's first, so no figure of another
+# model (or of an earlier run of this one) stays beside the new inspection.json.
+WRITTEN = ("embedding_filters.png", "posemb_similarity.png", "attention_distance.png", "attention_maps.png",
+           "learning_curves.png", "inspection.json")
+_MAX_TAKEN = 1000  # inspect/<name>-2 ... -1000: past that, --out must say where
+
+
+def default_inspect_dir(name: str, checkpoint: Path) -> Path:
+    """`inspect/<name>`, or the first `inspect/<name>-2`, `-3` ... that is free or holds this checkpoint's own
+    inspection: two checkpoints of one name (every run's model.safetensors) never share a folder."""
+    first = Path("inspect") / name
+    for n in range(1, _MAX_TAKEN + 1):
+        folder = first if n == 1 else first.with_name(f"{name}-{n}")
+        if not os.path.lexists(folder) or _inspected(folder) == Path(checkpoint).resolve():
+            return folder
+    raise RunError(f"inspect/{name} ... inspect/{name}-{_MAX_TAKEN} all hold other inspections; give --out")
+
+
+def _inspected(folder: Path) -> Path | None:
+    """The checkpoint whose inspection `folder` holds (from its inspection.json), or None."""
+    import json
+
+    try:
+        data = json.loads(files.read_bytes(folder / "inspection.json", limit=1 << 30))
+        return Path(data["checkpoint"]).resolve()
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, VitError):
+        return None
+
+
+def clear_previous(out: Path) -> None:
+    """Remove what an earlier inspection wrote in `out` (links as links, never their targets)."""
+    for name in WRITTEN:
+        path = out / name
+        if path.is_symlink() or path.is_file():
+            path.unlink(missing_ok=True)
 
 
 def prepare_out(out: Path) -> Path:

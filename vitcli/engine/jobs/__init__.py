@@ -7,6 +7,7 @@ in `preamble`. Imports point one way: the lower engine packages (train, evaluate
 never import this one.
 """
 
+from vitcli.engine.evaluate.inspect_report import default_inspect_dir
 from vitcli.engine.jobs.benchmark import bench
 from vitcli.engine.jobs.evaluation import evaluate, fewshot
 from vitcli.engine.jobs.inspection import inspect
@@ -18,5 +19,5 @@ from vitcli.engine.runtime.process import launch_rank, launch_restarts
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.train.sweep import is_sweep
 
-__all__ = ["Reporter", "bench", "default_run_dir", "evaluate", "fewshot", "inspect", "is_sweep", "launch_rank",
+__all__ = ["Reporter", "bench", "default_inspect_dir", "default_run_dir", "evaluate", "fewshot", "inspect", "is_sweep", "launch_rank",
            "launch_restarts", "predict", "recipe_as_json", "run_sweep", "train"]

@@ -13,6 +13,9 @@ from vitcli.weights import reader
 from vitcli.weights.restore import restore
 
 
+MAX_SAMPLES = 1 << 16  # images `vit inspect` averages attention over, all decoded and held at once
+
+
 def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Path | None = None,
             images: list[Path] | None = None, split: str | None = None, samples: int = 64,
             log: Reporter | None = None, fmt: str = "png", dpi: int = 100) -> dict:
@@ -24,8 +27,8 @@ def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Pa
     """
     from vitcli.engine.evaluate import figures, inspect_report, internals
 
-    if samples < 1:
-        raise RecipeError(f"--samples {samples}: valid: a positive number of images")
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise RecipeError(f"--samples {samples}: valid: 1 to {MAX_SAMPLES} images (they are held in memory at once)")
     if run_dir is not None and not (Path(run_dir) / "metrics.jsonl").is_file():
         raise RunError(f"RUN {run_dir}: no metrics.jsonl there; give a vit run directory (or only --from CKPT)")
     with session(cfg, log, precision="fp32") as (rt, log):
@@ -36,6 +39,7 @@ def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Pa
         shown = inspect_report.from_files(images, cfg) if images else None
         cfg, data, data_split = _sample_split(cfg, images, split, samples, log)
         out = inspect_report.prepare_out(out)
+        inspect_report.clear_previous(out)
         report = {"checkpoint": str(source.path), "model": describe(cfg.model, model.num_classes)["variant"],
                   "res": list(cfg.model.res), "grid": list(geom.grid), "patch_pixels": list(geom.cell),
                   "hybrid": geom.hybrid, "pool": cfg.model.pool,

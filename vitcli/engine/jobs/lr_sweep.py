@@ -36,6 +36,7 @@ def run_sweep(cfg: RecipeCfg, out: Path, *, resume: bool, allowed: frozenset[str
         raise RunError(f"--out {out}: holds a single run, not a sweep; choose a new --out for the sweep")
     cfg = with_splits(cfg, "train", log.info, hold_out=False)  # the source's own splits, before minival is cut
     train_split, val_split, fraction, why = sweep.minival_splits(cfg)
+    sweep.check_minival(cfg, val_split, fraction)
     log.info(f"sweep: {len(cfg.optim.lr)} learning rates, each trained on {train_split} and chosen on the "
              f"minival {val_split} ({fraction:.0%}: {why})")
     run = {"resume": resume, "allowed": allowed, "hint": hint, "log": log, "render": render, "init": init}

@@ -12,25 +12,28 @@ from vitcli.weights.restore import restore
 
 
 def predict(cfg: RecipeCfg, source: reader.Pretrained, inputs: list[str], *, split: str | None = None,
-            top_k: int = 5, batch_size: int | None = None, log: Reporter | None = None) -> dict:
-    """`vit predict`: top-k class names and probabilities of every image in `inputs`.
+            top_k: int = 5, log: Reporter | None = None) -> dict:
+    """`vit predict`: top-k class names and probabilities of every image in `inputs`, `eval.batch_size` at once.
 
     An input is an image file, a folder (searched recursively) or a data source (its `split`, by
     default the one `vit eval` would score). Images that do not decode are listed under "unreadable".
+    `top_k` beyond the head's classes means all of them: the results' "top_k" is the number each row has.
     """
     from vitcli.data.transforms import norm_stats
     from vitcli.engine.evaluate.predict import predict as run_predict
 
-    if top_k < 1 or (batch_size is not None and batch_size < 1):
-        raise RecipeError(f"--top-k {top_k} / --batch {batch_size}: both must be at least 1")
+    if top_k < 1:
+        raise RecipeError(f"--top-k {top_k}: must be at least 1 (the classes shown per image)")
     with session(cfg, log) as (rt, log):
         groups, unreadable = _image_groups(cfg, inputs, split, log)
         model, done = restore(source, cfg.model, weights=cfg.eval.weights, need_head=True, log=log.info)
         model.to(rt.device)
+        top_k = min(top_k, model.num_classes)
         rows = []
         for group in (g for g in groups if len(g)):
             got, failed = run_predict(model, group, stats=norm_stats(cfg.data, cfg.model.in_chans),
-                                      batch_size=batch_size or cfg.eval.batch_size, top_k=top_k, names=source.label_names, rt=rt, log=log)
+                                      batch_size=cfg.eval.batch_size, top_k=top_k,
+                                      names=source.label_names, rt=rt, log=log)
             rows += got
             unreadable += failed
         return {**checkpoint_record(cfg, model, done), "label_names": source.label_names,

@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vitcli import files
-from vitcli.errors import RunError
+from vitcli.errors import RunError, VitError
+from vitcli.recipe.schema import diff
 
 # Keys a resumed run may change when the user says so explicitly with --set: they alter how long or how
 # often, not what is learned per step.
@@ -248,16 +249,34 @@ def _edited_and_changed(path: Path, recipe_yaml: str) -> bool:
     return recorded != _sha(body)
 
 
-def diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two recipe dicts (the run section is ignored)."""
-    keys = []
-    for key in sorted(set(old) | set(new)):
-        path = f"{prefix}{key}"
-        if path == "run":
-            continue
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += diff(a, b, path + ".")
-        elif a != b:
-            keys.append(path)
-    return keys
+# What only a run that went to its end writes (jobs.train, after the final evaluation).
+FINISHED_FILES = ("model.safetensors", "results.json")
+
+
+def check_restart(out: Path, last: Path | None, done: int) -> None:
+    """Refuse a resume that would train a finished run again from before its end.
+
+    With its checkpoints gone (or only older ones left, `done` being the step of `last`), a resume would
+    start over and overwrite the finished model.safetensors and results.json: a run's results are never
+    replaced silently, so the user chooses (a new --out, or deleting the finished files first).
+    """
+    found = [name for name in FINISHED_FILES if os.path.lexists(out / name)]
+    if not found:
+        return
+    finished_at = _finished_step(out / "results.json")
+    if last is not None and (finished_at is None or done >= finished_at):
+        return
+    where = (f"its newest checkpoint {last} is at step {done}, before the step {finished_at} it finished at"
+             if last is not None else f"no checkpoint is left in {out}/checkpoints to continue from")
+    raise RunError(f"--resume: {out} holds a finished run ({', '.join(found)}) and {where}; resuming would "
+                   f"train it again and overwrite its results. Use it as it is (vit eval --from {out}), start a new "
+                   f"--out, or delete {' and '.join(found)} to train it again")
+
+
+def _finished_step(path: Path) -> int | None:
+    """The step a finished run recorded in results.json, or None when it cannot be read."""
+    try:
+        steps = json.loads(files.read_bytes(path, limit=_MAX_RECIPE_BYTES)).get("steps")
+    except (OSError, ValueError, AttributeError, RecursionError, VitError):
+        return None
+    return steps if type(steps) is int else None

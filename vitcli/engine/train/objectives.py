@@ -18,6 +18,7 @@ from vitcli.recipe.config import RecipeCfg
 from vitcli.data import mixup_fn
 from vitcli.data.transforms import norm_stats
 from vitcli.models import masked, resolve_variant
+from vitcli.models.variants import mpp_outputs
 
 
 class Supervised:
@@ -56,7 +57,7 @@ class MaskedPatch:
         mean, std = norm_stats(cfg.data, cfg.model.in_chans)
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
-        self.outputs = masked.num_outputs(self.cfg.target, self.patch, self.cfg.bits)
+        self.outputs = mpp_outputs(self.cfg.target, self.patch, self.cfg.bits)
 
     def prepare(self, model: nn.Module) -> None:
         """Give the model its [mask] embedding and prediction head."""

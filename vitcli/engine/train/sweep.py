@@ -62,6 +62,25 @@ def minival_splits(cfg: RecipeCfg) -> tuple[str, str, float, str]:
             fraction, why)
 
 
+MIN_MINIVAL = 10  # images: below this a minival top-1 moves in steps of 10% or more, and chance decides
+
+
+def check_minival(cfg: RecipeCfg, val_split: str, fraction: float) -> None:
+    """Refuse a minival too small to choose on: with one image, every lr scores 0% or 100%."""
+    from vitcli.data import load_split
+
+    d = cfg.data
+    split = load_split(d.source, val_split, image_column=d.image_column, label_column=d.label_column,
+                       num_classes=d.num_classes, streaming=d.streaming)
+    n, classes = split.num_examples, split.num_classes or 0
+    if n is not None and n < max(MIN_MINIVAL, classes):
+        need = max(MIN_MINIVAL, classes)
+        raise RecipeError(f"sweep.minival: the minival {val_split} of {d.source} holds {formats.plural(n, 'image')} "
+                          f"({fraction:.0%} of the split), too few to choose a learning rate on (its top-1 moves in "
+                          f"steps of {1 / max(n, 1):.0%}); a minival needs at least {need} images (10, and one per "
+                          "class): give a larger sweep.minival, e.g. --set sweep.minival=0.1, or more training data")
+
+
 def one_run(cfg: RecipeCfg, lr: float, train_split: str, eval_split: str | None) -> RecipeCfg:
     """One run of the sweep: a single lr on the given splits. Its sweep section is the default, so that a
     --no-retrain sweep and a full one share their finished minival runs."""

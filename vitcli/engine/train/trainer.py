@@ -19,7 +19,7 @@ from vitcli.recipe.config import AUTO, RecipeCfg, resolve_steps
 from vitcli.data import load_split, train_loader
 from vitcli.data.checks import check_labels
 from vitcli.engine.evaluate.evaluators import build_evaluators, run_evaluators
-from vitcli.engine.persistence import checkpoints, sessions
+from vitcli.engine.persistence import checkpoints, rundir, sessions
 from vitcli.engine.persistence.metrics_log import MetricsLog
 from vitcli.engine.runtime.faults import collective_error, is_collective_error
 from vitcli.engine.runtime.process import Runtime, rng_state, set_rng_state
@@ -182,11 +182,12 @@ class Trainer:
     def _restore(self) -> None:
         """Continue from the last checkpoint; every check comes before the first change to the run."""
         last = reader.latest(self.out)
+        state = checkpoints.load(last) if last is not None else None
+        rundir.check_restart(self.out, last, state["position"]["step"] if state else 0)
         if last is None:
             self.log.info(f"--resume: no checkpoint in {self.out} yet; starting from step 0")
             self.metrics.truncate_after(0)  # rows of the killed attempt would appear twice
             return
-        state = checkpoints.load(last)
         done = state["position"]["step"]
         if done > self.total:
             raise RunError(f"--resume: {last} is at step {done}, past the {self.total} steps this recipe asks for; "
