@@ -976,7 +976,7 @@ def run_case(build: Callable[[Ctx], list[str]], c: Ctx):
 
 # Cases that fail once training has begun: their run directory stays (it holds a checkpoint, or the log of
 # what was tried), as a resume needs it.
-STARTED = {"images-all-corrupt", "images-corrupt-small-set", "disk-full"}
+STARTED = {"images-all-corrupt", "images-corrupt-small-set", "disk-full", "image-folder-9-percent-unreadable"}
 
 
 @pytest.mark.parametrize("case_id, build, expected", CASES, ids=CASE_IDS)

@@ -44,9 +44,12 @@ def test_every_metrics_row_is_in_tensorboard(tiny_data, tmp_path):
 def test_a_resumed_run_shows_each_step_once_with_the_new_values(tiny_data, tmp_path):
     out = tmp_path / "run"
     train(tiny_data, out, steps=4, checkpoint_every=2)
-    # As if killed after step 4 with its checkpoint never written: the run goes back to step 2.
+    # As if killed after step 4 with its checkpoint never written: the run goes back to step 2. Such a
+    # run never got to write its final model and results (a finished one is not trained over).
     (out / "checkpoints" / "step-00000004.pt").unlink()
     (out / "checkpoints" / "latest").write_text("step-00000002.pt")
+    for name in ("model.safetensors", "results.json"):
+        (out / name).unlink()
     train(tiny_data, out, resume=True, steps=6, checkpoint_every=2)
     assert len(list(out.glob("events.out.tfevents.*"))) == 2  # one event file per session
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
