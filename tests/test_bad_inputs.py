@@ -721,7 +721,11 @@ CASES = [
     ("shots-larger-than-class", lambda c: ["fewshot", "--from", c.run, "--shots", "100", "--seeds", "1"],
      "more shots than the smallest class holds: class 'red' has 24 training images, fewer than the 100 shots "
      "asked for (4 of 4 classes have fewer than 100)"),
-    ("weights-unknown", lambda c: ["eval", "--from", c.run, "--weights", "best"], "--weights 'best': valid: 'ema', 'raw'"),
+    ("weights-unknown", lambda c: ["eval", "--from", c.run, "--weights", "newest"],
+     "--weights 'newest': valid: 'ema', 'raw', 'best' (the run's best/)"),
+    ("weights-best-not-kept", lambda c: ["eval", "--from", c.run, "--weights", "best"],
+     "--weights best: {run}/best holds no model; a run keeps its best evaluation there when its recipe sets "
+     "train.keep_best (e.g. --set train.keep_best=top1 --set eval.every=500)"),
     ("res-option-bad", lambda c: ["eval", "--from", c.run, "--res", "big"],
      "--res big: model.res: expected a resolution such as 384 or 384x256, got 'big'"),
     ("finetune-res-option-bad", lambda c: ["finetune", "--from", c.run, "--res", "17", "--out", c.out],

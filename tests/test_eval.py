@@ -150,7 +150,8 @@ def test_ema_and_raw_weights_differ(run):
     raw = one_json(invoke("eval", "--from", run, "--weights", "raw", "--json"))
     assert (ema["weights"], raw["weights"]) == ("ema", "raw")
     assert ema["loss"] != pytest.approx(raw["loss"], abs=1e-6)
-    assert "--weights 'newest'" in error_line(invoke("eval", "--from", run, "--weights", "newest"))
+    assert "--weights 'newest': valid: 'ema', 'raw', 'best'" in error_line(invoke("eval", "--from", run, "--weights",
+                                                                                "newest"))
     # best is the run's best/ (train.keep_best), which this run did not keep: one line that says how
     assert "holds no model" in error_line(invoke("eval", "--from", run, "--weights", "best"))
 

@@ -114,6 +114,8 @@ def _configure_logging() -> None:
 
 def best_weights(from_, weights: str | None) -> tuple[str, str | None]:
     """`--weights best`: the run's best/ folder (train.keep_best) stands in for the run itself."""
+    if weights not in (None, "ema", "raw", "best"):
+        raise VitError(f"--weights {weights!r}: valid: 'ema', 'raw', 'best' (the run's best/)")
     if weights != "best":
         return str(from_), weights
     folder = Path(from_) / "best"

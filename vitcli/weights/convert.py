@@ -80,11 +80,16 @@ def export(source: Pretrained, fmt: str, out: Path, *, weights: str = "ema") -> 
     write_model_card(out, name=out.name, model=desc, recipe=source.recipe, results=_run_results(source),
                      label_names=source.label_names, command=None, library=library,
                      note=f"Exported by `vit export --format {fmt}` from `{source.path}`"
-                          + (f"; not carried: {'; '.join(dropped)}." if dropped else "."))
+                          + (f"; not carried: {_listed(dropped)}." if dropped else "."))
     files = [*files, "README.md"]
     return {"out": str(out), "format": fmt, "source": str(source.path),
             "weights": "ema" if weights == "ema" and source.ema is not None else "raw",
             "files": files, "not_carried": dropped}
+
+
+def _listed(dropped) -> str:
+    """What a writer did not carry: one sentence, or several joined (writers return either)."""
+    return dropped if isinstance(dropped, str) else "; ".join(dropped)
 
 
 def _run_results(source: Pretrained) -> dict | None:
