@@ -31,6 +31,7 @@ class _Mode:
     quiet = False
     fmt = "text"
     bars_off = False  # whether this process turned datasets' progress bars off
+    level: int | None = None  # the root logger's level before a quiet command lowered it
 
 
 def handle_errors(func):
@@ -97,7 +98,12 @@ class _JsonLines(logging.Formatter):
 def _configure_logging() -> None:
     """Library warnings (a skipped image) follow the mode: none when quiet, JSON lines with json."""
     root = logging.getLogger()
-    root.setLevel(logging.ERROR if _Mode.quiet else logging.WARNING)
+    if _Mode.quiet:  # otherwise the level stays whoever set it (main's WARNING, a test's caplog)
+        _Mode.level = root.level if _Mode.level is None else _Mode.level
+        root.setLevel(logging.ERROR)
+    elif _Mode.level is not None:  # an earlier quiet command in this process (tests): as it was before
+        root.setLevel(_Mode.level)
+        _Mode.level = None
     # datasets draws tqdm bars (preparing a split): noise when quiet, and not JSON. The variable is read
     # when datasets is imported; a process that imported it already (tests) is told directly.
     quiet_bars = _Mode.quiet or _Mode.fmt == "json"
