@@ -32,6 +32,7 @@ class _Mode:
     fmt = "text"
     bars_off = False  # whether this process turned datasets' progress bars off
     level: int | None = None  # the root logger's level before a quiet command lowered it
+    formatters: list = []  # (handler, formatter) pairs a JSON-log command replaced, put back after it
 
 
 def handle_errors(func):
@@ -53,6 +54,8 @@ def handle_errors(func):
         except KeyboardInterrupt:
             _error("interrupted; the last checkpoint on disk is intact")
             raise typer.Exit(130) from None
+        finally:  # a process that runs commands in turn (tests, notebooks) gets its own level back
+            _restore_level()
 
     signature = inspect.signature(func, eval_str=True)  # Typer reads the options off these annotations
     extra = [inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=QuietOpt),
@@ -95,15 +98,22 @@ class _JsonLines(logging.Formatter):
         return json.dumps({"level": record.levelname.lower(), "message": record.getMessage()})
 
 
+def _restore_level() -> None:
+    """The root logger's level and handlers' formats as they were before the command changed them."""
+    if _Mode.level is not None:
+        logging.getLogger().setLevel(_Mode.level)
+        _Mode.level = None
+    for handler, formatter in _Mode.formatters:
+        handler.setFormatter(formatter)
+    _Mode.formatters = []
+
+
 def _configure_logging() -> None:
     """Library warnings (a skipped image) follow the mode: none when quiet, JSON lines with json."""
     root = logging.getLogger()
     if _Mode.quiet:  # otherwise the level stays whoever set it (main's WARNING, a test's caplog)
-        _Mode.level = root.level if _Mode.level is None else _Mode.level
+        _Mode.level = root.level
         root.setLevel(logging.ERROR)
-    elif _Mode.level is not None:  # an earlier quiet command in this process (tests): as it was before
-        root.setLevel(_Mode.level)
-        _Mode.level = None
     # datasets draws tqdm bars (preparing a split): noise when quiet, and not JSON. The variable is read
     # when datasets is imported; a process that imported it already (tests) is told directly.
     quiet_bars = _Mode.quiet or _Mode.fmt == "json"
@@ -115,6 +125,7 @@ def _configure_logging() -> None:
     _Mode.bars_off = quiet_bars
     if _Mode.fmt == "json":
         for handler in root.handlers:
+            _Mode.formatters.append((handler, handler.formatter))
             handler.setFormatter(_JsonLines())
 
 
