@@ -116,3 +116,18 @@ def test_layer_decay_puts_each_table_with_its_block():
     ids = {name: _layer_id(name, 3) for name, _ in model.named_parameters() if name.startswith("pos_embed")}
     assert ids["pos_embed_row"] == 0 and ids["pos_embed_layers.0.row"] == ids["pos_embed_layers.0.prefix"] == 2
     assert ids["pos_embed_layers.1.col"] == _layer_id("blocks.2.attn.qkv.weight", 3) == 3
+
+
+@pytest.mark.parametrize("where", ["every_layer", "every_layer_shared"])
+def test_masked_patch_prediction_adds_the_tables_too(where):
+    from vitcli.models.masked import sample_corruption
+
+    torch.manual_seed(0)
+    model = build_model(tiny(posemb_where=where), 10).eval()
+    model.enable_masked_patch(8)
+    # Corrupted patches left as they are (no [mask], no swap): the predictions read the plain forward's tokens.
+    kept = sample_corruption(2, 16, 0.5, mask_frac=0.0, swap_frac=0.0, generator=torch.Generator().manual_seed(0))
+    x = images()
+    with torch.no_grad():
+        expected = model.mpp_head(model.forward_features(x)[:, 1:][kept.selected])
+        torch.testing.assert_close(model(x, corruption=kept), expected, rtol=0, atol=0)
