@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from vitcli import recipe
-from vitcli.recipe.config import TrainCfg, resolve_steps
+from vitcli.recipe.config import TrainCfg
+from vitcli.recipe.length import resolve_steps
 from vitcli.errors import RecipeError
 
 ROOT = Path(__file__).resolve().parents[1]

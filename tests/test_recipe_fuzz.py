@@ -92,7 +92,7 @@ def _engine_takes(cfg) -> None:
     import numpy as np
     import torch
 
-    from vitcli.recipe.config import resolve_steps
+    from vitcli.recipe.length import resolve_steps
     from vitcli.data.transforms import eval_transform, mixup_fn, train_transform
     from vitcli.engine.train import optim
     from vitcli.errors import VitError

@@ -82,18 +82,15 @@ def test_resuming_a_run_of_epochs_with_a_step_count(tiny_data, tmp_path):
 
 
 # -- the length of a fine-tune, and what it will cost -----------------------------------------------------
-def _trainer(cfg, tmp_path):
+def _prepared(cfg):
+    """The recipe as a run would train and record it (splits chosen, the training split opened, the length
+    resolved), as jobs.train prepares it."""
     from vitcli.engine.jobs.preamble import with_splits
-    from vitcli.engine.runtime.process import Runtime
-    from vitcli.engine.train.trainer import Trainer
+    from vitcli.engine.train.trainer import prepare
 
     log, buffer = capture()
-    cfg = with_splits(cfg, "train", log.info)  # a job chooses a new source's own splits before any Trainer
-    rt = Runtime.create("cpu", "fp32", 0)
-    try:
-        return Trainer(cfg, rt, tmp_path / "run", log), buffer.getvalue()
-    finally:
-        rt.close()
+    cfg, _ = prepare(with_splits(cfg, "train", log.info), log)
+    return cfg, buffer.getvalue()
 
 
 @pytest.mark.parametrize("name, batch, steps, why", [
@@ -106,11 +103,35 @@ def test_finetune_without_a_length_sizes_itself(pre, tiny_data, tmp_path, name, 
     items = [f"data.source={tmp_path / name}", f"train.batch_size={batch}", "data.workers=0", "train.precision=fp32"]
     cfg = assembly.from_checkpoint(reader.read(pre), None, [], items, assembly.FINETUNE)
     assert cfg.train.steps is None and cfg.train.epochs is None and cfg.train.examples is None
-    trainer, log = _trainer(cfg, tmp_path)
-    assert trainer.total == steps
+    resolved, log = _prepared(cfg)
+    assert resolved.train.steps == steps
     warmup = min(500, steps // 10)  # the defaults' 500 warmup steps, at most 10% of the run
-    assert trainer.cfg.schedule.warmup_steps == warmup
+    assert resolved.schedule.warmup_steps == warmup
     assert f"fine-tuning length: {steps} steps at batch {batch} ({why}" in log
+
+
+def test_a_finetune_records_the_length_and_warmup_it_trained_with(pre, tmp_path, monkeypatch):
+    from vitcli.engine.train.optim import lr_at
+    from vitcli.recipe.config import ScheduleCfg
+
+    # 5 epochs of 96 images (< 1 step of 512, so the lowered minimum, 1) at batch 16: 32 steps, warm-up 500 -> 3.
+    monkeypatch.setattr(transfer, "DEFAULT_EPOCHS", 5)
+    monkeypatch.setattr(transfer, "MIN_STEPS", 1)
+    out = tmp_path / "ft"
+    result = runner.invoke(app, ["finetune", "--from", str(pre), "--out", str(out), "--set", "train.batch_size=16",
+                                 "--set", "train.log_every=1", "--set", "data.workers=0",
+                                 "--set", "train.precision=fp32"])
+    assert result.exit_code == 0, result.output
+    assert "fine-tuning length: 32 steps at batch 16" in result.output
+    recorded = json.loads((out / "recipe.json").read_text())
+    assert recorded["train"]["steps"] == 32 and recorded["schedule"]["warmup_steps"] == 3
+    assert reader.read(reader.latest(out)).recipe == recorded  # the checkpoint it would resume from
+    assert json.loads((out / "config.json").read_text())["vit_recipe"] == recorded
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"lr"' in x]
+    assert [r["step"] for r in rows] == list(range(1, 33))
+    schedule = ScheduleCfg(**recorded["schedule"])
+    assert [r["lr"] for r in rows] == [lr_at(r["step"] - 1, 32, recorded["optim"]["lr"], schedule) for r in rows]
+    assert rows[2]["lr"] == recorded["optim"]["lr"] > rows[1]["lr"]  # the peak is reached at step 3
 
 
 def test_a_warmup_longer_than_the_run_is_one_line(pre):

@@ -17,7 +17,7 @@ from vitcli.cli.options import (DataOpt, EpochsOpt, FinetuneRecipeArg, FromOpt, 
 from vitcli.cli.output import best_weights, emit, handle_errors, reporter
 from vitcli.cli.tables import sweep_table
 from vitcli.errors import RecipeError
-from vitcli.recipe import assembly
+from vitcli.recipe import assembly, length
 
 
 @app.command("pretrain")
@@ -103,8 +103,6 @@ def _command(head: str, path: Optional[Path], flags: dict[str, object]) -> str:
     return " ".join(words)
 
 
-LENGTH_KEYS = ("train.steps", "train.epochs", "train.examples")
-
 
 def _train(cfg, out: Optional[Path], resume: bool, options, sets: list[str], command: str, as_json: bool,
            init=None) -> None:
@@ -117,8 +115,8 @@ def _train(cfg, out: Optional[Path], resume: bool, options, sets: list[str], com
                                                           restarted=jobs.launch_restarts() > 0))
     # valid items: the recipe was assembled from them
     allowed = {recipe.given_key(item)[0] for item in [*options, *sets]}
-    if allowed & set(LENGTH_KEYS):  # a new length in one unit clears the others (recipe.py): all may change
-        allowed |= set(LENGTH_KEYS)
+    if allowed & set(length.DOTTED):  # a new length in one unit clears the others (recipe/length.py): all may change
+        allowed |= set(length.DOTTED)
     allowed = frozenset(allowed)
     # The hint repeats the run's overrides: without them a resume would be refused as another recipe.
     hint = " ".join([command, *(f"--set {shlex.quote(item)}" for item in sets), "--resume", f"--out {out}"])

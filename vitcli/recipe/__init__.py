@@ -12,7 +12,8 @@ from vitcli.errors import RecipeError
 from vitcli.recipe import ranges, schema
 from vitcli.recipe.config import RecipeCfg
 from vitcli.recipe.loader import deep_copy, read_with_bases, dump, merge, parse_yaml, to_yaml
-from vitcli.recipe.overrides import Override, apply_override, given_key, one_length
+from vitcli.recipe.length import one_length
+from vitcli.recipe.overrides import Override, apply_override, given_key
 from vitcli.recipe.shipped import SHIPPED, expand, locate, shipped
 
 __all__ = ["Override", "RecipeCfg", "SHIPPED", "apply_override", "check_overrides", "dump", "expand", "from_data",

@@ -268,24 +268,3 @@ class RecipeCfg:
     sweep: SweepCfg = field(default_factory=SweepCfg)
     run: RunCfg = field(default_factory=RunCfg)
 
-
-def resolve_steps(train: TrainCfg, num_examples: int | None) -> int:
-    """Turn the recipe's training length (steps, epochs or examples) into optimiser steps.
-
-    The one place where training length changes unit: the engine only ever counts steps. An epoch is
-    `num_examples / batch_size` steps, rounded up so that a partial last batch still trains.
-    """
-    if train.steps is not None:
-        return train.steps
-    if train.examples is not None:
-        return max(1, -(-train.examples // train.batch_size))
-    if train.epochs is not None:
-        if num_examples is None:
-            from vitcli.errors import RecipeError
-
-            raise RecipeError(
-                "train.epochs needs the dataset size, which a streaming dataset does not know: "
-                "give train.steps or train.examples instead"
-            )
-        return max(1, int(-(-train.epochs * num_examples // train.batch_size)))
-    return 0

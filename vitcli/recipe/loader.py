@@ -140,7 +140,7 @@ def read_with_bases(path: Path, stack: tuple[Path, ...]) -> dict:
 def without_replaced_length(base: dict, child: dict) -> dict:
     """A child recipe that gives a training length replaces its base's, whatever the unit (`train.steps: 20`
     on a base of `train.epochs: 40` means 20 steps), as a length given with --set does."""
-    from vitcli.recipe.overrides import LENGTH_KEYS, one_length
+    from vitcli.recipe.length import LENGTH_KEYS, one_length
 
     train = child.get("train")
     if not isinstance(train, dict):

@@ -69,20 +69,6 @@ def given_key(entry: "str | Override") -> tuple[str, Any] | None:
     return split_item(entry)
 
 
-LENGTH_KEYS = ("steps", "epochs", "examples")
-
-
-def one_length(data: dict, named) -> None:
-    """`--set train.steps=20` on a recipe that says `epochs: 40` means 20 steps, not a conflict: a length
-    given on the command line (`named`: the dotted keys set) replaces the file's length in another unit."""
-    given = [k for k in LENGTH_KEYS if f"train.{k}" in named]
-    train = data.get("train")
-    if given and isinstance(train, dict):
-        for key in LENGTH_KEYS:
-            if key not in given:
-                train.pop(key, None)
-
-
 def short(text: str, limit: int = 100) -> str:
     """An override as errors quote it: a value of thousands of characters is cut, not repeated whole."""
     return text if len(text) <= limit else text[: limit - 3] + "..."

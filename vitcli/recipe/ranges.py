@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Callable
 
+from vitcli.recipe import length
 from vitcli.recipe.config import RecipeCfg
 from vitcli.errors import RecipeError, VitError, one_of
 from vitcli.formats import si
@@ -103,7 +104,7 @@ def _check_train(cfg: RecipeCfg, bad: Bad) -> None:
     if micro is not None and t.batch_size % micro:
         raise bad("train.micro_batch", f"{micro} does not divide train.batch_size {t.batch_size}; "
                   f"valid: {one_of(_divisors(t.batch_size))}")
-    given = [k for k in ("steps", "epochs", "examples") if getattr(t, k) is not None]
+    given = length.given(t)
     if len(given) > 1:
         raise bad("train", f"give only one of steps, epochs or examples (got {', '.join(given)})")
     minival = cfg.sweep.minival  # split expressions take whole percents: train[:98%]

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from vitcli import __version__, files
 from vitcli.recipe import schema
+from vitcli.data import Split
 from vitcli.recipe.config import RecipeCfg
 from vitcli.engine.jobs.preamble import session, with_splits
 from vitcli.engine.persistence import rundir, sessions
 from vitcli.engine.runtime.process import Runtime
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.runtime.signals import StopRequest
-from vitcli.engine.train.trainer import Trainer
+from vitcli.engine.train.trainer import Trainer, prepare
 from vitcli.weights import reader
 from vitcli.weights.model_card import write_model_card
 from vitcli.weights.run_model import save_run_model
@@ -48,14 +49,15 @@ def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: f
             # torchrun --max-restarts (or a requeued SLURM job) runs the same command again: continue.
             log.info(f"restart {rt.restarts} of this job: resuming {out} from its last checkpoint")
             resume = True
-        cfg = with_splits(cfg, "train", log.info)  # before recipe.json: it records the splits chosen
+        cfg = with_splits(cfg, "train", log.info)
+        cfg, split = prepare(cfg, log)  # before recipe.json: it records the splits and length chosen here
         recipe_data = schema.to_dict(cfg)
         recipe_text = render(recipe_data)
         created = rundir.new_folders(out) if rt.is_main and not resume else []
         # One writer per run directory, for the run's whole life (the lock goes when the process does).
         with rundir.writer(out, resume=resume) if rt.is_main else contextlib.nullcontext(), \
                 rundir.undone_on_failure(created) as begun:
-            trainer = _open(cfg, rt, out, log, resume, (recipe_text, recipe_data), allowed_changes, init)
+            trainer = _open(cfg, rt, out, log, resume, (recipe_text, recipe_data), allowed_changes, init, split)
             trainer.session = part  # recorded in each checkpoint, for results.json's history of the run
             begun()
             summary = _fit(trainer, out, resume_hint)
@@ -72,8 +74,9 @@ def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: f
 
 
 def _open(cfg: RecipeCfg, rt: Runtime, out: Path, log: Reporter, resume: bool, recipe: tuple[str, dict],
-          allowed: frozenset[str], init: reader.Pretrained | None) -> Trainer:
-    """The run directory prepared (a resume: checked against `recipe`, its text and data) and its trainer."""
+          allowed: frozenset[str], init: reader.Pretrained | None, split: Split) -> Trainer:
+    """The run directory prepared (a resume: checked against `recipe`, its text and data) and its trainer
+    on the open training `split`."""
     recipe_text, recipe_data = recipe
     if rt.is_main:
         rundir.prepare(out, recipe_text, recipe_data, resume=resume, allowed=set(allowed))
@@ -81,7 +84,7 @@ def _open(cfg: RecipeCfg, rt: Runtime, out: Path, log: Reporter, resume: bool, r
     rt.barrier()
     rt.seed_everything()
     # A resume reads and checks its checkpoint here.
-    trainer = Trainer(cfg, rt, out, log, resume=resume, recipe_data=recipe_data, init=init)
+    trainer = Trainer(cfg, rt, out, log, resume=resume, recipe_data=recipe_data, init=init, split=split)
     if resume and rt.is_main:
         rundir.record(out, recipe_text, recipe_data)  # only now is the resume known to be valid
     return trainer

@@ -24,11 +24,12 @@ from pathlib import Path
 
 from vitcli import files
 from vitcli.errors import RunError, VitError
+from vitcli.recipe.length import DOTTED
 from vitcli.recipe.schema import diff
 
 # Keys a resumed run may change when the user says so explicitly with --set: they alter how long or how
 # often, not what is learned per step.
-RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.examples", "train.log_every",
+RESUMABLE_CHANGES = (*DOTTED, "train.log_every",
                      "train.checkpoint_every", "train.keep_checkpoints", "eval.every", "data.workers",
                      "train.skip_nonfinite")
 # What a run that stopped before logging or saving anything leaves: it may be started afresh.

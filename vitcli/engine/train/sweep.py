@@ -24,6 +24,7 @@ from pathlib import Path
 from vitcli import files, formats
 from vitcli.recipe import schema, transfer
 from vitcli.recipe.config import RecipeCfg, SweepCfg
+from vitcli.recipe.length import resolve_length
 from vitcli.engine.persistence import rundir
 from vitcli.errors import RecipeError
 
@@ -146,9 +147,13 @@ def finished(run_dir: Path, sub: RecipeCfg) -> dict | None:
     done, saved = run_dir / "results.json", run_dir / "recipe.json"
     if not (done.is_file() and saved.is_file()):
         return None
-    if rundir.diff(json.loads(saved.read_text()), schema.to_dict(sub)):
+    result = json.loads(done.read_text())
+    # The run recorded its recipe with the length resolved from the size of the split it trained on.
+    size = result.get("train_examples") if isinstance(result, dict) else None
+    ran, _ = resolve_length(sub, size if isinstance(size, int) else None)
+    if rundir.diff(json.loads(saved.read_text()), schema.to_dict(ran)):
         return None  # changed recipe: jobs.train's resume check accepts or refuses it with the keys named
-    return json.loads(done.read_text())
+    return result
 
 
 def keep_winner(best: Path, out: Path) -> None:

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from vitcli.recipe import schema, transfer
-from vitcli.recipe.config import AUTO, RecipeCfg, resolve_steps
-from vitcli.data import load_split, train_loader
+from vitcli.recipe import schema
+from vitcli.recipe.config import AUTO, RecipeCfg
+from vitcli.recipe.length import resolve_length, resolve_steps
+from vitcli.data import Split, load_split, train_loader
 from vitcli.data.checks import check_labels
 from vitcli.engine.evaluate.evaluators import build_evaluators, run_evaluators
 from vitcli.engine.persistence import checkpoints, rundir, sessions
@@ -49,27 +50,45 @@ class Position:
 PACE_STEPS = 5  # steps timed (after the first) before the projected length of the run is printed
 
 
+def prepare(cfg: RecipeCfg, log: Reporter) -> tuple[RecipeCfg, Split]:
+    """The recipe as the run will train it, and its open training split (labels checked).
+
+    The length is resolved (`recipe.length`: a fine-tune without one gets the paper's, which needs the
+    data set's size), so the caller records exactly what will run. `auto` splits must be chosen first.
+    """
+    if AUTO in (cfg.data.train_split, cfg.data.eval_split):  # a programming error, not a user's
+        raise ValueError("Trainer: data splits 'auto' must be chosen first (jobs.preamble.with_splits, as "
+                         "jobs.train does before it records the run's recipe)")
+    data, supervised = cfg.data, cfg.train.objective == "supervised"
+    split = load_split(data.source, data.train_split, image_column=data.image_column,
+                       label_column=data.label_column, num_classes=data.num_classes,
+                       streaming=data.streaming, labels=supervised)
+    if split.note:
+        log.info(split.note)
+    if supervised:
+        check_labels(split)  # a label outside the classes fails now, not at the first batch
+    cfg, note = resolve_length(cfg, split.num_examples)
+    if note:
+        log.info(note)
+    return cfg, split
+
+
 class Trainer:
     """Holds everything one run needs; `run()` trains to the end or to a stop request."""
 
     def __init__(self, cfg: RecipeCfg, rt: Runtime, out: Path, reporter: Reporter, resume: bool = False, *,
-                 recipe_data: dict | None = None, init: reader.Pretrained | None = None):
-        if AUTO in (cfg.data.train_split, cfg.data.eval_split):  # a programming error, not a user's
-            raise ValueError("Trainer: data splits 'auto' must be chosen first (jobs.preamble.with_splits, as "
-                             "jobs.train does before it records the run's recipe)")
+                 recipe_data: dict | None = None, init: reader.Pretrained | None = None,
+                 split: Split | None = None):
+        """`cfg` and `split` as `prepare` returns them (jobs.train records that recipe first); without a
+        `split`, the Trainer prepares them itself."""
+        if split is None:
+            cfg, split = prepare(cfg, reporter)
         self.cfg, self.rt, self.out, self.log = cfg, rt, Path(out), reporter
         # The resolved recipe as plain data, stored in every checkpoint: jobs.train passes the dict that
         # recipe.json and config.json hold; a Trainer built on its own makes it.
         self.recipe_data = recipe_data if recipe_data is not None else schema.to_dict(cfg)
-        data = cfg.data
         supervised = cfg.train.objective == "supervised"
-        self.train_split = load_split(data.source, data.train_split, image_column=data.image_column,
-                                      label_column=data.label_column, num_classes=data.num_classes,
-                                      streaming=data.streaming, labels=supervised)
-        if self.train_split.note:
-            reporter.info(self.train_split.note)
-        if supervised:
-            check_labels(self.train_split)  # a label outside the classes fails now, not at the first batch
+        self.train_split = split
         self.num_classes = self.train_split.num_classes if supervised else 0  # self-supervised: no head
         self.label_names = self.train_split.class_names  # travel with the model: checkpoints and export
         # The step: model, optimiser and objective; the trainer feeds it data and keeps the run's records.
@@ -78,7 +97,7 @@ class Trainer:
         self.objective, self.setup, self.optimizer = self.step.objective, self.step.setup, self.step.optimizer
         self.peak_lr = self.step.peak_lr
         self.model = self.setup.model
-        self.total = self._length()
+        self.total = resolve_steps(cfg.train, self.train_split.num_examples)
         self.batches = batching.plan(cfg.train.batch_size, rt.world, cfg.train.micro_batch,
                                      self.setup.act_bytes, rt.device)
         self.steps_per_epoch = self._steps_per_epoch()
@@ -121,21 +140,6 @@ class Trainer:
             "processes": rt.world, "accumulation": self.batches.accum, "micro_batch": self.batches.micro,
             "steps": self.total, "epochs": epochs, "precision": cfg.train.precision, "device": rt.device.type,
             "out": str(self.out)})
-
-    def _length(self) -> int:
-        """Steps to train: the recipe's length, or for a fine-tune that gives none, the paper's (transfer.py)."""
-        train, n = self.cfg.train, self.train_split.num_examples
-        if train.init_from and all(getattr(train, k) is None for k in ("steps", "epochs", "examples")):
-            steps, why = transfer.finetune_steps(self.cfg.data.source, n, train.batch_size)
-            note = ""
-            warmup = self.cfg.schedule.warmup_steps
-            if warmup > steps // 10:  # e.g. the defaults' 500 warmup steps would be a whole 500-step run
-                self.cfg = replace(self.cfg, schedule=replace(self.cfg.schedule, warmup_steps=steps // 10))
-                note = f"; warmup {warmup} -> {steps // 10} steps (10% of the run)"
-            self.log.info(f"fine-tuning length: {steps} steps at batch {train.batch_size} ({why}{note}); "
-                          "train.steps, train.epochs or train.examples choose another")
-            return steps
-        return resolve_steps(train, n)
 
     def _check_warmup(self) -> None:
         """A warm-up longer than the run would never reach the peak lr (or decay): say so, in one line."""
