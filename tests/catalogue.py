@@ -51,6 +51,9 @@ INPUTS = {
     'set-no-equals': '`--set` without `=`',
     'unknown-variant': 'Unknown model variant (`B16`)',
     'res-not-divisible': 'Resolution not divisible by the patch (18 px, patch 4)',
+    'posemb-width': 'A width the position embedding cannot split (`sincos2d` at width 34)',
+    'mlp-dim-not-a-ratio': "An MLP width timm cannot express as a ratio of the width (61 at width 7)",
+    'freeze-no-parameter': '`train.freeze` naming no parameter of the model (`blockz`)',
     'steps-and-epochs': 'Both `train.steps` and `train.epochs`',
     'micro-batch-not-divisor': '`micro_batch` that does not divide the batch',
     'source-missing-path': 'Local data path that does not exist',
@@ -162,6 +165,9 @@ INPUTS = {
     'image-folder-9-percent-unreadable': 'Image folder with 3 of 32 training images unreadable, a 2-step run',
     'recipe-yaml-hand-edited': "`--resume` of a run whose recipe.yaml was edited by hand (`optim.lr`)",
     'data-source-home-folder': 'A home folder (no data files, hidden caches) as a plain `data.source` path',
+    'inspect-samples-zero': '`vit inspect --samples 0`',
+    'fewshot-seeds-too-many': '`vit fewshot --seeds 1001`',
+    'option-unknown': 'An option the command does not have (`vit eval --top-k`)',
 }
 
 # Rows checked by other tests (signals and numerical faults in tests/test_crash.py, warnings in

@@ -461,6 +461,14 @@ CASES = [
                                                                              "posemb_where": "every_layer"})],
      "{tmp}/r.yaml: model.posemb_where: every_layer adds a learned table to every block, and model.posemb "
      "relative has none to add (the paper's N/A); valid: posemb learned or learned_2d, or posemb_where stem"),
+    ("posemb-width", lambda c: ["recipe", "check", c.recipe(model={"posemb": "sincos2d", "width": 34, "mlp_dim": 68})],
+     "{tmp}/r.yaml: model.posemb: sincos2d needs a width divisible by 4, got 34; valid: another width or posemb"),
+    ("mlp-dim-not-a-ratio", lambda c: ["recipe", "check", c.recipe(model={"width": 7, "heads": 7, "mlp_dim": 61})],
+     "{tmp}/r.yaml: model.mlp_dim: 61 cannot be expressed as a ratio of width 7 in timm; valid: e.g. 28 (4x width) "
+     "or another multiple of the width"),
+    ("freeze-no-parameter", lambda c: ["recipe", "check", c.recipe(train={"freeze": ["blockz"]})],
+     "{tmp}/r.yaml: train.freeze: 'blockz' matches no parameter; valid prefixes: blocks, cls_token, head, norm, "
+     "patch_embed, pos_embed or a block range such as 'blocks.0-5'"),
     ("steps-and-epochs", lambda c: ["recipe", "check", c.recipe(train={"epochs": 2})],
      "{tmp}/r.yaml: train: give only one of steps, epochs or examples (got steps, epochs)"),
     ("micro-batch-not-divisor", lambda c: ["recipe", "check", c.recipe(train={"micro_batch": 5})],
@@ -747,8 +755,18 @@ CASES = [
     ("predict-nothing", lambda c: ["predict", "--from", c.run, c.tmp / "nope.png"],
      "no images to predict in '{tmp}/nope.png'; give image files, folders of images, or a data source "
      "(imagefolder:PATH, a parquet folder, a hub id)"),
-    ("bench-steps-zero", lambda c: ["bench", "--steps", "0"], "--steps 0: must be a whole number in [1, 65536]"),
-    ("bench-batch-negative", lambda c: ["bench", "--batch", "-4"], "--batch -4: must be a whole number in [1, 65536]"),
+    # Command-option ranges are Typer's (min=/max=), printed as the same one line.
+    ("bench-steps-zero", lambda c: ["bench", "--steps", "0"],
+     "Invalid value for '--steps': Input should be greater than or equal to 1"),
+    ("bench-batch-negative", lambda c: ["bench", "--batch", "-4"],
+     "Invalid value for '--batch': Input should be greater than or equal to 1"),
+    ("predict-top-k-zero", lambda c: ["predict", "--from", c.run, "--top-k", "0", c.tmp],
+     "Invalid value for '--top-k': Input should be greater than or equal to 1"),
+    ("inspect-samples-zero", lambda c: ["inspect", c.run, "--samples", "0", "--out", c.out],
+     "Invalid value for '--samples': Input should be greater than or equal to 1"),
+    ("fewshot-seeds-too-many", lambda c: ["fewshot", "--from", c.run, "--seeds", "1001"],
+     "Invalid value for '--seeds': Input should be less than or equal to 1000"),
+    ("option-unknown", lambda c: ["eval", "--from", c.run, "--top-k", "3"], "No such option: --top-k"),
 ]
 
 # -- issue 31, families 4, 8 and 9: sizes a setting multiplies, finished runs, silently wrong results -------
@@ -848,8 +866,6 @@ SIZE_CASES = [
                                                              "train.micro_batch=8192"),
      "--set train.micro_batch=8192: train.micro_batch: 8192 images at 1024x1024 need 206 GB of activations in each "
      "block (25.2 MB an image), more than the 128 GB vit allows; valid: at most 5086"),
-    ("predict-top-k-zero", lambda c: ["predict", "--from", c.run, _image(c), "--top-k", "0"],
-     "--top-k 0: must be at least 1 (the classes shown per image)"),
     ("predict-batch-huge", lambda c: ["predict", "--from", c.run, _image(c), "--batch", "99999999999999999999"],
      "--batch 99999999999999999999: eval.batch_size: 1e+20 is too large; valid: a whole number of magnitude at most "
      "2^62"),

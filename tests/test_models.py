@@ -342,3 +342,51 @@ def test_no_decay_names():
 def test_bad_res_is_a_recipe_error_at_build():
     with pytest.raises(RecipeError, match="nearest valid: 32 or 40"):
         build_model(tiny(res=(33, 32)), 10)
+
+
+# --- what a recipe check knows of the model before building it ----------------------------------------
+
+
+@pytest.mark.parametrize("pool", ["token", "gap"])
+@pytest.mark.parametrize("posemb", ["learned", "none", "learned_2d", "relative_2d", "sincos2d"])
+@pytest.mark.parametrize("representation_size, masked", [(None, False), (16, False), (None, True)])
+@pytest.mark.parametrize("where", ["stem", "every_layer", "every_layer_shared"])
+def test_parameter_roots_are_the_built_models(pool, posemb, representation_size, masked, where):
+    _same_roots(tiny(pool=pool, posemb=posemb, representation_size=representation_size, posemb_where=where), masked)
+
+
+@pytest.mark.parametrize("extra", [{"fc_norm": True, "pool": "gap"}, {"reg_tokens": 2}, {"distilled": True},
+                                   {"no_embed_class": True, "reg_tokens": 1}, {"init_values": 0.1},
+                                   {"in_chans": 1}])
+@pytest.mark.parametrize("posemb", ["learned", "learned_2d"])
+def test_parameter_roots_follow_timms_other_vits(extra, posemb):
+    _same_roots(tiny(posemb=posemb, **extra), masked=False)
+
+
+def _same_roots(cfg, masked: bool) -> None:
+    from vitcli.models.masked import num_outputs
+    from vitcli.models.variants import LAYERED_POSEMB, parameter_roots
+
+    if cfg.posemb_where != "stem" and cfg.posemb not in LAYERED_POSEMB:
+        pytest.skip("no table to add to every layer (the recipe check refuses it)")
+    model = build_model(cfg, 0 if masked else 10)
+    if masked:
+        model.enable_masked_patch(num_outputs("mean_color", 8))
+    built = tuple(sorted({name.split(".")[0] for name, _ in model.named_parameters()}))
+    assert parameter_roots(cfg, head=not masked, masked=masked) == built
+
+
+@pytest.mark.parametrize("changes, problem", [
+    ({"posemb": "sincos2d", "width": 66, "heads": 3}, "model.posemb: sincos2d needs a width divisible by 4, got 66"),
+    ({"posemb": "learned_2d", "width": 33, "heads": 3}, "model.posemb: learned_2d needs a width divisible by 2"),
+    ({"width": 7, "heads": 7, "mlp_dim": 61}, "model.mlp_dim: 61 cannot be expressed as a ratio of width 7"),
+    ({"heads": 3}, "model.heads: 3 does not divide model.width 64"),
+    ({"res": (30, 32)}, "model.res: 30 is not divisible by the patch size 8"),
+])
+def test_what_cannot_be_built_is_refused_by_the_arithmetic_and_by_the_build(changes, problem):
+    from vitcli.models.variants import buildable
+
+    with pytest.raises(RecipeError, match=problem):
+        buildable(tiny(**changes))  # what `vit recipe check` calls, without torch or data
+    with pytest.raises(RecipeError, match=problem):
+        build_model(tiny(**changes), 10)

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from conftest import CLASSES, make_images, tiny_recipe, write_parquet_dataset

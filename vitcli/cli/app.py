@@ -3,14 +3,48 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from vitcli import __version__
 
+# Click's base error class, wherever this Typer keeps Click (recent versions vendor it as a private module).
+_CLICK_ERROR = next(k for k in typer.BadParameter.__mro__ if k.__name__ == "ClickException")
+
+
+class OneLineErrors(TyperGroup):
+    """Click's own refusals (an option outside its `min=`/`max=`, an unknown option, a missing argument)
+    printed as the one `error:` line, exit code 2, that every other bad input gets (output.handle_errors),
+    instead of a usage banner and a framed panel."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _CLICK_ERROR as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `vit` alone: Typer has printed the help already
+                if exc.format_message().strip():
+                    typer.echo(exc.format_message(), err=True)
+            else:
+                from vitcli.cli.output import print_error
+
+                print_error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except RuntimeError as exc:  # Click's Abort (an interrupted prompt): its standalone message
+            if type(exc).__name__ != "Abort":
+                raise
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="vit",
+    cls=OneLineErrors,
     help="Pretrain, fine-tune, evaluate and few-shot-evaluate Vision Transformers from YAML recipes.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

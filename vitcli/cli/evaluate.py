@@ -15,7 +15,7 @@ from vitcli.cli.options import (DataOpt, DpiOpt, EvalRecipeArg, FigureFormat, Fi
 from vitcli.cli.output import (best_weights, ema_note, emit, err_console, handle_errors, is_main_process, note,
                                reporter)
 from vitcli.errors import RecipeError, VitError
-from vitcli.recipe import assembly
+from vitcli.recipe import assembly, ranges
 
 
 @app.command("eval")
@@ -58,7 +58,7 @@ def eval_cmd(path: EvalRecipeArg = None, from_: FromOpt = ..., data: DataOpt = N
 def fewshot_cmd(path: EvalRecipeArg = None, from_: FromOpt = ..., shots: Annotated[Optional[str], typer.Option(
         "--shots", help="Shot counts per class, comma-separated, e.g. 1,5,10,25.", show_default=False)] = None,
                 seeds: Annotated[Optional[int], typer.Option("--seeds", help="Random draws per shot count.",
-                                                             show_default=False)] = None,
+                                                             min=1, max=ranges.MAX_SEEDS, show_default=False)] = None,
                 data: DataOpt = None, split: SplitOpt = None,
                 train_split: Annotated[Optional[str], typer.Option(
                     "--train-split", help="Split to draw the few-shot examples from. Default: the data's train "
@@ -93,14 +93,16 @@ def predict_cmd(inputs: Annotated[list[str], typer.Argument(
         help="Image files, folders of images (searched recursively), or a data source (imagefolder:PATH, a "
         "parquet folder, a hub id).", show_default=False, metavar="INPUT...")],
                 from_: FromOpt = ...,
-                top_k: Annotated[int, typer.Option("--top-k", help="Classes shown per image.")] = 5,
+                top_k: Annotated[int, typer.Option("--top-k", help="Classes shown per image.", min=1,
+                                                   max=ranges.MAX_CLASSES)] = 5,
                 csv: Annotated[Optional[Path], typer.Option(
                     "--csv", help="Also write the predictions to this CSV file.", show_default=False)] = None,
                 split: Annotated[Optional[str], typer.Option(
                     "--split", help="Split of a data source INPUT; default: the one vit eval scores.",
                     show_default=False)] = None,
                 batch: Annotated[Optional[int], typer.Option(
-                    "--batch", help="Images per forward pass; default: eval.batch_size.", show_default=False)] = None,
+                    "--batch", help="Images per forward pass; default: eval.batch_size.", min=1, max=ranges.MAX_BATCH,
+                    show_default=False)] = None,
                 res: ResOpt = None, weights: WeightsOpt = None, sets: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Predict the classes of images: the top-k class names and probabilities of each.
 
@@ -150,7 +152,7 @@ def inspect_cmd(run: Annotated[Optional[Path], typer.Argument(
                 images: Annotated[Optional[list[Path]], typer.Option(
                     "--images", help="Image files for the attention maps. Repeatable.", show_default=False)] = None,
                 samples: Annotated[int, typer.Option("--samples", help="Images the mean attention distance "
-                                                     "is averaged over.")] = 64,
+                                                     "is averaged over.", min=1, max=ranges.MAX_BATCH)] = 64,
                 out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the PNGs and "
                                                             "inspection.json. Default: inspect/<name>.",
                                                             show_default=False)] = None,

@@ -47,9 +47,7 @@ def handle_errors(func):
         try:
             return func(*args, **kwargs)
         except VitError as exc:
-            # The message is data, not markup: "[train]" in a split name must print as written. A value
-            # quoted in it may hold a newline or a control character: escaped, the error stays one line.
-            _error(one_line(str(exc)))
+            print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             _error("interrupted; the last checkpoint on disk is intact")
@@ -140,6 +138,13 @@ def best_weights(from_, weights: str | None) -> tuple[str, str | None]:
         raise VitError(f"--weights best: {folder} holds no model; a run keeps its best evaluation there when its "
                        "recipe sets train.keep_best (e.g. --set train.keep_best=top1 --set eval.every=500)")
     return str(folder), None
+
+
+def print_error(message: str) -> None:
+    """The one `error:` line on stderr that every bad input gets (a JSON line with --log-format json)."""
+    # The message is data, not markup: "[train]" in a split name must print as written. A value quoted
+    # in it may hold a newline or a control character: escaped, the error stays one line.
+    _error(one_line(message))
 
 
 def one_line(message: str) -> str:

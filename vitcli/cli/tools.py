@@ -14,7 +14,9 @@ from vitcli.cli import tables
 from vitcli.cli.app import app, recipe_app
 from vitcli.cli.options import BenchRecipeArg, JsonOpt, RecipeArg, SetOpt, WeightsOpt
 from vitcli.cli.output import best_weights, emit, handle_errors, is_main_process, note, out_console
-from vitcli.errors import VitError
+from vitcli.recipe import ranges
+
+BENCH_STEPS = 1 << 16  # timed or warm-up steps of `vit bench`: more measure nothing new
 
 
 @app.command("models")
@@ -114,9 +116,12 @@ def bench_cmd(path: BenchRecipeArg = None, model: Annotated[Optional[str], typer
         "--model", help="Variant to time instead of the recipe's, e.g. B/16.", show_default=False)] = None,
               res: Annotated[Optional[str], typer.Option(
                   "--res", help="Resolution to time at, e.g. 384 or 384x256.", show_default=False)] = None,
-              batch: Annotated[int, typer.Option("--batch", help="Micro-batch to time.")] = 32,
-              steps: Annotated[int, typer.Option("--steps", help="Timed training steps (after warm-up).")] = 10,
-              warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps first.")] = 3,
+              batch: Annotated[int, typer.Option("--batch", help="Micro-batch to time.", min=1,
+                                                 max=ranges.MAX_BATCH)] = 32,
+              steps: Annotated[int, typer.Option("--steps", help="Timed training steps (after warm-up).", min=1,
+                                                 max=BENCH_STEPS)] = 10,
+              warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps first.", min=0,
+                                                  max=BENCH_STEPS)] = 3,
               sets: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Time training steps on this machine: images/s, step time, MFU against the measured matmul peak, peak memory.
 
@@ -129,9 +134,6 @@ def bench_cmd(path: BenchRecipeArg = None, model: Annotated[Optional[str], typer
     """
     from vitcli.engine import jobs
 
-    for option, value, low in (("--steps", steps, 1), ("--batch", batch, 1), ("--warmup", warmup, 0)):
-        if not low <= value <= (1 << 16):
-            raise VitError(f"{option} {value}: must be a whole number in [{low}, 65536]")
     overrides = [*(sets or []), *([(f"model.res={res}", f"--res {res}")] if res else [])]
     cfg = (recipe.load(path, overrides) if path
            else recipe.from_data({"model": {"name": model or "B/16"}}, "vit bench", overrides))

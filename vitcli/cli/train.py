@@ -5,9 +5,8 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Optional
 
-import typer
 
 from vitcli import recipe
 from vitcli.cli.app import app

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from vitcli.models.variants import (
     Variant,
+    buildable,
     count_params,
     grid,
     macs,
@@ -28,7 +29,7 @@ _LAZY = {
     "resample_posemb": "posemb",
 }
 
-__all__ = ["Variant", "count_params", "grid", "macs", "resolve_variant", "seq_len", "zoo", *_LAZY]
+__all__ = ["Variant", "buildable", "count_params", "grid", "macs", "resolve_variant", "seq_len", "zoo", *_LAZY]
 
 if TYPE_CHECKING:
     from vitcli.models.posemb import resample_posemb

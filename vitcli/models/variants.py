@@ -121,6 +121,56 @@ def _validate(v: Variant) -> None:
             f"model.heads: {v.heads} does not divide model.width {v.width}; valid: a divisor of "
             f"{v.width} such as {', '.join(map(str, divisors))}"
         )
+    # timm sizes the MLP as int(width * mlp_ratio); a ratio that rounds to another size builds another model.
+    if int(v.width * (v.mlp_dim / v.width)) != v.mlp_dim:
+        raise RecipeError(
+            f"model.mlp_dim: {v.mlp_dim} cannot be expressed as a ratio of width {v.width} in timm; "
+            f"valid: e.g. {4 * v.width} (4x width) or another multiple of the width"
+        )
+
+
+def buildable(cfg: ModelCfg) -> tuple[Variant, Res]:
+    """The variant and patch grid of `cfg`, or one RecipeError naming the fields that make it unbuildable.
+
+    Every rule that timm's VisionTransformer or vit's own layers would enforce when building the model
+    (name, patch, heads dividing the width, the MLP ratio, a resolution that tiles, the position
+    embedding's split of the width and its place), checked as arithmetic: the recipe check calls it
+    before any data or torch is loaded, `build_model` before building.
+    """
+    v = resolve_variant(cfg)
+    size = grid(v, cfg.res)
+    problem = posemb_problem(cfg.posemb, cfg.posemb_where, v.width)
+    if problem:
+        raise RecipeError(problem)
+    return v, size
+
+
+def parameter_roots(cfg: ModelCfg, *, head: bool, masked: bool) -> tuple[str, ...]:
+    """The first part of every parameter name of the model `build_model` makes (what train.freeze names).
+
+    `head`: a classification head (the model has classes); `masked`: masked patch prediction's parts.
+    """
+    roots = ["patch_embed", "blocks", "fc_norm" if cfg.fc_norm else "norm"]  # timm: one final norm or the other
+    token = cfg.pool == "token"
+    roots += (["cls_token"] if token else []) + (["reg_token"] if cfg.reg_tokens else [])
+    if cfg.distilled:
+        roots += ["dist_token"] + (["head_dist"] if head else [])
+    prefix = 0 if cfg.no_embed_class else token + cfg.reg_tokens + cfg.distilled  # tokens the table covers
+    # sincos2d is a fixed buffer, not a parameter; timm's distilled ViT makes its own learned table whatever
+    # posemb says.
+    if cfg.posemb == "learned" or cfg.distilled and cfg.posemb != "sincos2d":
+        roots.append("pos_embed")
+    if cfg.posemb == "learned_2d":
+        roots += ["pos_embed_row", "pos_embed_col"] + (["pos_embed_prefix"] if prefix else [])
+    if cfg.posemb_where == "every_layer" and resolve_variant(cfg).depth > 1:  # a table for each later block
+        roots.append("pos_embed_layers")
+    if cfg.representation_size:
+        roots.append("pre_logits")
+    if head:
+        roots.append("head")
+    if masked:
+        roots += ["mask_token", "mpp_head"]
+    return tuple(sorted(roots))
 
 
 def _display_name(v: Variant) -> str:

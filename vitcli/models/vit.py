@@ -19,7 +19,6 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from vitcli.recipe.config import ModelCfg
-from vitcli.errors import RecipeError
 from vitcli.models import posemb as pe
 from vitcli.models.attention import Attention
 from vitcli.models.masked import Corruption, corrupt
@@ -29,9 +28,7 @@ from vitcli.models.variants import (
     POSEMB_WHERE,
     R50_LAYERS,
     Variant,
-    grid,
-    posemb_problem,
-    resolve_variant,
+    buildable,
     timm_family,
 )
 
@@ -153,13 +150,7 @@ EXTRAS = {"fc_norm": False, "init_values": None, "reg_tokens": 0, "no_embed_clas
 
 def timm_kwargs(v: Variant, cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
     """Architecture arguments of timm's VisionTransformer (JSON-able) for a variant and config."""
-    mlp_ratio = v.mlp_dim / v.width
-    # timm sizes the MLP as int(width * mlp_ratio); refuse ratios that would round to another size.
-    if int(v.width * mlp_ratio) != v.mlp_dim:
-        raise RecipeError(
-            f"model.mlp_dim: {v.mlp_dim} cannot be expressed as a ratio of width {v.width} in timm; "
-            f"valid: e.g. {4 * v.width} (4x width) or another multiple of the width"
-        )
+    mlp_ratio = v.mlp_dim / v.width  # exact for every variant resolve_variant accepts
     token = cfg.pool == "token"
     return {
         "img_size": list(cfg.res),
@@ -202,14 +193,10 @@ def build_model(cfg: ModelCfg, num_classes: int) -> ViT:
     `dropout` is the paper's dropout (after the position embedding, in MLP and projection layers).
     `head_init="zero"` gives the paper's fine-tuning head: zero weights and a constant bias.
     """
-    v = resolve_variant(cfg)
-    grid(v, cfg.res)  # a RecipeError naming valid sizes, before timm's bare assertion
+    v, _ = buildable(cfg)  # one RecipeError naming the fields, before timm's bare assertions
     kwargs = timm_kwargs(v, cfg, num_classes)
     if v.hybrid:
         kwargs["embed_layer"] = _r50_embed(v, cfg.in_chans)
-    problem = posemb_problem(cfg.posemb, cfg.posemb_where, v.width)
-    if problem:
-        raise RecipeError(problem)
     model = (DistilledViT if cfg.distilled else ViT)(
         representation_size=cfg.representation_size,
         posemb=cfg.posemb,
@@ -254,8 +241,7 @@ def describe(cfg: ModelCfg, num_classes: int) -> dict[str, Any]:
     `timm.create_model(d["timm_name"], **d["timm_kwargs"])` builds a timm
     model with identical state-dict keys and shapes.
     """
-    v = resolve_variant(cfg)
-    grid(v, cfg.res)
+    v, _ = buildable(cfg)
     return {
         "name": cfg.name,
         "variant": v.name,

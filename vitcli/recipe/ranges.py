@@ -27,6 +27,7 @@ MAX_GLOBAL_BATCH = 1 << 24
 # them no accelerator (an H200 holds 141 GB) nor a usual host can hold what the setting asks for.
 MAX_IMAGE_BYTES = 16 * 10**9  # one image's relative-position logits, over every block (training keeps them all)
 MAX_BATCH_BYTES = 128 * 10**9  # one batch's forward activations in one block
+MAX_SEEDS = 1000  # random draws per shot count of the few-shot evaluation (fewshot.seeds, --seeds)
 MAX_SEED = 2**32 - 1  # numpy's generator takes 32-bit seeds; torch's take 64 bits
 _SIZES = {"width": 16384, "depth": 1024, "heads": 1024, "mlp_dim": 1 << 18, "patch": 1024,
           "representation_size": 1 << 16}
@@ -176,7 +177,7 @@ def _check_fewshot(cfg: RecipeCfg, bad: Bad) -> None:
         raise bad("fewshot.shots", f"each must be a whole number in [1, 100000], got {list(f.shots)}"[:200])
     if not f.l2_reg or any(r <= 0 for r in f.l2_reg):
         raise bad("fewshot.l2_reg", f"each must be > 0, got {list(f.l2_reg)}"[:200])
-    _interval(bad, {"fewshot.seeds": f.seeds}, 1, 1000)
+    _interval(bad, {"fewshot.seeds": f.seeds}, 1, MAX_SEEDS)
     names = [d.name for d in f.datasets]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup is not None:
@@ -207,7 +208,8 @@ def _check_names(cfg: RecipeCfg, bad: Bad) -> None:
 
 
 def _check_model(cfg: RecipeCfg, bad: Bad, given: dict[str, str], origin: str) -> None:
-    from vitcli.models.variants import grid, posemb_problem, resolve_variant
+    """Sizes within limits, then everything the model's build would refuse (`variants.buildable`)."""
+    from vitcli.models.variants import buildable
 
     m = cfg.model
     for key, limit in _SIZES.items():
@@ -217,30 +219,39 @@ def _check_model(cfg: RecipeCfg, bad: Bad, given: dict[str, str], origin: str) -
         raise bad("model.res", f"{m.res[0]}x{m.res[1]} is larger than {MAX_SIDE} pixels a side: one such image "
                   f"is {3 * m.res[0] * m.res[1] * 4 / 1e9:.3g} GB as float32 and its activations cannot fit in memory")
     try:
-        variant = resolve_variant(m)
-        h, w = grid(variant, m.res)
+        variant, (h, w) = buildable(m)
     except VitError as exc:
-        field = str(exc).partition(":")[0]
+        field, _, why = str(exc).partition(": ")
+        if field.startswith("model.posemb"):  # the kind and place of the table, whoever gave them
+            raise bad(field, why) from None
         raise RecipeError(f"{given.get(field) or given.get('model.res') or origin}: {exc}") from None
-    problem = posemb_problem(m.posemb, m.posemb_where, variant.width)
-    if problem:
-        field, _, why = problem.partition(": ")
-        raise bad(field, why)
     if h * w > MAX_TOKENS:
         gigabytes = 3 * m.res[0] * m.res[1] * 4 / 1e9
         raise bad("model.res", f"{m.res[0]}x{m.res[1]} at patch {variant.patch} is {h * w} patches per image, more "
                   f"than the {MAX_TOKENS} vit allows: the activations cannot fit in memory (the input image alone "
                   f"is {gigabytes:.3g} GB as float32)")
     _check_sizes(cfg, variant, bad)
+    _check_freeze(cfg, variant.depth, bad)
+
+
+def _check_freeze(cfg: RecipeCfg, depth: int, bad: Bad) -> None:
+    """Each train.freeze pattern names parameters the model will have, and a block range lies within it."""
+    from vitcli.models.variants import parameter_roots
+
+    roots = parameter_roots(cfg.model, head=cfg.train.objective == "supervised",
+                            masked=cfg.train.objective == "masked_patch")
     for pattern in cfg.train.freeze:
+        if pattern.split(".")[0] not in roots:
+            raise bad("train.freeze", f"'{pattern}' matches no parameter; valid prefixes: {', '.join(roots)} or a "
+                      "block range such as 'blocks.0-5'")
         match = _RANGE.fullmatch(pattern)
         if match is None:
             continue
         lo, hi = int(match.group(2)), int(match.group(3))
-        top = variant.depth - 1 if match.group(1) == "blocks" else 10_000
+        top = depth - 1 if match.group(1) == "blocks" else 10_000
         if lo > hi or hi > top:
             raise bad("train.freeze", f"range {pattern!r} is not within 0-{top}"
-                      f"{' (the model has ' + str(variant.depth) + ' blocks)' if match.group(1) == 'blocks' else ''}")
+                      f"{' (the model has ' + str(depth) + ' blocks)' if match.group(1) == 'blocks' else ''}")
 
 
 def _check_sizes(cfg: RecipeCfg, variant, bad: Bad) -> None:
