@@ -1,12 +1,18 @@
-"""Shared fixtures: a tiny generated image data set in the hub's parquet layout, and tiny recipes."""
+"""What tests share: a tiny generated image data set in the hub's parquet layout, tiny recipes and models,
+the suite's one tiny trained run, and the helpers that run the CLI in-process and read its output."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
+
+from vitcli.cli import app
+from vitcli.recipe.config import ModelCfg
 
 # Tests use tiny models, where thread start-up costs more than it saves; one thread also keeps the
 # suite's speed steady when the machine is shared (measured: 1.1 s vs 6 s for a tiny run under load).
@@ -68,6 +74,52 @@ def tiny_recipe(source: Path | str, **sections) -> dict:
     for key, value in sections.items():
         data.setdefault(key, {}).update(value)
     return data
+
+
+def tiny(**kw) -> ModelCfg:
+    """A 2-block, 64-wide ViT on 32px images with 8px patches (4x4 grid); keywords change any field."""
+    base = dict(name="Ti/8", res=(32, 32), width=64, depth=2, heads=2)
+    return ModelCfg(**{**base, **kw})
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data, tmp_path_factory) -> Path:
+    """The suite's one tiny trained run, `<tmp>/tiny_run0/run`: 2 steps of `tiny_recipe`, checkpoints at
+    steps 1 and 2, model.safetensors, config.json (4 named classes) and results.json.
+
+    Shared by every test that needs some finished run: read it, never change it (a test that changes a
+    run copies it first; tests/test_bad_inputs.py checks each of its cases leaves it as it was).
+    """
+    from vitcli import recipe
+    from vitcli.engine import jobs
+    from vitcli.engine.runtime.progress import Reporter
+
+    cfg = recipe.from_data(tiny_recipe(source=tiny_data), "tiny", ["train.steps=2", "train.checkpoint_every=1"])
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    jobs.train(cfg, out, render=recipe.dump, log=Reporter(enabled=False))
+    return out
+
+
+def invoke(*args):
+    """Run `vit ARGS...` in this process (arguments may be paths or numbers); stdout and stderr kept apart."""
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_json(result) -> dict:
+    """The command's stdout must be exactly one JSON object on one line (logs go to stderr)."""
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout
+    return json.loads(lines[0], parse_constant=lambda c: pytest.fail(f"non-finite {c} in JSON"))
+
+
+def error_line(result, code: int = 2) -> str:
+    """The one `error:` line of a refused command (exit `code`, no traceback)."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
 
 
 @pytest.fixture

@@ -29,7 +29,6 @@ import yaml
 from conftest import tiny_recipe
 from typer.testing import CliRunner
 
-from vitcli import recipe
 from vitcli.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -949,18 +948,6 @@ def test_docs_match_the_cases():
 
 # -- the harness -----------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def finished_run(tiny_data, tmp_path_factory) -> Path:
-    """A 2-step tiny run with checkpoints at steps 1 and 2, model.safetensors and config.json."""
-    from vitcli.engine import jobs
-    from vitcli.engine.runtime.progress import Reporter
-
-    cfg = recipe.from_data(tiny_recipe(tiny_data), "tiny", ["train.steps=2", "train.checkpoint_every=1"])
-    out = tmp_path_factory.mktemp("finished") / "run"
-    jobs.train(cfg, out, render=recipe.dump, log=Reporter(enabled=False))
-    return out
-
-
 def snapshot(*roots: Path, skip: Path | None = None) -> dict[str, str]:
     """Every file and folder under `roots` with a hash of its content, leaving out `skip`."""
     seen = {}
@@ -1000,8 +987,8 @@ STARTED = {"images-all-corrupt", "images-corrupt-small-set", "disk-full", "image
 
 
 @pytest.mark.parametrize("case_id, build, expected", CASES, ids=CASE_IDS)
-def test_bad_input_is_one_line_exit_2(case_id, build, expected, tmp_path, tiny_data, finished_run, monkeypatch):
-    c = Ctx(tmp_path, tiny_data, finished_run, monkeypatch)
+def test_bad_input_is_one_line_exit_2(case_id, build, expected, tmp_path, tiny_data, tiny_run, monkeypatch):
+    c = Ctx(tmp_path, tiny_data, tiny_run, monkeypatch)
     start = time.monotonic()
     result, before, after = run_case(build, c)
     output = result.output
@@ -1021,9 +1008,9 @@ def test_bad_input_is_one_line_exit_2(case_id, build, expected, tmp_path, tiny_d
         assert time.monotonic() - start < HUB_DEADLINE_S
 
 
-def test_a_few_corrupt_images_are_skipped_with_a_warning_and_counted(tmp_path, tiny_data, finished_run, monkeypatch,
+def test_a_few_corrupt_images_are_skipped_with_a_warning_and_counted(tmp_path, tiny_data, tiny_run, monkeypatch,
                                                                      caplog):
-    c = Ctx(tmp_path, tiny_data, finished_run, monkeypatch)
+    c = Ctx(tmp_path, tiny_data, tiny_run, monkeypatch)
     labels = [i % 4 for i in range(64)]
     source = _parquet(tmp_path / "d", {"img": _images(64, corrupt={5, 40}), "label": labels})
     path = c.recipe(**_no_eval(source, max_bad_fraction=0.05), train={"steps": 4})
@@ -1037,13 +1024,13 @@ def test_a_few_corrupt_images_are_skipped_with_a_warning_and_counted(tmp_path, t
     assert "Traceback" not in result.output
 
 
-def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, tiny_data, finished_run, monkeypatch):
+def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, tiny_data, tiny_run, monkeypatch):
     """A real ENOSPC: the step-3 temp file is swapped for /dev/full, which fails every write like a full disk.
 
     torch.save then fails with a RuntimeError ("unexpected pos ...") whose context is the OSError; the
     message must still say disk full.
     """
-    c = Ctx(tmp_path, tiny_data, finished_run, monkeypatch)
+    c = Ctx(tmp_path, tiny_data, tiny_run, monkeypatch)
     real = os.fdopen
 
     def fdopen(fd, *args, **kwargs):
@@ -1082,9 +1069,9 @@ def test_a_real_terminal_sees_one_line_and_no_traceback(args, expected, tmp_path
     assert not (tmp_path / MARKER).exists()
 
 
-def test_the_same_command_works_once_the_input_is_fixed(tmp_path, tiny_data, finished_run, monkeypatch):
+def test_the_same_command_works_once_the_input_is_fixed(tmp_path, tiny_data, tiny_run, monkeypatch):
     """A run that failed at start-up (here: bad labels) leaves nothing behind, so the same --out works."""
-    c = Ctx(tmp_path, tiny_data, finished_run, monkeypatch)
+    c = Ctx(tmp_path, tiny_data, tiny_run, monkeypatch)
     path = c.recipe(data={"num_classes": 3}, train={"steps": 2})
     result, _, _ = run_case(lambda c: _pretrain(c, path), c)
     assert result.exit_code == 2 and not c.out.exists()

@@ -7,16 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from conftest import invoke
 
 from vitcli.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-runner = CliRunner()
-
-
-def invoke(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.mark.parametrize("command", ["pretrain", "finetune", "eval", "fewshot", "models", "bench", "recipe show",

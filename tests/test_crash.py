@@ -30,7 +30,7 @@ from vitcli import recipe
 from vitcli.engine import jobs
 from vitcli.engine.persistence.metrics_log import MetricsLog
 from vitcli.engine.runtime.progress import Reporter
-from vitcli.engine.train.trainer import Trainer
+from vitcli.engine.train.step import TrainStep
 from vitcli.errors import RunError
 from vitcli.weights import reader
 
@@ -287,15 +287,16 @@ def test_one_more_nonfinite_step_than_allowed_stops_at_the_last_good_checkpoint(
 
 
 def test_weights_that_turn_nonfinite_are_never_checkpointed(tiny_data, tmp_path, monkeypatch):
-    real = Trainer._step
+    real = TrainStep.run
 
-    def step(self, micro_batches):
-        real(self, micro_batches)
-        if self.pos.step == 3:  # as if an update overflowed although its loss and gradient were finite
+    def run(self, micro_batches, lr, step):
+        result = real(self, micro_batches, lr, step)
+        if step + 1 == 3:  # as if update 3 overflowed although its loss and gradient were finite
             with torch.no_grad():
                 self.setup.model.pos_embed.fill_(math.inf)
+        return result
 
-    monkeypatch.setattr(Trainer, "_step", step)
+    monkeypatch.setattr(TrainStep, "run", run)
     cfg, out = nan_cfg(tiny_data), tmp_path / "run"
     with pytest.raises(RunError) as info:
         jobs.train(cfg, out, render=recipe.dump, log=Recorder())

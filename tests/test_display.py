@@ -10,21 +10,14 @@ import re
 
 import pytest
 import yaml
-from conftest import tiny_recipe
+from conftest import invoke, tiny_recipe
 from rich.console import Console
-from typer.testing import CliRunner
 
 from vitcli import formats, recipe
-from vitcli.cli import app
 from vitcli.engine import jobs
 from vitcli.engine.runtime.progress import Reporter
 
-runner = CliRunner()
 LINE = re.compile(r"^train (\d+)/(\d+) \(\d+%\) epoch \d+/\d+ loss (\S+) lr \S+ .*elapsed \d+:\d\d")
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def every_step() -> tuple[Reporter, io.StringIO]:

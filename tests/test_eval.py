@@ -14,41 +14,18 @@ import re
 import pytest
 import torch
 import yaml
-from conftest import CLASSES, tiny_recipe, write_parquet_dataset
-from typer.testing import CliRunner
+from conftest import CLASSES, error_line, invoke, one_json, tiny_recipe, write_parquet_dataset
 
 from vitcli import recipe
-from vitcli.cli import app
 from vitcli.engine import jobs
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.models import build_model
 
-runner = CliRunner()
 REP = 24  # width of the tanh pre-logits layer of the trained run (the model's width is 32)
 # Head bias of the hand-made checkpoint: 8 outputs for the 4 colour classes (a wider head scored on a
 # subset). Constant logits rank the outputs 1 > 5 > 2 > 3 > 4 > 7 > 0 > 6 for every image, so:
 # red (0) is never in the top 5, green (1) is top-1, blue (2) and grey (3) are in the top 5 only.
 BIAS = [0.0, 10.0, 8.0, 7.0, 6.0, 9.0, -1.0, 5.0]
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_json(result) -> dict:
-    """The command's stdout must be exactly one JSON object on one line (logs go to stderr)."""
-    assert result.exit_code == 0, result.output
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1, result.stdout
-    return json.loads(lines[0], parse_constant=lambda c: pytest.fail(f"non-finite {c} in JSON"))
-
-
-def error_line(result, code: int = 2) -> str:
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 @pytest.fixture(scope="module", autouse=True)

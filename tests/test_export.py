@@ -10,29 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CLASSES, tiny_recipe
+from conftest import CLASSES
 from foreign import randomise, write_npz
 from test_weights_formats import BATCH, max_diff, one_line_error
 from typer.testing import CliRunner
 
-from vitcli import recipe
 from vitcli.cli import app
 from vitcli.recipe.config import ModelCfg
-from vitcli.engine import jobs
-from vitcli.engine.runtime.progress import Reporter
 from vitcli.models import build_model
 from vitcli.weights import convert, reader
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def run(tiny_data, tmp_path_factory) -> Path:
-    """A finished tiny run (class token, no pre-logits layer, 4 named classes)."""
-    out = tmp_path_factory.mktemp("export") / "run"
-    cfg = recipe.from_data(tiny_recipe(tiny_data), "t", ["train.steps=2"])
-    jobs.train(cfg, out, render=recipe.dump, log=Reporter(enabled=False))
-    return out
 
 
 def vit_model(path) -> torch.nn.Module:
@@ -48,45 +36,45 @@ def export(path, fmt: str, out: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_run_config_is_a_timm_hub_config(run):
+def test_run_config_is_a_timm_hub_config(tiny_run):
     import timm
     from timm.data import resolve_data_config
 
-    config = json.loads((run / "config.json").read_text())
+    config = json.loads((tiny_run / "config.json").read_text())
     pcfg = config["pretrained_cfg"]
     assert pcfg["input_size"] == [3, 16, 16] and pcfg["num_classes"] == 4 and pcfg["label_names"] == CLASSES
     assert (pcfg["mean"], pcfg["std"], pcfg["crop_pct"]) == ([0.5] * 3, [0.5] * 3, 1.0)  # data.norm: paper
-    expected = vit_model(run)(BATCH)
-    for model in (timm.create_model(f"local-dir:{run}", pretrained=True),
+    expected = vit_model(tiny_run)(BATCH)
+    for model in (timm.create_model(f"local-dir:{tiny_run}", pretrained=True),
                   timm.create_model(config["architecture"], pretrained=True, **config["model_args"],
-                                    pretrained_cfg_overlay={**pcfg, "file": str(run / "model.safetensors")})):
+                                    pretrained_cfg_overlay={**pcfg, "file": str(tiny_run / "model.safetensors")})):
         data = resolve_data_config({}, model=model)  # what timm's inference script uses
         assert (tuple(data["input_size"]), tuple(data["mean"]), data["crop_pct"]) == ((3, 16, 16), (0.5,) * 3, 1.0)
         with torch.no_grad():
             assert max_diff(model.eval()(BATCH), expected) <= 1e-4
 
 
-def test_export_hf_loads_in_transformers_with_the_same_logits(run, tmp_path):
+def test_export_hf_loads_in_transformers_with_the_same_logits(tiny_run, tmp_path):
     import transformers
 
-    result = export(run, "hf", tmp_path / "hf")
+    result = export(tiny_run, "hf", tmp_path / "hf")
     assert result["not_carried"] is None and result["files"][0] == "model.safetensors"
     hf = transformers.ViTForImageClassification.from_pretrained(tmp_path / "hf").eval()
     assert [hf.config.id2label[i] for i in range(4)] == CLASSES
     with torch.no_grad():
-        expected = vit_model(run)(BATCH)
+        expected = vit_model(tiny_run)(BATCH)
         assert max_diff(hf(pixel_values=BATCH).logits, expected) <= 1e-4
         assert max_diff(vit_model(tmp_path / "hf")(BATCH), expected) <= 1e-4  # and vit reads it back
 
 
-def test_export_onnx_runs_in_onnxruntime_with_the_same_logits(run, tmp_path):
+def test_export_onnx_runs_in_onnxruntime_with_the_same_logits(tiny_run, tmp_path):
     import onnxruntime
 
-    export(run, "onnx", tmp_path / "onnx")
+    export(tiny_run, "onnx", tmp_path / "onnx")
     session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"pixel_values": BATCH.numpy()})
     with torch.no_grad():
-        assert max_diff(torch.from_numpy(logits), vit_model(run)(BATCH)) <= 1e-4
+        assert max_diff(torch.from_numpy(logits), vit_model(tiny_run)(BATCH)) <= 1e-4
 
 
 @pytest.fixture
@@ -118,7 +106,7 @@ def test_export_timm_drops_pre_logits_and_head_and_says_so(pre_logits_npz, tmp_p
         assert max_diff(timm_model(BATCH), model.forward_features(BATCH)[:, 0]) <= 1e-4
 
 
-def test_export_refusals_are_one_line(run, tmp_path):
+def test_export_refusals_are_one_line(tiny_run, tmp_path):
     gap = write_npz(randomise(build_model(ModelCfg(name="Ti/4", res=(16, 16), width=32, depth=1, heads=2, mlp_dim=64,
                                                    pool="gap"), 3)), tmp_path / "gap.npz")
     assert "a GAP model (no class token) cannot be carried" in one_line_error(
@@ -127,23 +115,23 @@ def test_export_refusals_are_one_line(run, tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
     assert "already exists and is not an empty directory" in one_line_error(
-        "export", run, "--format", "timm", "--out", tmp_path / "full")
+        "export", tiny_run, "--format", "timm", "--out", tmp_path / "full")
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
-    assert "--format 'tflite': valid: timm, hf, onnx" in one_line_error("export", run, "--format", "tflite")
+    assert "--format 'tflite': valid: timm, hf, onnx" in one_line_error("export", tiny_run, "--format", "tflite")
 
 
-def test_export_writes_only_into_out(run, tmp_path):
-    before = sorted(p.relative_to(run.parent) for p in run.parent.rglob("*"))
-    export(run, "timm", tmp_path / "timm")
-    assert sorted(p.relative_to(run.parent) for p in run.parent.rglob("*")) == before
+def test_export_writes_only_into_out(tiny_run, tmp_path):
+    before = sorted(p.relative_to(tiny_run.parent) for p in tiny_run.parent.rglob("*"))
+    export(tiny_run, "timm", tmp_path / "timm")
+    assert sorted(p.relative_to(tiny_run.parent) for p in tiny_run.parent.rglob("*")) == before
     assert sorted(p.name for p in (tmp_path / "timm").iterdir()) == ["README.md", "config.json", "model.safetensors"]  # README.md: the model card
-    assert convert.default_export_dir(str(run), reader.read(run), "hf") == run.parent / "run-hf"
+    assert convert.default_export_dir(str(tiny_run), reader.read(tiny_run), "hf") == tiny_run.parent / "run-hf"
 
 
-def test_export_onnx_without_the_onnx_package_is_one_line(run, tmp_path, monkeypatch):
+def test_export_onnx_without_the_onnx_package_is_one_line(tiny_run, tmp_path, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if `pip install 'vitcli[export]'` had not been run
-    line = one_line_error("export", run, "--format", "onnx", "--out", tmp_path / "onnx")
+    line = one_line_error("export", tiny_run, "--format", "onnx", "--out", tmp_path / "onnx")
     assert "--format onnx needs the onnx package" in line and "pip install 'vitcli[export]'" in line
     assert not (tmp_path / "onnx").exists()

@@ -14,14 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_recipe
+from conftest import invoke, tiny_recipe
 from rich.console import Console
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
 from vitcli import recipe
 from vitcli.recipe import assembly
-from vitcli.cli import app
 from vitcli.engine import jobs
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.train import optim
@@ -35,11 +33,6 @@ TINY = {"width": 32, "depth": 2, "heads": 2, "mlp_dim": 64, "patch": 4}
 # Small enough for the 96 generated images; a fine-tune recipe overrides only these.
 FAST = ["train.batch_size=16", "train.steps=3", "schedule.warmup_steps=1", "train.precision=fp32",
         "train.log_every=1", "train.checkpoint_every=0", "data.workers=0"]
-runner = CliRunner()
-
-
-def invoke(*args) -> object:
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def sets(*items: str) -> list[str]:

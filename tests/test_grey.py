@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import tiny_recipe
+from conftest import invoke, one_json, tiny_recipe
 from PIL import Image
-from test_eval import invoke, one_json
 
 CLASSES = ("dark", "light", "left", "right")
 

@@ -7,36 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, tiny_recipe
+from conftest import CLASSES, error_line, invoke, one_json, tiny_recipe
 from PIL import Image
-from typer.testing import CliRunner
 
 from vitcli import recipe
-from vitcli.cli import app
 from vitcli.engine import jobs
 from vitcli.engine.runtime.progress import Reporter
 
-runner = CliRunner()
 FIGURES = ("embedding_filters", "posemb_similarity", "attention_distance", "attention_maps")
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_json(result) -> dict:
-    assert result.exit_code == 0, result.output
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1, result.stdout
-    return json.loads(lines[0])
-
-
-def error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny
 
 from vitcli.recipe.config import ModelCfg
 from vitcli.engine.evaluate import internals
@@ -22,9 +23,10 @@ from vitcli.models import build_model
 from vitcli.models.attention import record_attention
 
 
-def tiny(pool: str = "gap", res=(16, 16), width: int = 32, heads: int = 2, depth: int = 2, **kw):
+def tiny_model(pool: str = "gap", res=(16, 16), width: int = 32, heads: int = 2, depth: int = 2, **kw):
+    """The shared tiny variant at 16 px with 4px patches and an MLP of twice the width, built with 4 classes."""
     torch.manual_seed(0)
-    cfg = ModelCfg(name="Ti/4", res=res, width=width, depth=depth, heads=heads, mlp_dim=2 * width, pool=pool, **kw)
+    cfg = tiny(name="Ti/4", res=res, width=width, depth=depth, heads=heads, mlp_dim=2 * width, pool=pool, **kw)
     return build_model(cfg, 4).eval()
 
 
@@ -38,7 +40,7 @@ def uniform_mean_distance(rows: int, cols: int, cell: float) -> float:
 def self_attending(pool: str) -> torch.nn.Module:
     """Every layer's attention is (numerically) the identity: tokens are distinct random vectors, q = k
     is a large multiple of them, and the residual branches add nothing, so every layer sees the same x."""
-    model = tiny(pool, width=64)
+    model = tiny_model(pool, width=64)
     with torch.no_grad():
         model.patch_embed.proj.weight.zero_()
         model.patch_embed.proj.bias.zero_()
@@ -59,7 +61,7 @@ def self_attending(pool: str) -> torch.nn.Module:
 
 @pytest.mark.parametrize("pool", ["gap", "token"])
 def test_uniform_attention_has_the_grids_mean_distance(pool):
-    model = tiny(pool)
+    model = tiny_model(pool)
     with torch.no_grad():
         for block in model.blocks:
             block.attn.qkv.weight[: 2 * model.embed_dim].zero_()  # q = k = 0: every logit is 0
@@ -107,7 +109,7 @@ def test_rollout_adds_the_residual_and_multiplies_layers_in_order():
 
 
 def test_recording_changes_neither_outputs_nor_keys():
-    model = tiny("token")
+    model = tiny_model("token")
     x = torch.randn(2, 3, 16, 16)
     keys = list(model.state_dict())
     before = model(x)
@@ -121,7 +123,7 @@ def test_recording_changes_neither_outputs_nor_keys():
 
 
 def test_posemb_similarity_is_the_cosine_of_every_pair_on_a_non_square_grid():
-    model = tiny("token", res=(16, 8))
+    model = tiny_model("token", res=(16, 8))
     geom = internals.geometry(model, (16, 8))
     assert geom.grid == (4, 2)
     sim = internals.posemb_similarity(model, geom)
@@ -142,7 +144,7 @@ def test_row_column_score_of_embeddings_made_of_rows_and_columns():
 
 
 def test_embedding_filters_are_the_principal_components_of_the_patch_projection():
-    model = tiny("gap")
+    model = tiny_model("gap")
     out = internals.embedding_filters(model)
     comps, var = out["components"], out["explained_variance"]
     assert out["what"] == "patch embedding" and comps.shape == (28, 3, 4, 4)
@@ -167,13 +169,13 @@ def test_a_hybrid_is_inspected_on_its_feature_map_cells():
 
 
 def test_2d_posemb_similarity_and_relative_models():
-    model = tiny("token", posemb="learned_2d")
+    model = tiny_model("token", posemb="learned_2d")
     geom = internals.geometry(model, (16, 16))
     sim = internals.posemb_similarity(model, geom)
     row, col = model.pos_embed_row.detach()[0], model.pos_embed_col.detach()[0]
     first, other = torch.cat([row[1], col[2]]), torch.cat([row[3], col[0]])
     assert float(sim[1, 2, 3, 0]) == pytest.approx(float(F.cosine_similarity(first, other, dim=0)), abs=1e-5)
-    relative = tiny("gap", posemb="relative_2d")
+    relative = tiny_model("gap", posemb="relative_2d")
     assert "one per offset" in internals.posemb_absent(relative)
     summary = internals.attention_pass(relative, torch.randn(2, 3, 16, 16), internals.geometry(relative, (16, 16)))
     assert summary.distance.shape == (2, 2)  # the relative bias is part of the recorded softmax

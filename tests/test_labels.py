@@ -1,7 +1,7 @@
 """Class names travel with the model, and data whose classes differ from the head's is matched or refused.
 
-One tiny run is trained on the 4-colour parquet set; it is then evaluated on image folders written from
-the same test images: all four classes, three of them, and classes the head never saw.
+The suite's shared tiny run (conftest), trained on the 4-colour parquet set, is evaluated on image folders
+written from the same test images: all four classes, three of them, and classes the head never saw.
 """
 
 from __future__ import annotations
@@ -10,24 +10,10 @@ import json
 import shutil
 
 import pytest
-import torch
-from conftest import CLASSES, make_images, tiny_recipe
+from conftest import CLASSES, error_line, invoke, make_images, one_json
 from PIL import Image
-from test_eval import error_line, invoke, one_json
 
-from vitcli import recipe
-from vitcli.engine import jobs
-from vitcli.engine.runtime.progress import Reporter
 from vitcli.weights import reader, serialization
-
-
-@pytest.fixture(scope="module")
-def run(tiny_data, tmp_path_factory):
-    torch.set_num_threads(1)
-    cfg = recipe.from_data(tiny_recipe(tiny_data, train={"steps": 6, "device": "cpu", "checkpoint_every": 3}), "t")
-    out = tmp_path_factory.mktemp("labels") / "run"
-    jobs.train(cfg, out, render=recipe.dump, log=Reporter(enabled=False))
-    return out
 
 
 def write_folder(root, names, n: int = 32, seed: int = 1):
@@ -41,54 +27,54 @@ def write_folder(root, names, n: int = 32, seed: int = 1):
     return root
 
 
-def test_class_names_are_stored_in_every_checkpoint_form(run, tmp_path):
-    assert reader.read(run).label_names == CLASSES
-    assert reader.read(reader.latest(run)).label_names == CLASSES  # training checkpoint
-    assert json.loads((run / "config.json").read_text())["label_names"] == CLASSES
-    assert json.loads(serialization.safetensors_metadata(run / "model.safetensors")["label_names"]) == CLASSES
+def test_class_names_are_stored_in_every_checkpoint_form(tiny_run, tmp_path):
+    assert reader.read(tiny_run).label_names == CLASSES
+    assert reader.read(reader.latest(tiny_run)).label_names == CLASSES  # training checkpoint
+    assert json.loads((tiny_run / "config.json").read_text())["label_names"] == CLASSES
+    assert json.loads(serialization.safetensors_metadata(tiny_run / "model.safetensors")["label_names"]) == CLASSES
     alone = tmp_path / "copied.safetensors"  # the weights file on its own, without config.json
-    shutil.copy(run / "model.safetensors", alone)
+    shutil.copy(tiny_run / "model.safetensors", alone)
     assert reader.read(alone).label_names == CLASSES
 
 
-def test_folder_missing_a_class_keeps_per_class_accuracy(run, tmp_path):
+def test_folder_missing_a_class_keeps_per_class_accuracy(tiny_run, tmp_path):
     same = {c: c for c in CLASSES}
     full = write_folder(tmp_path / "full", same)
     lacking = write_folder(tmp_path / "lacking", {c: c for c in CLASSES if c != "blue"})
-    a = one_json(invoke("eval", "--from", run, "--data", f"imagefolder:{full}", "--split", "train", "--json"))
-    b = one_json(invoke("eval", "--from", run, "--data", f"imagefolder:{lacking}", "--split", "train", "--json"))
+    a = one_json(invoke("eval", "--from", tiny_run, "--data", f"imagefolder:{full}", "--split", "train", "--json"))
+    b = one_json(invoke("eval", "--from", tiny_run, "--data", f"imagefolder:{lacking}", "--split", "train", "--json"))
     # imagefolder sorts its classes (blue, green, grey, red): even the full folder is matched by name.
     assert a["labels"] == b["labels"] == "matched by name"
     assert b["images"] == 24 and set(b["per_class_top1"]) == {"red", "green", "grey"}
     assert b["per_class_top1"] == {k: v for k, v in a["per_class_top1"].items() if k != "blue"}
     # Not an all-wrong shift: the scores are the parquet test split's own.
-    c = one_json(invoke("eval", "--from", run, "--json"))
+    c = one_json(invoke("eval", "--from", tiny_run, "--json"))
     assert a["per_class_top1"] == c["per_class_top1"]
 
 
-def test_other_class_names_are_refused_in_one_line(run, tmp_path):
+def test_other_class_names_are_refused_in_one_line(tiny_run, tmp_path):
     other = write_folder(tmp_path / "other", {"red": "cat", "green": "dog", "blue": "blue", "grey": "grey"})
-    line = error_line(invoke("eval", "--from", run, "--data", f"imagefolder:{other}", "--split", "train"))
+    line = error_line(invoke("eval", "--from", tiny_run, "--data", f"imagefolder:{other}", "--split", "train"))
     assert "class names differ from the model's head's: 2 of 4 are not among its 4 classes ('cat', 'dog'" in line
     assert "vit finetune" in line and "--ignore-labels" in line
-    out = one_json(invoke("eval", "--from", run, "--data", f"imagefolder:{other}", "--split", "train",
+    out = one_json(invoke("eval", "--from", tiny_run, "--data", f"imagefolder:{other}", "--split", "train",
                           "--ignore-labels", "--json"))
     assert out["labels"] == "by index (--ignore-labels)" and out["images"] == 32
 
 
-def test_more_data_classes_than_the_head_even_by_index(run, tmp_path):
+def test_more_data_classes_than_the_head_even_by_index(tiny_run, tmp_path):
     names = {c: c for c in CLASSES}
     wide = write_folder(tmp_path / "wide", names)
     (wide / "yellow").mkdir()
     Image.new("RGB", (16, 16), (200, 200, 0)).save(wide / "yellow" / "0.png")
-    line = error_line(invoke("eval", "--from", run, "--data", f"imagefolder:{wide}", "--split", "train",
+    line = error_line(invoke("eval", "--from", tiny_run, "--data", f"imagefolder:{wide}", "--split", "train",
                              "--ignore-labels"))
     assert "has 5 classes but the model's head has 4" in line
 
 
-def test_shots_are_checked_before_any_feature_is_extracted(run, monkeypatch):
+def test_shots_are_checked_before_any_feature_is_extracted(tiny_run, monkeypatch):
     import vitcli.engine.evaluate.evaluators as evaluators
 
     monkeypatch.setattr(evaluators, "extract_features", lambda *a, **kw: pytest.fail("features extracted"))
-    line = error_line(invoke("fewshot", "--from", run, "--shots", "1,30", "--seeds", 1))
+    line = error_line(invoke("fewshot", "--from", tiny_run, "--shots", "1,30", "--seeds", 1))
     assert "class 'red' has 24 training images, fewer than the 30 shots" in line

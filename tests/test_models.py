@@ -10,6 +10,7 @@ import pytest
 import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from conftest import tiny
 
 from vitcli.recipe.config import ModelCfg
 from vitcli.errors import RecipeError
@@ -25,12 +26,6 @@ from vitcli.models import (
     seq_len,
     zoo,
 )
-
-
-def tiny(**kw) -> ModelCfg:
-    """A 2-block, 64-wide ViT on 32px images with 8px patches (4x4 grid)."""
-    base = dict(name="Ti/8", res=(32, 32), width=64, depth=2, heads=2)
-    return ModelCfg(**{**base, **kw})
 
 
 def numel(model: torch.nn.Module) -> int:

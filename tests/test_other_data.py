@@ -13,9 +13,8 @@ import json
 import datasets
 import pytest
 import torch
-from conftest import CLASSES, make_images, tiny_recipe
+from conftest import CLASSES, error_line, invoke, make_images, one_json, tiny_recipe
 from PIL import Image
-from test_eval import error_line, invoke, one_json
 
 from vitcli import recipe
 from vitcli.recipe import assembly

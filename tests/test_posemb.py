@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import ndimage
 from timm.layers import resample_abs_pos_embed
+from conftest import tiny
 
-from vitcli.recipe.config import ModelCfg
 from vitcli.errors import CheckpointError
 from vitcli.models import build_model, resample_posemb
 from vitcli.weights.fit import load_weights
@@ -25,11 +25,6 @@ def scipy_zoom(pe: torch.Tensor, old: tuple[int, int], new: tuple[int, int]) -> 
     zoomed = ndimage.zoom(image, (new[0] / old[0], new[1] / old[1], 1), order=1)
     assert zoomed.shape[:2] == new
     return torch.from_numpy(zoomed.reshape(1, new[0] * new[1], -1))
-
-
-def tiny(**kw) -> ModelCfg:
-    base = dict(name="Ti/8", res=(32, 32), width=64, depth=2, heads=2)
-    return ModelCfg(**{**base, **kw})
 
 
 # --- resample_posemb ------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ import math
 import pytest
 import timm
 import torch
+from conftest import tiny
 
-from vitcli.recipe.config import ModelCfg
 from vitcli.errors import RecipeError
 from vitcli.models import build_model, describe
 from vitcli.models import posemb as pe
@@ -16,11 +16,6 @@ from vitcli.weights.fit import load_weights
 from vitcli.weights.serialization import read_safetensors, write_safetensors
 
 KINDS = pe.KINDS
-
-
-def tiny(**kw) -> ModelCfg:
-    base = {"name": "Ti/8", "res": (32, 32), "width": 64, "depth": 2, "heads": 2}
-    return ModelCfg(**{**base, **kw})
 
 
 def images(res=(32, 32), n=2) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_recipe
+from conftest import tiny, tiny_recipe
 from test_weights_formats import one_line_error
 
 from vitcli import recipe
@@ -21,8 +21,9 @@ from vitcli.weights.fit import load_weights
 LAYERED = [(kind, where) for kind in ("learned", "learned_2d") for where in ("every_layer", "every_layer_shared")]
 
 
-def tiny(**kw) -> ModelCfg:
-    return ModelCfg(**{"name": "Ti/8", "res": (32, 32), "width": 64, "depth": 3, "heads": 2, **kw})
+def tiny3(**kw) -> ModelCfg:
+    """The shared tiny variant with three blocks: two later blocks, so 'every layer' has tables of its own."""
+    return tiny(depth=3, **kw)
 
 
 def images(res=(32, 32)) -> torch.Tensor:
@@ -44,8 +45,8 @@ def by_hand(model, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("kind,where", LAYERED)
 def test_tables_are_added_before_every_block(kind, where):
     torch.manual_seed(0)
-    model = build_model(tiny(posemb=kind, posemb_where=where), 10).eval()
-    stem = build_model(tiny(posemb=kind), 10).eval()
+    model = build_model(tiny3(posemb=kind, posemb_where=where), 10).eval()
+    stem = build_model(tiny3(posemb=kind), 10).eval()
     extra = {k for k in model.state_dict()} - {k for k in stem.state_dict()}
     if where == "every_layer_shared":
         assert extra == set()  # no parameters of its own: the stem table again
@@ -97,7 +98,7 @@ def test_finetuning_keeps_where_the_tables_go_and_timm_refuses_them(tiny_data, t
     line = one_line_error("export", out, "--format", "hf", "--out", tmp_path / "hf")
     assert "--format hf: model.posemb_where every_layer cannot be carried" in line
     assert not (tmp_path / "timm").exists() and not (tmp_path / "hf").exists()
-    desc = describe(tiny(posemb_where="every_layer_shared"), 10)
+    desc = describe(tiny3(posemb_where="every_layer_shared"), 10)
     assert desc["posemb_where"] == "every_layer_shared"
     assert convert.model_cfg(desc).posemb_where == "every_layer_shared"
 
@@ -106,13 +107,13 @@ def test_kinds_without_a_learned_table_refuse_the_layer_rows():
     for kind in ("none", "relative", "relative_2d", "sincos2d"):
         with pytest.raises(RecipeError, match=f"model.posemb_where: every_layer adds a learned table to every "
                                               f"block, and model.posemb {kind} has none"):
-            build_model(tiny(posemb=kind, posemb_where="every_layer"), 10)
+            build_model(tiny3(posemb=kind, posemb_where="every_layer"), 10)
 
 
 def test_layer_decay_puts_each_table_with_its_block():
     from vitcli.engine.train.optim import _layer_id
 
-    model = build_model(tiny(posemb="learned_2d", posemb_where="every_layer"), 10)
+    model = build_model(tiny3(posemb="learned_2d", posemb_where="every_layer"), 10)
     ids = {name: _layer_id(name, 3) for name, _ in model.named_parameters() if name.startswith("pos_embed")}
     assert ids["pos_embed_row"] == 0 and ids["pos_embed_layers.0.row"] == ids["pos_embed_layers.0.prefix"] == 2
     assert ids["pos_embed_layers.1.col"] == _layer_id("blocks.2.attn.qkv.weight", 3) == 3

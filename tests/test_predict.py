@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES
+from conftest import CLASSES, error_line, invoke, one_json
 from PIL import Image
-from test_eval import error_line, invoke, one_json
-from test_labels import run, write_folder  # noqa: F401  (the module's trained run)
+from test_labels import write_folder
 
 from vitcli.data.images import open_image, to_rgb
 
@@ -46,8 +45,8 @@ def test_open_image_turns_upright_and_scales_16_bit(mixed):
     assert to_rgb(open_image(mixed / "alpha.png")).mode == "RGB"
 
 
-def test_mixed_folder_predicts_every_good_file_and_names_the_corrupt_one(run, mixed):  # noqa: F811
-    result = invoke("predict", "--from", run, mixed, "--top-k", 3, "--json")
+def test_mixed_folder_predicts_every_good_file_and_names_the_corrupt_one(tiny_run, mixed):
+    result = invoke("predict", "--from", tiny_run, mixed, "--top-k", 3, "--json")
     assert result.exit_code == 1, result.output
     out = json.loads(result.stdout)
     names = sorted(Path(p["path"]).name for p in out["predictions"])
@@ -60,9 +59,9 @@ def test_mixed_folder_predicts_every_good_file_and_names_the_corrupt_one(run, mi
     assert out["label_names"] == CLASSES and out["images"] == 5
 
 
-def test_table_and_csv(run, mixed, tmp_path):  # noqa: F811
+def test_table_and_csv(tiny_run, mixed, tmp_path):
     good = [mixed / "alpha.png", mixed / "sub"]
-    result = invoke("predict", "--from", run, *good, "--csv", tmp_path / "p.csv")
+    result = invoke("predict", "--from", tiny_run, *good, "--csv", tmp_path / "p.csv")
     assert result.exit_code == 0, result.output
     assert "alpha.png" in result.stdout and any(c in result.stdout for c in CLASSES)
     rows = list(csv.reader(io.StringIO((tmp_path / "p.csv").read_text())))
@@ -70,20 +69,21 @@ def test_table_and_csv(run, mixed, tmp_path):  # noqa: F811
     assert all(r[1] in CLASSES for r in rows[1:])
 
 
-def test_top1_on_a_labelled_folder_equals_eval(run, tmp_path):  # noqa: F811
+def test_top1_on_a_labelled_folder_equals_eval(tiny_run, tmp_path):
     folder = write_folder(tmp_path / "labelled", {c: c for c in CLASSES})
-    scored = one_json(invoke("eval", "--from", run, "--data", f"imagefolder:{folder}", "--split", "train", "--json"))
-    files = one_json(invoke("predict", "--from", run, folder, "--top-k", 1, "--json"))
+    scored = one_json(invoke("eval", "--from", tiny_run, "--data", f"imagefolder:{folder}", "--split", "train",
+                             "--json"))
+    files = one_json(invoke("predict", "--from", tiny_run, folder, "--top-k", 1, "--json"))
     hits = [Path(p["path"]).parent.name == p["top"][0]["label"] for p in files["predictions"]]
     assert len(hits) == scored["images"] == 32
     assert sum(hits) / len(hits) == pytest.approx(scored["top1"])
     # The same folder as a data source gives the same predictions, image by image.
-    source = one_json(invoke("predict", "--from", run, f"imagefolder:{folder}", "--top-k", 1, "--json"))
+    source = one_json(invoke("predict", "--from", tiny_run, f"imagefolder:{folder}", "--top-k", 1, "--json"))
     by_path = {p["path"]: p["top"][0]["label"] for p in source["predictions"]}
     assert by_path == {p["path"]: p["top"][0]["label"] for p in files["predictions"]}
 
 
-def test_nothing_to_predict_is_one_line(run, tmp_path):  # noqa: F811
+def test_nothing_to_predict_is_one_line(tiny_run, tmp_path):
     (tmp_path / "empty").mkdir()
-    line = error_line(invoke("predict", "--from", run, tmp_path / "empty", tmp_path / "nope.png"))
+    line = error_line(invoke("predict", "--from", tiny_run, tmp_path / "empty", tmp_path / "nope.png"))
     assert "no images to predict" in line

@@ -35,17 +35,10 @@ def train(c, out, **kw):
     return jobs.train(c, out, log=QUIET, render=recipe.dump, **kw)
 
 
-@pytest.fixture(scope="module")
-def finished(tiny_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("finished") / "run"
-    train(cfg(tiny_data), out)
-    return out
-
-
 @pytest.fixture
-def run(finished, tmp_path):
-    """A copy of a finished 2-step run with checkpoints at steps 1 and 2."""
-    return Path(shutil.copytree(finished, tmp_path / "run"))
+def run(tiny_run, tmp_path):
+    """A copy of the shared finished 2-step run (conftest), with checkpoints at steps 1 and 2."""
+    return Path(shutil.copytree(tiny_run, tmp_path / "run"))
 
 
 def contents(out) -> dict[str, bytes]:
@@ -221,21 +214,18 @@ def test_resume_from_a_damaged_checkpoint_is_one_line_and_changes_nothing(run, t
 # -- metrics.jsonl after crashes ----------------------------------------------------------------------
 
 def test_a_kill_before_the_first_checkpoint_leaves_no_duplicate_rows(tiny_data, tmp_path, monkeypatch):
-    from vitcli.engine.train.trainer import Trainer
-
     out, c = tmp_path / "run", cfg(tiny_data, "train.steps=4", "train.checkpoint_every=0")
-    real = Trainer._after_step
+    real = MetricsLog.write
 
-    def after(self, timer):
-        timer = real(self, timer)
-        if self.pos.step == 3:
-            raise SystemExit("killed")  # as a SIGKILL would: no checkpoint written
-        return timer
+    def write(self, row):
+        real(self, row)
+        if row.get("step") == 3:
+            raise SystemExit("killed")  # as a SIGKILL would right after step 3 is logged: no checkpoint written
 
-    monkeypatch.setattr(Trainer, "_after_step", after)
+    monkeypatch.setattr(MetricsLog, "write", write)
     with pytest.raises(SystemExit):
         train(c, out)
-    monkeypatch.setattr(Trainer, "_after_step", real)
+    monkeypatch.setattr(MetricsLog, "write", real)
     train(c, out, resume=True)
     assert steps_logged(out) == ([1, 2, 3, 4], [4])
 

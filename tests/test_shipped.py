@@ -11,19 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_recipe
-from typer.testing import CliRunner
+from conftest import invoke, tiny_recipe
 
 from vitcli import __version__, recipe
-from vitcli.cli import app
 from vitcli.engine.persistence.rundir import default_run_dir
 from vitcli.recipe.assembly import data_name
 
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def test_version():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import pytest
 import yaml
@@ -27,13 +26,7 @@ def capture() -> tuple[Reporter, io.StringIO]:
     return Reporter(console=Console(file=buffer, width=400)), buffer
 
 
-@pytest.fixture(scope="module")
-def pre(tiny_data, tmp_path_factory) -> Path:
-    """A pretrained tiny run directory (4 classes, 16 px) to fine-tune from."""
-    out = tmp_path_factory.mktemp("pre") / "run"
-    cfg = recipe.from_data(tiny_recipe(tiny_data), "t", ["train.steps=2"])
-    jobs.train(cfg, out, render=recipe.dump, log=Reporter(enabled=False))
-    return out
+
 SCRATCH = recipe.SHIPPED / "cifar10" / "scratch.yaml"  # gives train.epochs
 
 
@@ -98,10 +91,10 @@ def _prepared(cfg):
     ("oxford-iiit-pet", 64, 4000, "Table 4 of the paper for Oxford-IIIT Pets: 500 steps at batch 512"),
     ("my-colours", 32, 8000, ("not one of the paper's data sets: 10 epochs of 96 images, within the paper's "
                               "500-20000 steps at batch 512"))])
-def test_finetune_without_a_length_sizes_itself(pre, tiny_data, tmp_path, name, batch, steps, why):
+def test_finetune_without_a_length_sizes_itself(tiny_run, tiny_data, tmp_path, name, batch, steps, why):
     (tmp_path / name).symlink_to(tiny_data, target_is_directory=True)
     items = [f"data.source={tmp_path / name}", f"train.batch_size={batch}", "data.workers=0", "train.precision=fp32"]
-    cfg = assembly.from_checkpoint(reader.read(pre), None, [], items, assembly.FINETUNE)
+    cfg = assembly.from_checkpoint(reader.read(tiny_run), None, [], items, assembly.FINETUNE)
     assert cfg.train.steps is None and cfg.train.epochs is None and cfg.train.examples is None
     resolved, log = _prepared(cfg)
     assert resolved.train.steps == steps
@@ -110,7 +103,7 @@ def test_finetune_without_a_length_sizes_itself(pre, tiny_data, tmp_path, name, 
     assert f"fine-tuning length: {steps} steps at batch {batch} ({why}" in log
 
 
-def test_a_finetune_records_the_length_and_warmup_it_trained_with(pre, tmp_path, monkeypatch):
+def test_a_finetune_records_the_length_and_warmup_it_trained_with(tiny_run, tmp_path, monkeypatch):
     from vitcli.engine.train.optim import lr_at
     from vitcli.recipe.config import ScheduleCfg
 
@@ -118,7 +111,7 @@ def test_a_finetune_records_the_length_and_warmup_it_trained_with(pre, tmp_path,
     monkeypatch.setattr(transfer, "DEFAULT_EPOCHS", 5)
     monkeypatch.setattr(transfer, "MIN_STEPS", 1)
     out = tmp_path / "ft"
-    result = runner.invoke(app, ["finetune", "--from", str(pre), "--out", str(out), "--set", "train.batch_size=16",
+    result = runner.invoke(app, ["finetune", "--from", str(tiny_run), "--out", str(out), "--set", "train.batch_size=16",
                                  "--set", "train.log_every=1", "--set", "data.workers=0",
                                  "--set", "train.precision=fp32"])
     assert result.exit_code == 0, result.output
@@ -134,8 +127,8 @@ def test_a_finetune_records_the_length_and_warmup_it_trained_with(pre, tmp_path,
     assert rows[2]["lr"] == recorded["optim"]["lr"] > rows[1]["lr"]  # the peak is reached at step 3
 
 
-def test_a_warmup_longer_than_the_run_is_one_line(pre):
-    result = runner.invoke(app, ["finetune", "--from", str(pre), "--set", "train.steps=3", "--set", "train.batch_size=16",
+def test_a_warmup_longer_than_the_run_is_one_line(tiny_run):
+    result = runner.invoke(app, ["finetune", "--from", str(tiny_run), "--set", "train.steps=3", "--set", "train.batch_size=16",
                                  "--set", "schedule.warmup_steps=5", "--set", "data.workers=0"])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
@@ -151,7 +144,7 @@ def test_the_first_steps_print_the_projected_length(tiny_data, tmp_path):
     assert "ending around" in lines[0]
 
 
-def test_a_finetune_is_named_after_the_run_it_starts_from(pre):
-    for path in (pre, pre / "model.safetensors", next((pre / "checkpoints").glob("step-*.pt"))):
+def test_a_finetune_is_named_after_the_run_it_starts_from(tiny_run):
+    for path in (tiny_run, tiny_run / "model.safetensors", next((tiny_run / "checkpoints").glob("step-*.pt"))):
         cfg = assembly.from_checkpoint(reader.read(path), None, [], ["train.steps=1"], assembly.FINETUNE)
         assert cfg.run.name == "run-finetune", path  # the run directory is 'run', not the file stem 'model'
