@@ -127,6 +127,23 @@ def test_a_finetune_records_the_length_and_warmup_it_trained_with(tiny_run, tmp_
     assert rows[2]["lr"] == recorded["optim"]["lr"] > rows[1]["lr"]  # the peak is reached at step 3
 
 
+def test_a_finetune_recorded_before_its_length_was_resolved_still_resumes(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(transfer, "DEFAULT_EPOCHS", 5)  # 32 steps at batch 16, as above
+    monkeypatch.setattr(transfer, "MIN_STEPS", 1)
+    out = tmp_path / "ft"
+    command = ["finetune", "--from", str(tiny_run), "--out", str(out), "--set", "train.batch_size=16",
+               "--set", "data.workers=0", "--set", "train.precision=fp32"]
+    assert runner.invoke(app, command).exit_code == 0
+    resolved = json.loads((out / "recipe.json").read_text())
+    # What vit recorded before the length was resolved first: no length, the recipe's 500 warm-up steps.
+    old = {**resolved, "train": {**resolved["train"], "steps": None},
+           "schedule": {**resolved["schedule"], "warmup_steps": 500}}
+    (out / "recipe.json").write_text(json.dumps(old, indent=1))
+    again = runner.invoke(app, [*command, "--resume"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "recipe.json").read_text()) == resolved  # now says what ran
+
+
 def test_a_warmup_longer_than_the_run_is_one_line(tiny_run):
     result = runner.invoke(app, ["finetune", "--from", str(tiny_run), "--set", "train.steps=3", "--set", "train.batch_size=16",
                                  "--set", "schedule.warmup_steps=5", "--set", "data.workers=0"])

@@ -12,6 +12,7 @@ from vitcli import __version__, files
 from vitcli.recipe import schema
 from vitcli.data import Split
 from vitcli.recipe.config import RecipeCfg
+from vitcli.recipe.length import resolve_length
 from vitcli.engine.jobs.preamble import session, with_splits
 from vitcli.engine.persistence import rundir, sessions
 from vitcli.engine.runtime.process import Runtime
@@ -79,7 +80,9 @@ def _open(cfg: RecipeCfg, rt: Runtime, out: Path, log: Reporter, resume: bool, r
     on the open training `split`."""
     recipe_text, recipe_data = recipe
     if rt.is_main:
-        rundir.prepare(out, recipe_text, recipe_data, resume=resume, allowed=set(allowed))
+        # A run recorded by an older vit gets its fine-tuning length resolved as this recipe's was.
+        rundir.prepare(out, recipe_text, recipe_data, resume=resume, allowed=set(allowed),
+                       resolve=lambda old: resolve_length(old, split.num_examples)[0])
         log.info(f"run directory: {out}")
     rt.barrier()
     rt.seed_everything()

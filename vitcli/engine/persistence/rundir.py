@@ -120,15 +120,17 @@ def _remove_new(created: list[Path]) -> None:
             parent.rmdir()  # only when empty: runs/ may have gained another run meanwhile
 
 
-def prepare(out: Path, recipe_yaml: str, recipe_data: dict, *, resume: bool, allowed: set[str]) -> None:
+def prepare(out: Path, recipe_yaml: str, recipe_data: dict, *, resume: bool, allowed: set[str],
+            resolve: Callable | None = None) -> None:
     """Check a run directory for a new run (and write its recipe) or for a resume (writing nothing).
 
-    A resume writes its recipe only once the checkpoint has been read and fits (`record`).
+    A resume writes its recipe only once the checkpoint has been read and fits (`record`). `resolve`
+    turns the run's stored recipe into the one that ran, as the new recipe was (`check_resume`).
     """
     out = Path(out)
     _check_place(out, resume)
     if resume:
-        check_resume(out, recipe_yaml, recipe_data, allowed)
+        check_resume(out, recipe_yaml, recipe_data, allowed, resolve)
         # A run killed mid-write leaves `.name.XXXX.tmp` files; the lock says nobody writes here now, so
         # they can only be debris (the complete files they would have become are older or never named).
         files.remove_temp_files(out)
@@ -160,19 +162,23 @@ def _check_place(out: Path, resume: bool) -> None:
                        "or choose a new --out")
 
 
-def _with_defaults(old: dict, saved: Path) -> dict:
-    """A stored recipe with the keys added to vit since it was written filled in at their defaults, so
-    a run from an older version resumes; one that no longer parses is compared as it is."""
+def _with_defaults(old: dict, saved: Path, resolve: Callable | None = None) -> dict:
+    """A stored recipe with the keys added to vit since it was written filled in at their defaults, and
+    with what `resolve` fills in (a fine-tune's length and warm-up, which older versions chose only after
+    recording the recipe), so a run from an older version resumes; one that no longer parses is compared
+    as it is."""
     from vitcli.recipe import schema
     from vitcli.errors import VitError
 
     try:
-        return schema.to_dict(schema.from_dict(old, str(saved)))
+        cfg = schema.from_dict(old, str(saved))
+        return schema.to_dict(resolve(cfg) if resolve is not None else cfg)
     except VitError:
         return old
 
 
-def check_resume(out: Path, recipe_yaml: str, recipe_data: dict, allowed: set[str]) -> None:
+def check_resume(out: Path, recipe_yaml: str, recipe_data: dict, allowed: set[str],
+                 resolve: Callable | None = None) -> None:
     """Refuse a resume whose recipe differs from the run's (beyond `allowed` changes), before any write."""
     saved = out / "recipe.json"
     _check_contents(out)
@@ -184,7 +190,7 @@ def check_resume(out: Path, recipe_yaml: str, recipe_data: dict, allowed: set[st
     if not isinstance(old, dict):
         raise RunError(f"--resume: {saved} is not a recipe (a JSON object); the run cannot be checked, start a "
                        "new --out")
-    differing = diff(_with_defaults(old, saved), recipe_data)
+    differing = diff(_with_defaults(old, saved, resolve), recipe_data)
     refused = [k for k in differing if k not in allowed or k not in RESUMABLE_CHANGES]
     if refused:
         raise RunError(f"--resume: the recipe differs from the run in {out} at: {', '.join(refused[:8])}; "
