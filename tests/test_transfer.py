@@ -138,7 +138,9 @@ def test_a_finetune_recorded_before_its_length_was_resolved_still_resumes(tiny_r
     # What vit recorded before the length was resolved first: no length, the recipe's 500 warm-up steps.
     old = {**resolved, "train": {**resolved["train"], "steps": None},
            "schedule": {**resolved["schedule"], "warmup_steps": 500}}
-    (out / "recipe.json").write_text(json.dumps(old, indent=1))
+    from vitcli.engine.persistence import rundir
+
+    rundir.record(out, recipe.dump(old), old)  # recipe.json and recipe.yaml, as that vit wrote them
     again = runner.invoke(app, [*command, "--resume"])
     assert again.exit_code == 0, again.output
     assert json.loads((out / "recipe.json").read_text()) == resolved  # now says what ran

@@ -93,8 +93,8 @@ def predict_cmd(inputs: Annotated[list[str], typer.Argument(
         help="Image files, folders of images (searched recursively), or a data source (imagefolder:PATH, a "
         "parquet folder, a hub id).", show_default=False, metavar="INPUT...")],
                 from_: FromOpt = ...,
-                top_k: Annotated[int, typer.Option("--top-k", help="Classes shown per image.", min=1,
-                                                   max=ranges.MAX_CLASSES)] = 5,
+                top_k: Annotated[int, typer.Option(
+                    "--top-k", help="Classes shown per image (more than the head has: all of them).", min=1)] = 5,
                 csv: Annotated[Optional[Path], typer.Option(
                     "--csv", help="Also write the predictions to this CSV file.", show_default=False)] = None,
                 split: Annotated[Optional[str], typer.Option(

@@ -121,8 +121,8 @@ class Trainer:
         desc = describe(cfg.model, self.num_classes)
         params = sum(p.numel() for p in self.model.parameters())
         gflops = 2 * macs(resolve_variant(cfg.model), cfg.model.res, max(self.num_classes, 1)) / 1e9
-        images = f"{split.num_examples:,} images" if split.num_examples is not None else "streamed"
-        classes = f", {plural(self.num_classes, 'class', 'classes')}" if self.num_classes else " (no labels used)"
+        images, classes = (f"{split.num_examples:,} images" if split.num_examples is not None else "streamed",
+                           f", {plural(self.num_classes, 'class', 'classes')}" if self.num_classes else " (no labels)")
         held_out = f"; evaluated on [{cfg.data.eval_split}]" if cfg.data.eval_split else "; no evaluation split"
         epochs = self.total / self.steps_per_epoch
         self.log.summary("run summary", {
@@ -131,8 +131,7 @@ class Trainer:
             "data": f"{cfg.data.source} [{cfg.data.train_split}]: {images}{classes}{held_out}",
             "batch": self.batches.describe(),
             "length": f"{plural(self.total, 'step')} = {epochs:.3g} epochs ({self.steps_per_epoch} per epoch)",
-            "precision": f"{cfg.train.precision}{', compiled' if cfg.train.compile else ''} on "
-                         f"{rt.world} x {rt.device.type}",
+            "precision": f"{cfg.train.precision}{', compiled' * cfg.train.compile} on {rt.world} x {rt.device.type}",
             "out": str(self.out)}, {
             "model": desc["variant"], "params": params, "gflops_per_image": gflops, "res": list(cfg.model.res),
             "source": cfg.data.source, "train_split": cfg.data.train_split, "train_images": split.num_examples,
