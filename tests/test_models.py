@@ -359,14 +359,14 @@ def test_parameter_roots_follow_timms_other_vits(extra, posemb):
 
 
 def _same_roots(cfg, masked: bool) -> None:
-    from vitcli.models.masked import num_outputs
+    from vitcli.models.variants import mpp_outputs
     from vitcli.models.variants import LAYERED_POSEMB, parameter_roots
 
     if cfg.posemb_where != "stem" and cfg.posemb not in LAYERED_POSEMB:
         pytest.skip("no table to add to every layer (the recipe check refuses it)")
     model = build_model(cfg, 0 if masked else 10)
     if masked:
-        model.enable_masked_patch(num_outputs("mean_color", 8))
+        model.enable_masked_patch(mpp_outputs("mean_color", 8))
     built = tuple(sorted({name.split(".")[0] for name, _ in model.named_parameters()}))
     assert parameter_roots(cfg, head=not masked, masked=masked) == built
 
