@@ -58,7 +58,7 @@ class Best:
         """For the training checkpoint: a resumed run judges on from where it was."""
         return {"kept": vars(self.kept), "watched": vars(self.watched)}
 
-    def restore(self, state: dict | None) -> None:
+    def load_state(self, state: dict | None) -> None:
         if isinstance(state, dict):
             try:
                 self.kept, self.watched = Watch(**state.get("kept", {})), Watch(**state.get("watched", {}))

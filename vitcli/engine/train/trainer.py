@@ -209,7 +209,7 @@ class Trainer:
             raise CheckpointError(f"--resume: {last}: rng: not a valid random-generator state "
                                   f"({first_line(exc, limit=120)})") from None
         self.pos = Position(**state["position"])
-        self.best.restore(state.get("best"))
+        self.best.load_state(state.get("best"))
         if self.best.stopped:  # the run had stopped early: it stays stopped
             self.total = min(self.total, self.pos.step)
         seconds = state.get("train_seconds")  # only shown and reported: a checkpoint without it counts 0
