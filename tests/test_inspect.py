@@ -109,3 +109,22 @@ def test_another_data_source_is_sampled_from_its_own_held_out_split(run, tiny_da
                               "--json"))
     assert summary["data"] == {"source": str(tiny_data), "split": "test"}
     assert summary["attention_distance"]["images"] == 5
+
+
+def test_images_given_to_inspect_are_decoded_upright_as_every_command_decodes_them(tmp_path):
+    """--images goes through data/images.py like predict and the loaders: EXIF orientation applied."""
+    from PIL import Image
+
+    from vitcli.engine.evaluate.inspect_report import from_files
+
+    pixels = np.zeros((16, 32, 3), dtype=np.uint8)
+    pixels[:, :16, 0] = 255  # left half red, right half blue
+    pixels[:, 16:, 2] = 255
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    image.save(tmp_path / "tagged.jpg", exif=exif, quality=95)
+    image.transpose(Image.Transpose.ROTATE_270).save(tmp_path / "upright.jpg", quality=95)
+    cfg = recipe.from_data(tiny_recipe("x"), "test")
+    tagged, upright = (from_files([tmp_path / name], cfg).pixels[0] for name in ("tagged.jpg", "upright.jpg"))
+    assert np.abs(tagged.astype(int) - upright.astype(int)).max() < 40  # JPEG noise, not a quarter turn

@@ -21,6 +21,7 @@ from torch import nn
 from vitcli import files
 from vitcli.recipe.config import RecipeCfg
 from vitcli.data import load_split
+from vitcli.data.images import DECODE_ERRORS, open_image, to_rgb
 from vitcli.data.transforms import eval_pil_transform, norm_stats, to_batch
 from vitcli.engine.evaluate import figures, internals
 from vitcli.engine.persistence.metrics_log import read_rows
@@ -41,15 +42,14 @@ class Sample:
 
 
 def from_files(paths: Sequence[Path], cfg: RecipeCfg) -> Sample:
-    """`--images FILE...`: each file decoded, resized and cropped as for evaluation."""
-    from PIL import Image, UnidentifiedImageError
-
+    """`--images FILE...`: each file decoded as every command decodes images (data/images.py: EXIF upright,
+    any mode to 8-bit RGB), then resized and cropped as for evaluation."""
     images = []
     for path in paths:
         try:
-            with Image.open(path) as image:
-                images.append(eval_pil_transform(cfg.data, cfg.model.res, cfg.model.in_chans)(image.convert("RGB")))
-        except (OSError, UnidentifiedImageError) as exc:
+            image = to_rgb(open_image(Path(path)))
+            images.append(eval_pil_transform(cfg.data, cfg.model.res, cfg.model.in_chans)(image))
+        except DECODE_ERRORS as exc:
             raise DataError(f"--images {path}: cannot be read as an image ({exc.__class__.__name__}); "
                             "give PNG, JPEG or another format PIL reads") from None
     return _sample(images, cfg, [Path(p).name for p in paths], [None] * len(images))
