@@ -214,7 +214,6 @@ def sweep(pre, tmp_path_factory) -> tuple[Path, Path, dict, list[Path]]:
     """A two-value sweep: lr 1e-5 barely moves the zero head, lr 0.1 learns the colours. Records which
     training examples each run's loader served, keyed by the size of the split it read, and every weights
     file read (the low-level reads of safetensors and pickles)."""
-    from vitcli.data import sampler
     from vitcli.weights import serialization
 
     folder = tmp_path_factory.mktemp("sweep")
@@ -222,20 +221,6 @@ def sweep(pre, tmp_path_factory) -> tuple[Path, Path, dict, list[Path]]:
     # 25% of the 96 training images (24) as the minival: less noisy than the 2% default of so few.
     path.write_text(yaml.safe_dump({"data": {"train_split": "train", "eval_split": "test"}, "sweep": {"minival": 0.25},
                                     "optim": {"name": "sgd", "lr": [1e-5, 0.1]}, "run": {"name": "sweep"}}))
-    served: dict[int, list[set[int]]] = {}
-    original = sampler.Batches.__iter__
-
-    def counting(self):
-        if self.sampler.shuffle:  # training loaders shuffle; evaluation ones do not
-            runs = served.setdefault(self.sampler.size, [])
-            if self.sampler.epoch == 0 and self.sampler.start == 0:
-                runs.append(set())
-            for seed, chunk in original(self):
-                runs[-1].update(chunk)
-                yield seed, chunk
-        else:
-            yield from original(self)
-
     read: list[Path] = []
 
     def recording(original):
@@ -245,7 +230,7 @@ def sweep(pre, tmp_path_factory) -> tuple[Path, Path, dict, list[Path]]:
         return read_file
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sampler.Batches, "__iter__", counting)
+        served = served_training_indices(mp)
         for name in ("read_safetensors", "load"):
             mp.setattr(serialization, name, recording(getattr(serialization, name)))
         result = invoke("finetune", path, "--from", pre, *sets(SWEEP_STEPS), "--out", folder / "out")
