@@ -125,16 +125,22 @@ def _print_mpp(rows: list) -> None:
 def posemb(bench: Bench, data: str, runs: Path, steps: int) -> None:
     print("| model.posemb | test top-1 | 1-shot | 5-shot | 10-shot | 25-shot | wall |\n|---|---|---|---|---|---|---|")
     for kind in KINDS:
-        out = runs / f"posemb-{kind}"
-        result = bench.step(kind, ["pretrain", "recipes/cifar10/scratch.yaml", "--set", f"data.source={data}",
-                                   "--set", f"model.posemb={kind}", "--set", "train.epochs=null",
-                                   "--set", f"train.steps={steps}", "--set", "train.checkpoint_every=0",
-                                   "--set", "schedule.warmup_steps=20", "--set", "data.eval_split=test[:20%]",
-                                   "--out", str(out)])
-        shots = fewshot(bench, kind, out, data)
-        cells = " | ".join(f"{100 * shots[s]:.2f}%" for s in ("1shot", "5shot", "10shot", "25shot"))
-        wall = bench.state[kind]["wall_s"]
-        print(f"| {kind} | {100 * top1(result):.2f}% | {cells} | {wall / 60:.1f} min |", flush=True)
+        _row(bench, kind, kind, ["--set", f"model.posemb={kind}"], data, runs, steps)
+
+
+def _row(bench: Bench, name: str, key: str, extra: list[str], data: str, runs: Path, steps: int) -> None:
+    """One scratch run at the ablation's budget (the recipe plus `extra`), its few-shot numbers, one table row."""
+    out = runs / f"posemb-{key}"
+    result = bench.step(key, ["pretrain", "recipes/cifar10/scratch.yaml", "--set", f"data.source={data}",
+                              *extra, "--set", "train.epochs=null",
+                              "--set", f"train.steps={steps}", "--set", "train.checkpoint_every=0",
+                              "--set", "schedule.warmup_steps=20", "--set", "data.eval_split=test[:20%]",
+                              "--out", str(out)])
+    shots = fewshot(bench, key, out, data)
+    cells = " | ".join(f"{100 * shots[s]:.2f}%" for s in ("1shot", "5shot", "10shot", "25shot"))
+    wall = bench.state[key]["wall_s"]
+    print(f"| {name} | {100 * top1(result):.2f}% | {cells} | "
+          f"{'-' if wall is None else f'{wall / 60:.1f} min'} |", flush=True)
 
 
 WHERE_ROWS = (("learned, stem, seed 1", "learned-seed1", ["--set", "train.seed=1"]),
@@ -149,17 +155,7 @@ def where(bench: Bench, data: str, runs: Path, steps: int) -> None:
     print("| model.posemb, posemb_where | test top-1 | 1-shot | 5-shot | 10-shot | 25-shot | wall |\n"
           "|---|---|---|---|---|---|---|")
     for name, key, extra in WHERE_ROWS:
-        out = runs / f"posemb-{key}"
-        result = bench.step(key, ["pretrain", "recipes/cifar10/scratch.yaml", "--set", f"data.source={data}",
-                                  *extra, "--set", "train.epochs=null",
-                                  "--set", f"train.steps={steps}", "--set", "train.checkpoint_every=0",
-                                  "--set", "schedule.warmup_steps=20", "--set", "data.eval_split=test[:20%]",
-                                  "--out", str(out)])
-        shots = fewshot(bench, key, out, data)
-        cells = " | ".join(f"{100 * shots[s]:.2f}%" for s in ("1shot", "5shot", "10shot", "25shot"))
-        wall = bench.state[key]["wall_s"]
-        print(f"| {name} | {100 * top1(result):.2f}% | {cells} | "
-              f"{'-' if wall is None else f'{wall / 60:.1f} min'} |", flush=True)
+        _row(bench, name, key, extra, data, runs, steps)
 
 
 def main() -> None:
