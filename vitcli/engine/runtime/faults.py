@@ -10,8 +10,8 @@ timeout. Two things prevent that:
   blocked collective, where no Python code of the main thread would run. The failing rank prints its
   own one line; rank 0, if it was not the one that failed, prints it too (it is the log users read).
 - A timeout on every collective (`train.timeout`, passed to `init_process_group`), for a peer that
-  hangs without failing (a stopped process, a lost node); `timed_out` turns the backend's message into
-  one line naming the rank and step.
+  hangs without failing (a stopped process, a lost node); `collective_error` turns the backend's
+  message into one line naming the rank and step.
 
 A process that leaves this way writes nothing: checkpoints are written atomically, so the last one
 on disk stays whole, and torchrun restarts or ends the group as its own options say.
