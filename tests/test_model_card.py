@@ -24,7 +24,7 @@ def test_a_run_and_its_exports_carry_a_model_card(tmp_path, tiny_data):
     top1 = json.loads((out / "results.json").read_text())["top1"]
     result = meta["model-index"][0]["results"][0]
     assert result["metrics"][0]["value"] == top1 and result["dataset"]["split"] == "test"
-    assert "## Reproduce\n\n```bash\nvit " in card.text and "red, green, blue, grey" in card.text
+    assert f"## Reproduce\n\n```bash\nvit pretrain {path}\n```" in card.text and "red, green, blue, grey" in card.text
     for fmt, library in (("hf", "transformers"), ("timm", "timm")):
         exported = tmp_path / f"export-{fmt}"
         done = runner.invoke(app, ["export", str(out), "--format", fmt, "--out", str(exported)])

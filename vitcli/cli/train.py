@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -118,7 +117,9 @@ def _train(cfg, out: Optional[Path], resume: bool, options, sets: list[str], com
         allowed |= set(length.DOTTED)
     allowed = frozenset(allowed)
     # The hint repeats the run's overrides: without them a resume would be refused as another recipe.
-    hint = " ".join([command, *(f"--set {shlex.quote(item)}" for item in sets), "--resume", f"--out {out}"])
+    # The command as typed (rebuilt from the parsed options, not sys.argv: the same under CliRunner or torchrun).
+    typed = " ".join([command, *(f"--set {shlex.quote(item)}" for item in sets)])
+    hint = f"{typed} --resume --out {out}"
     if resume:
         assembly.check_run_recipe(out, cfg)
     # recipe.yaml is the run's recipe rendered for people: YAML stays in recipe.py, the engine writes it.
@@ -128,5 +129,5 @@ def _train(cfg, out: Optional[Path], resume: bool, options, sets: list[str], com
              sweep_table)
     else:
         results = jobs.train(cfg, out, resume=resume, allowed_changes=allowed, resume_hint=hint, render=recipe.dump,
-                             command=shlex.join(["vit", *sys.argv[1:]]), log=reporter(as_json), init=init)
+                             command=typed, log=reporter(as_json), init=init)
         emit(results, as_json, f"results ({out})")
