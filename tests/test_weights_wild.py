@@ -49,6 +49,25 @@ def test_torchvision_vit_logits_equal(tmp_path, rep):
         assert max_diff(forward(source, "model.heads=2"), src(BATCH)) <= 1e-4
 
 
+def test_a_foreign_checkpoint_is_evaluated_in_fp32_unless_asked(tmp_path, tiny_run):
+    torch.save(tv_vit().state_dict(), tmp_path / "weights.pth")
+    foreign = reader.read(tmp_path / "weights.pth")
+
+    def precision(source, start, *sets) -> str:
+        cfg = assembly.from_checkpoint(source, None, [], ["model.heads=2", "data.source=x", *sets], start)
+        return cfg.train.precision
+
+    assert precision(foreign, assembly.EVALUATE) == "fp32"  # as torchvision measured it
+    assert precision(foreign, assembly.PREDICT) == "fp32"
+    assert precision(foreign, assembly.EVALUATE, "train.precision=bf16") == "bf16"  # --set wins
+    assert precision(foreign, assembly.FINETUNE) == "bf16"  # training keeps the recipe's default
+    own = reader.read(tiny_run / "model.safetensors")  # a vit run keeps its recipe's precision (here fp32)
+    assert own.recipe["train"]["precision"] == "fp32"
+    assert precision(own, assembly.EVALUATE, "train.precision=bf16") == "bf16"
+    own.recipe["train"]["precision"] = "bf16"
+    assert precision(own, assembly.EVALUATE) == "bf16"
+
+
 def test_lightning_checkpoint_with_model_prefix(tmp_path, caplog):
     src = tv_vit()
     state = {"model." + k: v for k, v in src.state_dict().items()}
@@ -180,9 +199,9 @@ def test_vit_eval_reproduces_the_torchvision_models_own_accuracy(tmp_path):
         confusion[label][guess] += 1
     right = sum(confusion[i][i] for i in range(10))
     assert len(items) // 2 <= right < len(items)  # half fitted; the rest as they fall
-    # fp32 as torchvision ran (vit evaluates in bf16 autocast by default, which moves near ties)
+    # The command as a user types it: a foreign checkpoint is evaluated in fp32, as torchvision ran it
     args = ["--from", tmp_path / "grey.pth", "--data", f"imagefolder:{tmp_path / 'digits'}", "--split", "test",
-            "--set", "model.heads=2", "--set", "train.precision=fp32"]
+            "--set", "model.heads=2"]
     report = _eval_json(*args, "--set", "data.mean=[0.1307]", "--set", "data.std=[0.3081]")
     assert report["confusion_matrix"]["counts"] == confusion  # image for image, not only the total
     assert report["top1"] == right / len(items)

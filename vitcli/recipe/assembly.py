@@ -287,6 +287,11 @@ def from_checkpoint(source, recipe_path: Path | None, options: tuple[str | recip
     else:
         given, origin = {}, str(source.path)
     checkpoint = {key: stored[key] for key in start.carried if key in stored}
+    if not stored and not start.trains_from_it:
+        # A checkpoint from another framework (torchvision, timm, transformers, big_vision) records no recipe:
+        # its arithmetic is the fp32 its authors measured it in, so eval/fewshot/predict reproduce their
+        # numbers image for image (bf16 autocast moves near ties). A RECIPE or --set train.precision still wins.
+        checkpoint["train"] = {"precision": "fp32"}
     new_source = named_source(given.get("data") or {}, (*options, *sets))
     data = carried_data(stored.get("data"), new_source)
     if data:
