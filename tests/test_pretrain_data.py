@@ -185,13 +185,15 @@ def test_a_lengthened_run_keeps_every_session_and_says_how_its_schedule_goes_on(
            "rate goes from" in again.output and "(it had decayed: training warms up again)" in again.output
     results = json.loads((out / "results.json").read_text())
     commands = [s["command"] for s in results["sessions"]]
-    assert len(commands) == 2 and "--steps 4" in commands[0] and "--steps 8 --resume" in commands[1]
+    assert len(commands) == 2 and "--steps 4" in commands[0] and "--resume" not in commands[0]
+    assert "--steps 8" in commands[1] and "--resume" in commands[1]
     assert results["wall_s"] == pytest.approx(sum(s["wall_s"] for s in results["sessions"]), abs=2e-3)
     assert results["wall_s"] >= results["train_s"] > 0 and results["steps"] == 8
     third = pretrain(tmp_path, monkeypatch, "--resume", "--out", out, "--steps", 9)  # the run's own recipe
     assert third.exit_code == 0, third.output
-    assert [s["command"].split()[-1] for s in json.loads((out / "results.json").read_text())["sessions"]] == \
-        ["4", "--resume", "9"]
+    commands = [s["command"] for s in json.loads((out / "results.json").read_text())["sessions"]]
+    assert [next(c for c in (4, 8, 9) if f"--steps {c}" in command) for command in commands] == [4, 8, 9]
+    assert ["--resume" in command for command in commands] == [False, True, True]
 
 
 def test_base_by_shipped_name_and_a_childs_length_replaces_the_bases(tmp_path):

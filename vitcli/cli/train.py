@@ -107,6 +107,7 @@ def _train(cfg, out: Optional[Path], resume: bool, options, sets: list[str], com
     """Run the recipe (a sweep when it lists several learning rates); `init` is finetune's checkpoint, read once."""
     from vitcli.engine import jobs
 
+    given = out
     # Every torchrun process picks the same default: none can create it before all have joined the
     # process group, which happens after this.
     out = Path(out or cfg.run.out or jobs.default_run_dir(cfg.run.name, resume=resume,
@@ -120,6 +121,10 @@ def _train(cfg, out: Optional[Path], resume: bool, options, sets: list[str], com
     # The command as typed (rebuilt from the parsed options, not sys.argv: the same under CliRunner or torchrun).
     typed = " ".join([command, *(f"--set {shlex.quote(item)}" for item in sets)])
     hint = f"{typed} --resume --out {out}"
+    # results.json's sessions record each command as typed; the model card's Reproduce shows the run without
+    # --resume (what trains it from the start).
+    session = " ".join([typed, *(["--resume"] if resume else []), *([f"--out {shlex.quote(str(given))}"]
+                                                                   if given else [])])
     if resume:
         assembly.check_run_recipe(out, cfg)
     # recipe.yaml is the run's recipe rendered for people: YAML stays in recipe.py, the engine writes it.
@@ -129,5 +134,5 @@ def _train(cfg, out: Optional[Path], resume: bool, options, sets: list[str], com
              sweep_table)
     else:
         results = jobs.train(cfg, out, resume=resume, allowed_changes=allowed, resume_hint=hint, render=recipe.dump,
-                             command=typed, log=reporter(as_json), init=init)
+                             command=session, reproduce=typed, log=reporter(as_json), init=init)
         emit(results, as_json, f"results ({out})")

@@ -31,7 +31,7 @@ def recipe_as_json(recipe_data: dict) -> str:
 
 def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: frozenset[str] = frozenset(),
           resume_hint: str = "", log: Reporter | None = None, render: Callable[[dict], str] = recipe_as_json,
-          command: str = "", init: reader.Pretrained | None = None) -> dict:
+          command: str = "", reproduce: str | None = None, init: reader.Pretrained | None = None) -> dict:
     """Run `fit` for a recipe into run directory `out`; return the final evaluation and where things are.
 
     The recipe becomes plain data once, here: recipe.json, every checkpoint and config.json store that
@@ -41,7 +41,7 @@ def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: f
     The results (also in `out/results.json`) say how long it took (`train_s`: training, `wall_s`: the
     whole processes, both over every session that worked on the run), when (`date`, UTC, of this session),
     with which vit and `command` (what the user typed, as the caller reports it), and `sessions`: each
-    session's command, date and wall_s. A start that fails before training begins removes the run
+    session's command, date and wall_s; the model card shows `reproduce` (default: `command`). A start that fails before training begins removes the run
     directory it made (`rundir.undone_on_failure`). `init`: train.init_from's checkpoint, read already.
     """
     part = sessions.start(command)
@@ -69,7 +69,8 @@ def train(cfg: RecipeCfg, out: Path, *, resume: bool = False, allowed_changes: f
                                date=part.date, vit_version=__version__, command=command)
                 files.write_json(out / "results.json", summary)
                 write_model_card(out, name=cfg.run.name, model=trainer.setup.description, recipe=recipe_data,
-                                 results=summary, label_names=trainer.label_names, command=command)
+                                 results=summary, label_names=trainer.label_names,
+                                 command=command if reproduce is None else reproduce)
                 log.info(f"saved {out}/model.safetensors (and results.json, README.md, metrics.jsonl, checkpoints/)")
             return summary
 
