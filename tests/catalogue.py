@@ -1,4 +1,5 @@
-"""The bad-input catalogue, kept in one place: `tests/test_bad_inputs.py`'s CASES plus the rows below.
+"""The bad-input catalogue, kept in one place: the CASES of `tests/test_bad_inputs.py` (every one exit code 2)
+and of `tests/test_bad_inputs_io.py` (images, streams, output paths: some end in 0 or 1), plus the rows below.
 
 docs/bad-inputs.md (the whole table) and README.md (a selection) are generated from it between
 `<!-- bad-inputs:begin -->` and `<!-- bad-inputs:end -->`; `test_docs_match_the_cases` fails when either
@@ -168,6 +169,43 @@ INPUTS = {
     'inspect-samples-zero': '`vit inspect --samples 0`',
     'fewshot-seeds-too-many': '`vit fewshot --seeds 1001`',
     'option-unknown': 'An option the command does not have (`vit eval --top-k`)',
+    # tests/test_bad_inputs_io.py
+    'tensorboard-planted-link': 'Links planted in a run directory under the names TensorBoard would use next',
+    'csv-formula-injection': "`vit predict --csv` of class and file names such as `=HYPERLINK(...)`, `+cmd|...`, "
+                             "`@SUM(...)`, `-2+3.png`",
+    'inspect-image-bomb': '`vit inspect --images` of a decompression bomb (20000x20000 PNG of 120 KB)',
+    'inspect-image-strip': '`vit inspect --images` of a 1 x 30,000,000 PNG (under the pixel limit)',
+    'predict-image-strip': '`vit predict` of a 1 x 30,000,000 PNG',
+    'predict-image-bomb': '`vit predict` of a 9000x9000 PNG (81 megapixels)',
+    'predict-image-aspect': '`vit predict` of a 20000x100 PNG (aspect ratio 200:1)',
+    'inspect-images-fifo': '`vit inspect --images` a FIFO (would block forever)',
+    'predict-fifo': '`vit predict` of a FIFO',
+    'predict-eps-as-png': '`vit predict` of an EPS file named .png (Ghostscript would run)',
+    'inspect-exif-rational-orientation': 'TIFF whose EXIF orientation is a rational (6/1)',
+    'predict-exif-orientation-junk': 'EXIF orientation 13/2, or text',
+    'train-image-strip': 'Training data holding a 1 x 30,000,000 PNG',
+    'train-image-bomb': 'Training data holding a decompression bomb',
+    'stdout-closed-pipe': '`vit models | head -c 1` (stdout closed early)',
+    'stdout-closed-pipe-json': '`vit recipe show demo | head -c 1`',
+    'stdout-full': '`vit models > /dev/full`',
+    'stdout-full-yaml': '`vit recipe show demo > /dev/full`',
+    'names-non-utf8-locale': 'File names that are not UTF-8, printed under `LC_ALL=C PYTHONUTF8=0`',
+    'tensorboard-disk-full': 'Disk full while writing the TensorBoard event file',
+    'eval-out-mathtext-class-names': '`vit eval --out` with class names `$\\undefinedcommand$`, `$x^2$`, `a$b`',
+    'inspect-mathtext-names': '`vit inspect` of a run named `$\\bad$`, class `$\\sqrt{$`, image `$\\frac$.png`',
+    'export-out-under-a-file': '`vit export --out` under a regular file',
+    'export-out-too-long': '`vit export --out` with a 300-character name',
+    'export-out-is-a-file': '`vit export --out` that is a file',
+    'export-fails-midway': '`vit export` failing half-way (disk full at config.json)',
+    'export-after-a-killed-export': '`vit export` after an earlier one to the same `--out` was killed (`kill -9`)',
+    'csv-in-linked-home': '`--csv` in a home folder that is a symbolic link',
+    'csv-to-dev-stdout': '`--csv /dev/stdout`',
+    'csv-is-a-directory': '`--csv` naming a directory',
+    'inspect-out-linked-folder': '`vit inspect --out` a symbolic link to a folder',
+    'export-out-in-linked-home': '`vit export --out` in a home folder that is a symbolic link',
+    'metrics-integer-too-large': 'metrics.jsonl row holding an integer too large for a float (`vit inspect RUN`)',
+    'metrics-junk-rows': 'metrics.jsonl rows that are lists, text steps, negative steps, binary, nested 100000 deep',
+    'metrics-gigabyte-of-junk': 'metrics.jsonl that is a gigabyte of junk',
 }
 
 # Rows checked by other tests (signals and numerical faults in tests/test_crash.py, warnings in
@@ -212,7 +250,8 @@ README_SELECTION = [
     "source-missing-path", "source-hub-offline", "split-empty", "image-column-missing", "label-out-of-range",
     "images-all-corrupt", "parquet-truncated", "out-holds-another-run", "out-locked-by-another-run",
     "out-read-only-fs", "resume-planted-link", "disk-full", "from-missing", "ckpt-truncated", "ckpt-runs-code",
-    "ckpt-other-variant", "safetensors-wrong-shapes", "shots-larger-than-class",
+    "ckpt-other-variant", "safetensors-wrong-shapes", "shots-larger-than-class", "inspect-image-strip",
+    "predict-fifo", "stdout-full", "export-out-under-a-file", "csv-formula-injection",
     "NaN loss (`--set optim.lr=1e30 --set optim.clip_norm=null`)", "SIGTERM (preemption) during training",
 ]
 
@@ -223,12 +262,25 @@ def _shown(expected: str) -> str:
     return "`" + text.replace("<*>", "…").replace("|", "\\|") + "`"
 
 
+def _outcome(expected: str, code: int) -> str:
+    """What the docs say a case ends in: the line it prints, or (exit code 0) what it shows, in words."""
+    if code == 2 or expected.startswith(("unreadable: ", "warning: ")):
+        return _shown(expected)
+    return "no error: " + (expected.replace("|", "\\|") if expected else "nothing is printed")
+
+
+def case_id(case) -> str:
+    return case.values[0] if hasattr(case, "values") else case[0]
+
+
 def rows(cases) -> dict[str, str]:
     """Every catalogue row as a markdown table line, keyed by case id (or by input, for EXTRA_ROWS)."""
     out = {}
     for case in cases:
-        case_id, _, expected = case.values if hasattr(case, "values") else case
-        out[case_id] = f"| {INPUTS[case_id]} | {_shown(expected)} | 2 |"
+        case_id, _, expected, *rest = case.values if hasattr(case, "values") else case
+        code = rest[0] if rest else 2
+        label = INPUTS[case_id].replace("|", "\\|")
+        out[case_id] = f"| {label} | {_outcome(expected, code)} | {code} |"
     for label, line, code in EXTRA_ROWS:
         out[label] = f"| {label} | {line} | {code} |"
     return out
@@ -254,11 +306,17 @@ def expected_files(cases) -> dict[Path, str]:
             ROOT / "README.md": render(ROOT / "README.md", [every[key] for key in README_SELECTION])}
 
 
-def main() -> None:
+def all_cases() -> list:
+    """The cases of both catalogue files, in table order."""
     sys.path.insert(0, str(Path(__file__).parent))
     from test_bad_inputs import CASES
+    from test_bad_inputs_io import CASES as IO_CASES
 
-    for path, text in expected_files(CASES).items():
+    return [*CASES, *IO_CASES]
+
+
+def main() -> None:
+    for path, text in expected_files(all_cases()).items():
         path.write_text(text)
         print(f"wrote {path.relative_to(ROOT)}")
 

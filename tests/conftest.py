@@ -60,6 +60,20 @@ def tiny_data(tmp_path_factory) -> Path:
     return write_parquet_dataset(tmp_path_factory.mktemp("tiny_data"))
 
 
+@pytest.fixture(scope="session")
+def finished_run(tiny_data, tmp_path_factory) -> Path:
+    """A 2-step tiny run with checkpoints at steps 1 and 2, model.safetensors and config.json (the bad-input
+    catalogues run their cases against it)."""
+    from vitcli import recipe
+    from vitcli.engine import jobs
+    from vitcli.engine.runtime.progress import Reporter
+
+    cfg = recipe.from_data(tiny_recipe(tiny_data), "tiny", ["train.steps=2", "train.checkpoint_every=1"])
+    out = tmp_path_factory.mktemp("finished") / "run"
+    jobs.train(cfg, out, render=recipe.dump, log=Reporter(enabled=False))
+    return out
+
+
 def tiny_recipe(source: Path | str, **sections) -> dict:
     """Recipe data for a 2-block ViT at 16 px that trains in well under a second per step."""
     data = {

@@ -82,7 +82,7 @@ def test_an_unreadable_image_is_one_line(run, tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
     line = error_line(invoke("inspect", "--from", run, "--images", bad, "--out", tmp_path / "figs"))
-    assert f"--images {bad}: cannot be read as an image" in line
+    assert f"--images {bad}: not an image in a format vit reads (" in line
 
 
 def test_a_folder_that_is_not_a_run_is_one_line(run, tmp_path):

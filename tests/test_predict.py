@@ -13,7 +13,7 @@ from conftest import CLASSES, error_line, invoke, one_json
 from PIL import Image
 from test_labels import write_folder
 
-from vitcli.data.images import open_image, to_rgb
+from vitcli.data.images import decode, to_rgb
 
 
 def exif_rotated_jpeg(path: Path) -> None:
@@ -38,11 +38,11 @@ def mixed(tmp_path) -> Path:
 
 
 def test_open_image_turns_upright_and_scales_16_bit(mixed):
-    assert open_image(mixed / "rotated.jpg").size == (16, 24)
-    deep = open_image(mixed / "deep.png")
+    assert decode(mixed / "rotated.jpg").size == (16, 24)
+    deep = decode(mixed / "deep.png")
     assert deep.mode.startswith("I")
     assert to_rgb(deep).getpixel((0, 0)) == (156, 156, 156)  # 40000 / 257, not clipped to white
-    assert to_rgb(open_image(mixed / "alpha.png")).mode == "RGB"
+    assert to_rgb(decode(mixed / "alpha.png")).mode == "RGB"
 
 
 def test_mixed_folder_predicts_every_good_file_and_names_the_corrupt_one(tiny_run, mixed):

@@ -8,6 +8,11 @@ directory accept regular files only and never follow a symbolic link: a link pla
 directory has one writer, held by an advisory lock for the run's whole life. New files get the user's
 umask (0644 under the usual 022), as files made by any other tool. Failures are one-line `RunError`s
 (or the error class the caller names) that say which file.
+
+Files and folders a user names for a command's output (`--csv`, `vit inspect --out`, `vit export --out`)
+are not run directories: a link the user made (a home or project folder on another disk) is followed,
+once, at the boundary (`user_file`, `user_dir`, `new_dir`), and what is written below the resolved
+folder obeys the rules above.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import stat
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -145,6 +153,117 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         if error is not None:
             raise error from None
         raise
+
+
+def create_new(path: Path) -> BinaryIO:
+    """A new regular file opened for writing: O_EXCL|O_NOFOLLOW, so a file or link already there (planted
+    under a name the run was about to use) is refused instead of being truncated or followed."""
+    real_dir(Path(path).parent, create=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
+    except FileExistsError:
+        raise RunError(f"{path}: refused: something is already there under the name of a new file; a run "
+                       "directory holds only the regular files the run wrote") from None
+    except OSError as exc:
+        raise write_error(exc, path) from None
+    return os.fdopen(fd, "wb")
+
+
+def user_file(path: Path | str, data: bytes, who: str) -> Path:
+    """Write `data` to a file the user named (`--csv FILE`): atomically when it is (or will be) a regular
+    file, its folders' links followed; straight through when it is this process's stdout or stderr
+    (`/dev/stdout`, even redirected to a file), a FIFO or a character device such as /dev/null."""
+    check_path(path, who)
+    path = Path(path).expanduser()
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise RunError(f"{who} {path}: cannot be written ({exc.strerror}); choose another {who}") from None
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise RunError(f"{who} {path}: is a directory; give a file name")
+    stream = _standard_stream(info)
+    if stream is not None or (info is not None and not stat.S_ISREG(info.st_mode)):
+        _write_through(path, data, stream, who)
+        return path
+    atomic_write(Path(os.path.realpath(path)), lambda f: f.write(data))
+    return path
+
+
+def _standard_stream(info: os.stat_result | None):
+    """sys.stdout or sys.stderr when `info` is the file behind them, else None."""
+    for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+        try:
+            same = info is not None and os.path.samestat(info, os.fstat(fd))
+        except OSError:
+            continue
+        if same:
+            return stream
+    return None
+
+
+def _write_through(path: Path, data: bytes, stream, who: str) -> None:
+    try:
+        if stream is not None:
+            stream.flush()  # what was printed before comes first
+            stream.buffer.write(data)
+            stream.flush()
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # a FIFO nobody reads is refused, not waited on
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+    except OSError as exc:
+        raise RunError(f"{who} {path}: cannot be written ({exc.strerror}); choose another {who}") from None
+
+
+def user_dir(path: Path | str, who: str) -> Path:
+    """A folder the user named for a command's output, created when missing, returned resolved: a link the
+    user made is followed here, once; what is written inside goes through the safe-file layer."""
+    check_path(path, who)
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{who} {path}: is a file, not a directory; choose another {who}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"{who} {path}: cannot create it ({_why(exc)}); choose another {who}") from None
+    return Path(os.path.realpath(path))
+
+
+@contextmanager
+def new_dir(path: Path | str, who: str) -> Iterator[Path]:
+    """A new directory that appears whole or not at all: the caller writes into a temporary folder beside
+    `path`, renamed to `path` when the block ends; on any failure it is removed and `path` is untouched.
+    `path` may be missing or an empty directory (a link to one is followed)."""
+    check_path(path, who)
+    path = Path(os.path.realpath(Path(path).expanduser()))
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise RunError(f"{who} {path}: already exists and is not an empty directory; choose a new {who}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name[:50]}.{secrets.token_hex(4)}.partial"
+        os.mkdir(tmp)  # exclusive: never someone else's folder
+    except OSError as exc:
+        raise RunError(f"{who} {path}: cannot create it ({_why(exc)}); choose another {who}") from None
+    try:
+        yield tmp
+        _fsync_dir(tmp)
+        os.rename(tmp, path)  # replaces an empty directory; fails, and changes nothing, over anything else
+        _fsync_dir(path.parent)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        error = write_error(exc, path)
+        if error is not None:  # named where the user will look for it, not by the temporary folder's name
+            raise type(error)(str(error).replace(str(tmp), str(path))) from None
+        raise
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        return "a part of the path is a file, not a directory"
+    return exc.strerror or str(exc)
 
 
 def append_line(path: Path, line: str) -> None:

@@ -69,10 +69,14 @@ def _main(version: Annotated[bool, typer.Option(
 
 def main() -> None:
     """Console-script entry point."""
-    # Library warnings (e.g. a skipped undecodable image) reach the terminal as "warning: ..." lines.
-    logging.basicConfig(format="%(levelname_lower)s: %(message)s", level=logging.WARNING)
-    logging.getLogger().handlers[0].addFilter(_lower_level)
-    app(prog_name="vit")
+    from vitcli.cli.streams import guarded_streams
+
+    with guarded_streams():
+        # Library warnings (e.g. a skipped undecodable image) reach the terminal as "warning: ..." lines
+        # (through the guarded stderr, set up first).
+        logging.basicConfig(format="%(levelname_lower)s: %(message)s", level=logging.WARNING)
+        logging.getLogger().handlers[0].addFilter(_lower_level)
+        app(prog_name="vit")
 
 
 def _lower_level(record: logging.LogRecord) -> bool:

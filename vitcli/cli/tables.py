@@ -155,20 +155,30 @@ def _common_folder(paths: list[str]) -> str:
         return ""
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula
+
+
 def write_predictions_csv(path, predictions: list[dict], top_k: int) -> None:
-    """Predictions as CSV: path, then label/prob pairs for ranks 1..k (written atomically)."""
+    """Predictions as CSV: path, then label/prob pairs for ranks 1..k (written atomically, or through to
+    /dev/stdout). Text cells come from file names and a checkpoint's class names, so a cell that a
+    spreadsheet would run as a formula (`=HYPERLINK(...)`, `+cmd|...`, `@SUM(...)`) gets a leading `'`,
+    as OWASP's rule for CSV injection says; names keep their bytes whatever the locale."""
     import csv
     import io
-    from pathlib import Path
 
-    from vitcli.files import atomic_write
+    from vitcli.files import user_file
 
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(["path", *(f"{kind}_{r}" for r in range(1, top_k + 1) for kind in ("label", "prob"))])
     for row in predictions:
-        writer.writerow([row["path"], *(v for t in row["top"] for v in (t["label"], f"{t['prob']:.6f}"))])
-    atomic_write(Path(path), lambda f: f.write(text.getvalue().encode()))
+        writer.writerow([_cell(row["path"]),
+                         *(v for t in row["top"] for v in (_cell(t["label"]), f"{t['prob']:.6f}"))])
+    user_file(path, text.getvalue().encode("utf-8", "surrogateescape"), "--csv")
+
+
+def _cell(text: str) -> str:
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def inspect_summary(report: dict) -> dict:

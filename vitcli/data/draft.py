@@ -20,23 +20,22 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from io import BytesIO
 
-from PIL import Image, ImageOps
+from PIL import Image
 from timm.data.transforms import ResizeKeepRatio
 from torchvision.transforms import v2
 
-_ORIENTATION = Image.ExifTags.Base.Orientation
+from vitcli.data.images import open_image, orientation, upright
 
 
 def open_lazily(value) -> Image.Image | None:
-    """A `datasets.Image(decode=False)` value (bytes, or a local path) opened but not decoded; None
-    where it is elsewhere (the slow path reads remote files)."""
+    """A `datasets.Image(decode=False)` value (bytes, or a local path) opened, checked by the one decoder's
+    rules (regular file, common format, size limits) but not decoded; None where it is elsewhere."""
     if isinstance(value, dict) and value.get("bytes") is not None:
-        return Image.open(BytesIO(value["bytes"]))
+        return open_image(value["bytes"])
     path = value.get("path") if isinstance(value, dict) else value
     if isinstance(path, str) and os.path.isfile(path):
-        return Image.open(path)
+        return open_image(path)
     return None
 
 
@@ -57,7 +56,7 @@ def _loaded(image: Image.Image, channels: Callable) -> Image.Image:
 
 def _upright(image: Image.Image) -> bool:
     """True when EXIF orientation leaves the image as stored (no transpose is needed before cropping)."""
-    return image.getexif().get(_ORIENTATION) in (None, 1)
+    return orientation(image) == 1
 
 
 @dataclass(frozen=True)
@@ -129,8 +128,7 @@ def _crop_resize(image: Image.Image, box: tuple[int, ...], scale: float, size: t
 
 def _exif_upright(image: Image.Image) -> Image.Image:
     image.load()
-    upright = ImageOps.exif_transpose(image)
-    return upright if upright is not None else image
+    return upright(image)
 
 
 def train_reader(pil: v2.Compose, channels: Callable, fallback: Callable) -> DraftTrain | None:

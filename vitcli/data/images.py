@@ -1,20 +1,50 @@
-"""Image files and pixels: finding images on disk, opening them upright, any PIL mode as 8-bit RGB or grey.
+"""Image files and pixels: the one bounded decoder, finding images on disk, any PIL mode as 8-bit RGB or grey.
 
-One place for the decoding rules that training, evaluation and `vit predict` share, so a file is seen
-the same way whichever command reads it: EXIF orientation applied (as `datasets.Image` does), 16-bit
-and floating-point greys scaled to 8 bits rather than clipped to white, palettes expanded, alpha dropped.
+`decode` is the only way `vit` turns a file or bytes into pixels (training and evaluation loaders,
+`vit predict`, `vit inspect`), so an image is seen the same way whichever command reads it and the same
+limits hold everywhere: only regular files (a FIFO would block forever), only the common formats (no
+EPS, which would run Ghostscript), a size read from the header and refused before anything is decoded
+(pixels, longest side and aspect ratio: a 1 x 30,000,000 PNG is under any pixel limit, yet resizing its
+short side to 224 would ask for 6.7 billion pixels), EXIF orientation applied whatever type the tag
+holds, 16-bit and floating-point greys scaled to 8 bits rather than clipped to white, palettes
+expanded, alpha dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
+import os
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-# What the loaders catch as "this image does not decode" (a truncated file, a bad header, a bomb).
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+from vitcli.errors import DataError, first_line
+from vitcli.files import kind
+
+MAX_PIXELS = 1 << 26  # 8192 x 8192: 200 MB as RGB, and a few copies of it while resizing
+MAX_SIDE = 1 << 15
+MAX_ASPECT = 64  # the short side is resized to the model's resolution: the long one grows by this much
+LIMITS = f"at most {MAX_PIXELS:,} pixels, {MAX_SIDE:,} a side and an aspect ratio of {MAX_ASPECT}:1"
+
+
+class ImageError(DataError):
+    """An image refused or not decodable; the message says why, without the image's name (the caller
+    knows it: a path, an example index)."""
+
+
+# What the loaders catch as "this image does not decode": ImageError from `decode`, and what a PIL
+# transform may still raise on an odd image.
+DECODE_ERRORS = (ImageError, OSError, ValueError, SyntaxError, EOFError)
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+_ORIENTATION = 0x0112
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
 
 
 # Common image formats. Pillow registers many more suffixes (.h5, .mpeg, .eps ...), most of them stubs
@@ -43,15 +73,115 @@ def find_images(folder: Path) -> list[Path]:
     return found
 
 
-def open_image(path: Path) -> Image.Image:
-    """Decode an image file completely, turned upright by its EXIF orientation (mode unchanged).
+def decode(source: Path | str | bytes, mode: str | None = None) -> Image.Image:
+    """An image file (a path) or its bytes, decoded completely and turned upright by its EXIF orientation.
 
-    Raises one of DECODE_ERRORS when the file is not a readable image.
+    `mode` None keeps the image's own mode; "RGB" gives 8-bit RGB (`to_rgb`), "L" 8-bit grey. Raises
+    ImageError, in one line, for anything that is not a readable image within the limits (LIMITS).
     """
-    with Image.open(path) as image:
+    image = open_image(source)
+    with image, _as_image_error():
         image.load()  # decode now, inside the caller's error handling, not lazily later
-        upright = ImageOps.exif_transpose(image)
-    return upright if upright is not None else image
+        image = upright(image)
+    return image if mode is None else _MODES[mode](image)
+
+
+def open_image(source: Path | str | bytes) -> Image.Image:
+    """An image opened and checked from its header (regular file, common format, LIMITS), not decoded
+    yet: `decode` loads it; the fast JPEG path (`draft.py`) decodes it at a reduced size."""
+    handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else _open(Path(source))
+    with _as_image_error(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, in our words
+        try:
+            image = Image.open(handle, formats=_formats())
+        except BaseException:
+            handle.close()
+            raise
+        _check_size(*image.size)
+    return image
+
+
+@contextlib.contextmanager
+def _as_image_error():
+    """PIL's many ways of saying "not an image" or "corrupt" as one ImageError line."""
+    try:
+        yield
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"refused before decoding: {first_line(e).rstrip('.')}; images may have {LIMITS}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"not an image in a format vit reads ({', '.join(sorted(_formats()))})") from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
+        raise ImageError(f"{type(e).__name__}: {first_line(e)[:200]}") from None
+
+
+def reason(e: BaseException) -> str:
+    """Why an image was not read, in one line: the decoder's own words, or a transform's error type and line."""
+    return str(e) if isinstance(e, ImageError) else f"{type(e).__name__}: {first_line(e)[:200]}"
+
+
+def decode_stored(value) -> Image.Image:
+    """An image as a `datasets` column stores it undecoded ({"bytes", "path"}), through `decode`."""
+    if isinstance(value, dict):
+        if value.get("bytes") is not None:
+            return decode(value["bytes"])
+        if value.get("path"):
+            return decode(value["path"])
+        raise ImageError("the example holds neither image bytes nor a path")
+    if isinstance(value, Image.Image):  # a column already decoded upstream: the size limits still hold
+        _check_size(*value.size)
+        return value
+    return decode(value)
+
+
+def _open(path: Path):
+    """A regular file opened for reading; a FIFO or a device is refused at once instead of blocking."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ImageError(f"cannot be read ({exc.strerror})") from None
+    except ValueError:  # a NUL byte in the name
+        raise ImageError("cannot be read (the name holds a NUL byte)") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ImageError(f"refused: it is {kind(info.st_mode)}, not a regular file; give an image file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _check_size(width: int, height: int) -> None:
+    """Refuse, from the header alone, an image whose decoding or resizing would not fit in memory."""
+    if width < 1 or height < 1:
+        raise ImageError(f"{width}x{height} pixels: an image has at least one pixel")
+    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE or \
+            max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(f"{width}x{height} pixels: refused before decoding; images may have {LIMITS}")
+
+
+def orientation(image: Image.Image) -> int:
+    """The EXIF orientation 1-8 (whole, whatever type the tag holds: TIFF may store it as a rational);
+    1 (as stored) for an unreadable or meaningless tag, as viewers ignore one."""
+    try:
+        value = float(image.getexif().get(_ORIENTATION) or 1)
+    except Exception:  # noqa: BLE001 - malformed EXIF: the pixels are still fine
+        return 1
+    return int(value) if value.is_integer() and 1 <= value <= 8 else 1
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says."""
+    method = _TRANSPOSE.get(orientation(image))
+    return image.transpose(method) if method is not None else image
+
+
+@functools.cache
+def _formats() -> tuple[str, ...]:
+    """PIL format names of the common image suffixes (JPEG opens phones' multi-picture files too)."""
+    Image.init()
+    registered = Image.registered_extensions()
+    return tuple(sorted({registered[ext] for ext in _COMMON if registered.get(ext) in Image.OPEN}))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -81,6 +211,9 @@ def to_channels(channels: int):
     if channels not in (1, 3):
         raise ValueError(f"images can be read with 1 (L) or 3 (RGB) channels, not {channels}")
     return to_grey if channels == 1 else to_rgb
+
+
+_MODES = {"RGB": to_rgb, "L": to_grey}
 
 
 def _grey_to_8bit(image: Image.Image) -> np.ndarray:

@@ -14,10 +14,10 @@ import datasets
 import numpy as np
 import torch
 
-from vitcli.data.images import DECODE_ERRORS, find_images, image_suffixes, open_image
+from vitcli.data.images import DECODE_ERRORS, decode, decode_stored, find_images, image_suffixes, reason
 from vitcli.data.ref import SourceRef
 from vitcli.data.source import Split
-from vitcli.errors import DataError, first_line
+from vitcli.errors import DataError
 
 _DATASET_FILES = ("dataset_dict.json", "state.json", "dataset_info.json")
 _DATA_SUFFIXES = (".parquet", ".arrow")
@@ -78,8 +78,8 @@ def image_files(inputs: Sequence[str]) -> tuple[list[Path], list[Missing]]:
             files += found
             if not found:
                 missing.append(Missing(text, "no image files in this folder"))
-        elif path.is_file():
-            files.append(path)
+        elif path.exists():
+            files.append(path)  # a FIFO or a device too: the decoder refuses it in its own words
         else:
             missing.append(Missing(text, "no such file or directory"))
     return files, missing
@@ -106,15 +106,12 @@ class ImageInputs(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         try:
-            image = open_image(self.files[i]) if self.files is not None else self._row(i)
+            image = decode(self.files[i]) if self.files is not None else decode_stored(self.rows[i][self.column])
             array = np.array(self.transform(image))
             pixels = torch.from_numpy(array[..., None] if array.ndim == 2 else array).permute(2, 0, 1)  # L: HxW
         except DECODE_ERRORS as e:
-            return i, None, f"{type(e).__name__}: {first_line(e, limit=200)}"
+            return i, None, reason(e)
         return i, pixels, None
-
-    def _row(self, i: int):
-        return datasets.Image().decode_example(self.rows[i][self.column])  # EXIF-upright, as in training
 
 
 def from_files(inputs: Sequence[str], transform: Callable) -> tuple[ImageInputs, list[Missing]]:

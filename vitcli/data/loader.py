@@ -23,8 +23,8 @@ from vitcli.recipe.config import DataCfg, Res
 from vitcli.data.checks import check_labels, raise_label
 from vitcli.data.sampler import Batches, ShardedSampler
 from vitcli.data import draft
-from vitcli.data.images import to_channels
-from vitcli.data.readers import DECODER, CachedReader, Decoder, MapReader, StreamReader, cached
+from vitcli.data.images import decode_stored, to_channels
+from vitcli.data.readers import CachedReader, Decoder, MapReader, StreamReader, cached
 from vitcli.data.source import Split
 from vitcli.data.transforms import (
     TensorPipeline,
@@ -211,7 +211,7 @@ def eval_loader(
 def _decoder(split: Split, transform, cfg: DataCfg, res: Res, channels: int, fast) -> Decoder:
     # `fast` builds the reduced-size JPEG path from the same transform (None where it has none);
     # FAST_DECODE = False keeps every image on the full-size path (benchmarks compare the two).
-    read = fast(transform, to_channels(channels), DECODER.decode_example) if FAST_DECODE else None
+    read = fast(transform, to_channels(channels), decode_stored) if FAST_DECODE else None
     return Decoder(split.image_column, split.label_column, transform, norm_stats(cfg, channels), tuple(res), read)
 
 

@@ -13,14 +13,13 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from vitcli.data.images import DECODE_ERRORS
+from vitcli.data.images import DECODE_ERRORS, decode_stored
+from vitcli.data.images import reason as decode_reason  # (`reason` names the batch's first one)
 from vitcli.data.sampler import mix_seed, seeded
 from vitcli.data.source import Split
 from vitcli.data.transforms import Stats, TensorPipeline, to_pixels
-from vitcli.errors import first_line
 from vitcli.recipe.config import Res
 
-DECODER = datasets.Image()
 # Data sets whose decoded pixels fit in this are decoded once per process and augmented a batch at a
 # time (CIFAR-10's 50,000 32x32 images are 150 MB); larger ones are decoded per image, every epoch.
 CACHE_BYTES = 1 << 30
@@ -54,10 +53,10 @@ class Decoder:
             for value, label, position in zip(values, labels, positions):
                 try:
                     images.append(self.read(value) if self.read is not None
-                                  else self.transform(DECODER.decode_example(value)))
+                                  else self.transform(decode_stored(value)))
                 except DECODE_ERRORS as e:
                     bad.append(int(position))
-                    reason = reason or f"{type(e).__name__}: {first_line(e, limit=200)}"
+                    reason = reason or decode_reason(e)
                     continue
                 kept.append(label)
         # uint8 until the batch is normalised (ImageLoader, on the device): a quarter of the bytes to move
@@ -171,7 +170,7 @@ def decode_all(split: Split, prefix: Callable, chunk: int = 1024):
     for begin in range(0, split.num_examples, chunk):
         for i, value in enumerate(ds[begin : begin + chunk][split.image_column], begin):
             try:
-                array = np.array(prefix(DECODER.decode_example(value)))
+                array = np.array(prefix(decode_stored(value)))
                 pixels = torch.from_numpy(array[..., None] if array.ndim == 2 else array).permute(2, 0, 1)
             except DECODE_ERRORS:
                 return None

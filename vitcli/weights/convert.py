@@ -5,7 +5,8 @@ refused: timm's ViT has no tanh pre-logits layer (the backbone is written withou
 transformers' classifier reads the class token without the pooler, so a head on a pre-logits layer
 cannot follow it (the pre-logits layer is written as the pooler of a `ViTModel`); transformers' ViT has
 no GAP and no ResNet hybrid. ONNX holds the whole model. torchvision's VisionTransformer is the paper's
-plain class-token ViT (its `heads.pre_logits` is the tanh layer). Everything is written into `out` only.
+plain class-token ViT (its `heads.pre_logits` is the tanh layer). Everything is written into a folder
+beside `out`, renamed to `out` once complete (`files.new_dir`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from vitcli.errors import CheckpointError, RunError
-from vitcli.files import atomic_write, check_regular, read_bytes, write_json
+from vitcli.errors import CheckpointError
+from vitcli.files import atomic_write, check_regular, new_dir, read_bytes, write_json
 from vitcli.models import describe
 from vitcli.models.positions import not_in_timm, not_in_transformers
 from vitcli.models.vit import EXTRAS, TIMM_EPS
@@ -60,11 +61,6 @@ def _model(source: Pretrained, weights: str) -> tuple[torch.nn.Module, dict, dic
     return model.eval(), desc, state
 
 
-def _prepare(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise RunError(f"--out {out}: already exists and is not an empty directory; choose a new --out")
-
-
 def export(source: Pretrained, fmt: str, out: Path, *, weights: str = "ema") -> dict:
     """Write `source` as `fmt` ("timm", "hf", "onnx") into the new directory `out`; return what was written."""
     if fmt not in FORMATS:
@@ -72,15 +68,16 @@ def export(source: Pretrained, fmt: str, out: Path, *, weights: str = "ema") -> 
     if weights not in ("ema", "raw"):
         raise CheckpointError(f"--weights {weights!r}: valid: 'ema', 'raw'")
     model, desc, state = _model(source, weights)
-    _prepare(out)
     data = (source.recipe or {}).get("data", {}) or {}
     writer = {"timm": _timm, "hf": _hf, "onnx": _onnx, "torchvision": _torchvision}[fmt]
-    files, dropped = writer(model, desc, state, source.label_names, data, out)
     library = {"timm": "timm", "hf": "transformers", "onnx": "onnx", "torchvision": "pytorch"}[fmt]
-    write_model_card(out, name=out.name, model=desc, recipe=source.recipe, results=_run_results(source),
-                     label_names=source.label_names, command=None, library=library,
-                     note=f"Exported by `vit export --format {fmt}` from `{source.path}`"
-                          + (f"; not carried: {_listed(dropped)}." if dropped else "."))
+    # Written into a folder beside `out` and renamed at the end: a kill or a failure leaves no half export.
+    with new_dir(out, "--out") as folder:
+        files, dropped = writer(model, desc, state, source.label_names, data, folder)
+        write_model_card(folder, name=out.name, model=desc, recipe=source.recipe, results=_run_results(source),
+                         label_names=source.label_names, command=None, library=library,
+                         note=f"Exported by `vit export --format {fmt}` from `{source.path}`"
+                              + (f"; not carried: {_listed(dropped)}." if dropped else "."))
     files = [*files, "README.md"]
     return {"out": str(out), "format": fmt, "source": str(source.path),
             "weights": "ema" if weights == "ema" and source.ema is not None else "raw",

@@ -8,25 +8,29 @@ input is left out with a one-line reason in `skipped`, never drawn from made-up 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 from torch import nn
 
 from vitcli import files
+from vitcli.formats import plural
 from vitcli.recipe.config import RecipeCfg
 from vitcli.data import load_split
-from vitcli.data.images import DECODE_ERRORS, open_image, to_rgb
+from vitcli.data.images import DECODE_ERRORS, decode, decode_stored, reason
 from vitcli.data.transforms import eval_pil_transform, norm_stats, to_batch
 from vitcli.engine.evaluate import figures, internals
 from vitcli.engine.persistence.metrics_log import read_rows
 from vitcli.errors import DataError, RunError, VitError
 
+log = logging.getLogger(__name__)
 SHOWN = 8  # images in the attention-map figure when they come from a data split
 
 
@@ -42,16 +46,15 @@ class Sample:
 
 
 def from_files(paths: Sequence[Path], cfg: RecipeCfg) -> Sample:
-    """`--images FILE...`: each file decoded as every command decodes images (data/images.py: EXIF upright,
-    any mode to 8-bit RGB), then resized and cropped as for evaluation."""
+    """`--images FILE...`: each file decoded (upright, bounded: the one decoder), resized and cropped as for
+    evaluation."""
     images = []
+    transform = eval_pil_transform(cfg.data, cfg.model.res, cfg.model.in_chans)
     for path in paths:
         try:
-            image = to_rgb(open_image(Path(path)))
-            images.append(eval_pil_transform(cfg.data, cfg.model.res, cfg.model.in_chans)(image))
+            images.append(transform(decode(path)))
         except DECODE_ERRORS as exc:
-            raise DataError(f"--images {path}: cannot be read as an image ({exc.__class__.__name__}); "
-                            "give PNG, JPEG or another format PIL reads") from None
+            raise DataError(f"--images {path}: {reason(exc)}") from None
     return _sample(images, cfg, [Path(p).name for p in paths], [None] * len(images))
 
 
@@ -61,12 +64,16 @@ def from_split(cfg: RecipeCfg, split: str, count: int) -> Sample:
     d = cfg.data
     s = load_split(d.source, split, image_column=d.image_column, label_column=d.label_column,
                    num_classes=d.num_classes, streaming=d.streaming)
+    ds = s.dataset.cast_column(s.image_column, datasets.Image(decode=False))  # decoded below, bounded
     picked = list(range(count)) if s.num_examples is None else stratified(s.dataset[s.label_column], count)
-    rows = itertools.islice(iter(s.dataset), count) if s.num_examples is None else (s.dataset[i] for i in picked)
+    rows = itertools.islice(iter(ds), count) if s.num_examples is None else (ds[i] for i in picked)
     transform = eval_pil_transform(d, cfg.model.res, cfg.model.in_chans)
     images, labels = [], []
-    for row in rows:
-        images.append(transform(row[s.image_column]))
+    for i, row in enumerate(rows):
+        try:
+            images.append(transform(decode_stored(row[s.image_column])))
+        except DECODE_ERRORS as exc:
+            raise DataError(f"{s.where}: example {i}: {reason(exc)}") from None
         label = int(row[s.label_column])
         labels.append(s.class_names[label] if s.class_names else str(label))
     sample = _sample(images, cfg, [f"{split}[{i}]" for i in picked], labels)
@@ -157,10 +164,13 @@ def attention_figures(model: nn.Module, geom: internals.Geometry, sample: Sample
 def curves_figure(run_dir: Path, out: Path, report: dict) -> None:
     """The learning curves of a run directory, from its metrics.jsonl."""
     path = Path(run_dir) / "metrics.jsonl"
-    rows = read_rows(path)
+    rows, damaged = read_rows(path)
+    if damaged:
+        log.warning(f"{path}: {plural(damaged, 'damaged line')} skipped (not a metrics row: torn, junk, or a "
+                    "number too large for a float); the learning curves show the other rows")
     report["figures"]["learning_curves"] = str(figures.learning_curves(rows, out / "learning_curves.png",
                                                                        Path(run_dir).name))
-    report["learning_curves"] = {"metrics": str(path), "rows": len(rows)}
+    report["learning_curves"] = {"metrics": str(path), "rows": len(rows), "damaged_lines": damaged}
 
 
 # Every file an inspection writes; a new one removes the previous one's first, so no figure of another
@@ -201,15 +211,9 @@ def clear_previous(out: Path) -> None:
 
 
 def prepare_out(out: Path) -> Path:
-    """Create the output folder; one line naming it when it cannot be used."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RunError(f"--out {out}: is a file, not a directory; choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"--out {out}: cannot create it ({exc.strerror}); choose another --out") from None
-    return out
+    """Create the output folder (resolved: a link the user made to a folder is followed); one line naming it
+    when it cannot be used."""
+    return files.user_dir(out, "--out")
 
 
 def write(report: dict, out: Path) -> Path:

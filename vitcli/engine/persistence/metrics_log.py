@@ -6,6 +6,7 @@ The same rows go to TensorBoard event files in the same folder (`tensorboard.py`
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from vitcli import files
@@ -76,17 +77,56 @@ class MetricsLog:
             files.atomic_write(self.path, lambda f: f.write("".join(r + "\n" for r in kept).encode()))
 
 
-def read_rows(path: Path) -> list[dict]:
-    """The rows of a metrics.jsonl, in order; a line torn by a kill (not a JSON object) is left out."""
-    rows = []
-    for line in files.read_bytes(Path(path)).decode("utf-8", "replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
-            rows.append(row)
-    return rows
+log = logging.getLogger(__name__)
+MAX_LINE = 1 << 16  # bytes of one row; vit writes a few hundred
+MAX_BYTES = 1 << 28  # 256 MiB read at most: a million logged steps are about 200 MB
+_MAX_STEP = 1 << 53  # steps beyond this are not whole numbers as floats (matplotlib, TensorBoard)
+
+
+def read_rows(path: Path) -> tuple[list[dict], int]:
+    """The rows of a metrics.jsonl, in order, and the number of lines left out as damaged.
+
+    Read bounded: at most MAX_BYTES, a line of at most MAX_LINE. A row is a JSON object whose step is a
+    whole number and whose numbers are floats (an integer too large for one is damage, not a metric);
+    anything else (a line torn by a kill, junk) is skipped and counted, never an error.
+    """
+    rows, bad, seen = [], 0, 0
+    with files.open_read(Path(path), follow=False) as handle:
+        while seen < MAX_BYTES:
+            line = handle.readline(MAX_LINE + 1)
+            if not line:
+                break
+            seen += len(line)
+            if len(line) > MAX_LINE:  # skip to the end of this overlong line without holding it
+                while line and not line.endswith(b"\n") and seen < MAX_BYTES:
+                    line = handle.readline(MAX_LINE)
+                    seen += len(line)
+                bad += 1
+                continue
+            row = _parsed(line)
+            if row is None:
+                bad += bool(line.strip())
+            else:
+                rows.append(row)
+        if handle.read(1):
+            log.warning(f"{path}: only the first {MAX_BYTES >> 20} MiB were read ({len(rows):,} rows); the rest "
+                        "is left out")
+    return rows, bad
+
+
+def _parsed(line: bytes) -> dict | None:
+    """A metrics row with its numbers as floats, or None when the line is not one."""
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(row, dict) or type(row.get("step")) is not int or not 0 <= row["step"] < _MAX_STEP:
+        return None
+    try:
+        return {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step" else v
+                for k, v in row.items()}
+    except OverflowError:
+        return None
 
 
 def _row(line: str) -> tuple[int, str] | None:
