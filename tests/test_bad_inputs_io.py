@@ -351,6 +351,8 @@ CASES = [
          "cannot write to stdout (No space left on device); the output is incomplete"),
     Case("stdout-full-yaml", lambda c: Shell(f"{' '.join(VIT)} recipe show demo > /dev/full"),
          "cannot write to stdout (No space left on device); the output is incomplete"),
+    Case("stderr-full", lambda c: Shell(f"{' '.join(VIT)} recipe check demo 2> /dev/full"),
+         "progress and notes that cannot be written to stderr are dropped; the command goes on", 0, quiet),
     Case("names-non-utf8-locale", lambda c: Shell(
         f"{' '.join(VIT)} predict --from {c.run} {quote(image(c, 'café.png'))} {quote(image(c, UNDECODABLE))} "
         "--top-k 1",
@@ -390,6 +392,12 @@ CASES = [
          "--csv /dev/stdout writes the CSV to stdout", 0, csv_on_stdout),
     Case("csv-is-a-directory", lambda c: ["predict", "--from", c.run, image(c, "a.png"), "--csv", c.tmp],
          "--csv {tmp}: is a directory; give a file name"),
+    Case("csv-under-a-file", lambda c: ((c.tmp / "notes.txt").write_text("x"), [
+        "predict", "--from", c.run, image(c, "a.png"), "--csv", c.tmp / "notes.txt" / "p.csv"])[1],
+         "--csv {tmp}/notes.txt/p.csv: cannot be written (Not a directory); choose another --csv"),
+    Case("csv-to-fifo-nobody-reads", lambda c: ["predict", "--from", c.run, image(c, "a.png"), "--csv",
+                                                fifo(c, "p.fifo")],
+         "--csv {tmp}/p.fifo: cannot be written (No such device or address); choose another --csv"),
     Case("inspect-out-linked-folder", lambda c: ["inspect", "--from", c.run, "--out", linked_folder(c, "figs")],
          "an --out that is a symbolic link to a folder is written into", 0, png_written("embedding_filters.png")),
     Case("export-out-in-linked-home", lambda c: ["export", c.run, "--out", linked_folder(c) / "exp"],

@@ -187,7 +187,11 @@ def user_file(path: Path | str, data: bytes, who: str) -> Path:
     if stream is not None or (info is not None and not stat.S_ISREG(info.st_mode)):
         _write_through(path, data, stream, who)
         return path
-    atomic_write(Path(os.path.realpath(path)), lambda f: f.write(data))
+    folder = user_dir(path.parent, who)
+    try:
+        atomic_write(Path(os.path.realpath(folder / path.name)), lambda f: f.write(data))
+    except RunError as exc:  # its advice names the run's --out; here the file is the user's
+        raise RunError(str(exc).replace("choose another --out", f"choose another {who}")) from None
     return path
 
 
