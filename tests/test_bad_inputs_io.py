@@ -383,7 +383,7 @@ CASES = [
     Case("export-after-a-killed-export", lambda c: (leftover_partial(c), ["export", c.run, "--format", "onnx",
                                                                           "--out", c.tmp / "exp"])[1],
          "a temp folder a killed export left beside --out does not block the next export", 0,
-         exported("exp", "model.onnx", "config.json")),
+         exported("exp", "model.onnx", "config.json", "README.md")),
     # 10. output paths a user owns
     Case("csv-in-linked-home", lambda c: ["predict", "--from", c.run, image(c, "a.png"), "--csv",
                                           linked_folder(c) / "p.csv"],
@@ -402,7 +402,7 @@ CASES = [
          "an --out that is a symbolic link to a folder is written into", 0, png_written("embedding_filters.png")),
     Case("export-out-in-linked-home", lambda c: ["export", c.run, "--out", linked_folder(c) / "exp"],
          "an export into a home folder that is a symbolic link", 0,
-         exported("disk/me/exp", "model.safetensors", "config.json")),
+         exported("disk/me/exp", "model.safetensors", "config.json", "README.md")),
     # 11. damaged metrics.jsonl
     Case("metrics-integer-too-large", lambda c: ["inspect", with_metrics(c, b'{"step": 3, "loss": 1' + b"0" * 400
                                                                          + b'}\n'), "--out", c.tmp / "figs"],
