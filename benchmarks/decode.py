@@ -26,7 +26,8 @@ from PIL import Image, ImageDraw
 
 from vitcli.data import draft
 from vitcli.data.images import to_rgb
-from vitcli.data.readers import DECODER, Decoder
+from vitcli.data.images import decode_stored
+from vitcli.data.readers import Decoder
 from vitcli.data.transforms import eval_pil_transform, norm_stats, normalise, train_pil_transform
 from vitcli.recipe.config import DataCfg
 
@@ -54,7 +55,7 @@ def decoders(case: str, cfg: DataCfg) -> tuple[Decoder, Decoder]:
     """(full-size, reduced-size) decoders of the loader for `case` ('train224' or 'eval384')."""
     res = (224, 224) if case == "train224" else (384, 384)
     pil = train_pil_transform(cfg, res) if case == "train224" else eval_pil_transform(cfg, res)
-    fast = (draft.train_reader if case == "train224" else draft.eval_reader)(pil, to_rgb, DECODER.decode_example)
+    fast = (draft.train_reader if case == "train224" else draft.eval_reader)(pil, to_rgb, decode_stored)
     slow = Decoder("image", "label", pil, norm_stats(cfg), res)
     return slow, Decoder("image", "label", pil, norm_stats(cfg), res, fast)
 

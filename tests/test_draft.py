@@ -14,7 +14,7 @@ from PIL import Image
 from vitcli.data import draft, eval_loader, train_loader
 from vitcli.data import loader as loader_module
 from vitcli.data.images import to_rgb
-from vitcli.data.readers import DECODER
+from vitcli.data.images import decode_stored
 from vitcli.data.transforms import eval_pil_transform, train_pil_transform
 from vitcli.recipe.config import DataCfg
 
@@ -34,8 +34,8 @@ def _photo(width: int, height: int, seed: int = 0) -> np.ndarray:
 
 def _paths(cfg: DataCfg, res, train: bool = True):
     pil = (train_pil_transform if train else eval_pil_transform)(cfg, res)
-    fast = (draft.train_reader if train else draft.eval_reader)(pil, to_rgb, DECODER.decode_example)
-    return (lambda value: pil(DECODER.decode_example(value))), fast
+    fast = (draft.train_reader if train else draft.eval_reader)(pil, to_rgb, decode_stored)
+    return (lambda value: pil(decode_stored(value))), fast
 
 
 def _run(path, value, seed: int) -> np.ndarray:
