@@ -457,17 +457,17 @@ def _in_process(c: Ctx, args: list, caplog) -> tuple[int, str, object]:
 
 
 def _in_a_process(c: Ctx, shell: Shell) -> tuple[int, str, subprocess.CompletedProcess]:
-    """Run the line with its own output files and reap it with wait4: the memory peak is this command's
-    (its bash and the vit process it waited for), not the largest child this test session ever had."""
+    """Run the line with its output in files of its own. (Its memory is not asserted: a child forked from
+    this pytest process starts with pytest's own peak as its high-water mark, so ru_maxrss would measure
+    pytest; the in-process cases check the bound.)"""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(shell.env or {})}
     with open(c.tmp / ".stdout", "w+b") as out, open(c.tmp / ".stderr", "w+b") as err:
         proc = subprocess.Popen(["bash", "-c", shell.line], stdout=out, stderr=err, cwd=c.tmp, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, _ = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
         stdout, stderr = os.fsdecode(out.read()), os.fsdecode(err.read())
     (c.tmp / ".stdout").unlink(), (c.tmp / ".stderr").unlink()
-    assert usage.ru_maxrss * 1024 < MEMORY_BYTES, f"the process peaked at {usage.ru_maxrss / 1024:.0f} MiB"
     result = subprocess.CompletedProcess(shell.line, proc.returncode, stdout, stderr)
     return result.returncode, stdout + stderr, result
 
