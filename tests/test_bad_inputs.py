@@ -1128,8 +1128,9 @@ def test_inspect_never_mixes_two_models_in_one_folder(tmp_path, tiny_data, tiny_
             shutil.copy(c.run / name, c.tmp / folder / name)
         bare.append(c.tmp / folder / "model.safetensors")
 
-    def inspect(*args) -> Path:
-        return Path(json.loads(_invoke(c, "inspect", *args, "--json").stdout)["json"]).parent
+    def inspect(*args) -> Path:  # the folder written, relative to the working directory (c.tmp)
+        return Path(json.loads(_invoke(c, "inspect", *args, "--json").stdout)["json"]).parent.resolve().relative_to(
+            Path.cwd().resolve())
 
     # The run's model is named after its run; two bare files of one name get a folder each, and the same
     # file inspected again goes back to its own.
@@ -1139,6 +1140,6 @@ def test_inspect_never_mixes_two_models_in_one_folder(tmp_path, tiny_data, tiny_
     # A new inspection removes the figures an earlier one drew that it does not draw itself.
     stale = c.tmp / "inspect/model/learning_curves.png"
     stale.write_bytes(b"an earlier model's curves")
-    assert inspect("--from", bare[1], "--out", c.tmp / "inspect/model") == c.tmp / "inspect/model"
+    assert inspect("--from", bare[1], "--out", c.tmp / "inspect/model") == Path("inspect/model")
     assert not stale.exists()
     assert json.loads((c.tmp / "inspect/model/inspection.json").read_text())["checkpoint"] == str(bare[1])
