@@ -86,7 +86,11 @@ class _EventFile:
         from tensorboard.summary.writer.record_writer import RecordWriter
 
         self._event, self._summary = Event, Summary
-        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{secrets.token_hex(6)}"
+        # TensorBoard reads a folder's event files in name order: seconds and nanoseconds first, so a session
+        # resumed within the same second (a finished run's final evaluation rerun) still sorts after the last.
+        now = time.time_ns()
+        name = (f"events.out.tfevents.{now // 10**9:010d}.{now % 10**9:09d}.{socket.gethostname()}."
+                f"{secrets.token_hex(6)}")
         self._records = RecordWriter(files.create_new(Path(folder) / name))
         self._add(Event(wall_time=time.time(), file_version="brain.Event:2"))
         if purge_step is not None:  # what SummaryWriter writes for purge_step: TensorBoard hides later steps
