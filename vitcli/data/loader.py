@@ -24,8 +24,9 @@ from vitcli.data.checks import check_labels, raise_label
 from vitcli.data.sampler import Batches, ShardedSampler
 from vitcli.data import draft
 from vitcli.data.images import decode_stored, to_channels
-from vitcli.data.readers import CachedReader, Decoder, MapReader, StreamReader, cached
+from vitcli.data.readers import CachedReader, Decoder, MapReader, cached
 from vitcli.data.source import Split
+from vitcli.data.stream import StreamOrder, StreamReader
 from vitcli.data.transforms import (
     TensorPipeline,
     eval_pil_transform,
@@ -45,8 +46,6 @@ log = logging.getLogger(__name__)
 _TINY = 4096  # below this many examples, starting worker processes costs more than it saves
 _MAX_WORKERS = 8
 _MIN_SEEN = 100  # bad images are judged as a fraction only after this many have been seen
-# Undecoded ImageNet images are about 110 kB: 2,000 of them are about 220 MB per worker.
-_SHUFFLE_BUFFER = 2_000
 FAST_DECODE = True  # JPEGs decoded at reduced size where the output allows (vitcli.data.draft)
 def _as_is(batch):
     return batch
@@ -82,20 +81,28 @@ class ImageLoader(DataLoader):
         self.bad = 0
         self.stats, self.device = stats, device  # uint8 batches are normalised here, on `device` if given
         self.reason: tuple[int, str | None] = (0, None)  # an example of the bad images, for the error
+        self.order: StreamOrder | None = None  # a stream's: takes its workers' batches in turn
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Iterate epoch `epoch` next, skipping its first `start` examples on this rank (resuming)."""
         if isinstance(self.dataset, StreamReader):
-            self.dataset.ds.set_epoch(epoch)  # reshuffles shards and the shuffle buffer
-            self.dataset.start = start
+            self.dataset.ds.set_epoch(epoch)  # reshuffles the shards; the buffer is seeded per epoch
+            self.dataset.resume = skipping(start, self.dataset.batch_size, self.num_workers)
+            self.order = StreamOrder(self.num_workers, epoch, self.dataset.resume)
         else:
             self.sampler.sampler.set_epoch(epoch)
             self.sampler.sampler.start_at(start)
 
+    def stream_state(self) -> dict | None:
+        """Where this rank's stream is after the batches used so far (None: not a stream); a checkpoint
+        keeps it, and `train_loader(resume=...)` continues from it."""
+        return self.order.state() if self.order is not None else None
+
     def __iter__(self):
         failed = True
+        batches = super().__iter__()
         try:
-            for images, labels, bad, reason in super().__iter__():
+            for images, labels, bad, reason in (self.order(batches) if self.order is not None else batches):
                 self._account(len(labels), bad, reason)
                 if len(labels):
                     yield self._normalised(images), self._check_labels(labels)
@@ -162,6 +169,7 @@ def train_loader(
     workers: int | None = None,
     channels: int = 3,
     device: torch.device | str | None = None,
+    resume: dict | None = None,
 ) -> ImageLoader:
     """Shuffled, augmented batches of `micro_batch` images (fewer only when bad images were skipped)
     for rank `rank` of `world`, beginning `start` examples into epoch `epoch`.
@@ -169,10 +177,12 @@ def train_loader(
     Batches are normalised on `device` when given (they travel as uint8). Call `loader.set_epoch(e)`
     before iterating epoch e > epoch. The order depends only on (seed,
     epoch, world, rank), the augmentation only on (seed, epoch, rank, position in the epoch).
+    A stream continues from `resume` (its `loader.stream_state()` saved earlier) when given, in O(1).
     """
     decoder = _decoder(split, train_pil_transform(cfg, res, channels), cfg, res, channels, draft.train_reader)
     if split.num_examples is None:
-        return _stream_loader(split, cfg, decoder, micro_batch, seed, epoch, start, rank, world, workers, device)
+        return _stream_loader(split, cfg, decoder, micro_batch, seed, epoch, start, rank, world, workers, device,
+                              resume)
     pipeline = train_tensor_pipeline(cfg, res, channels)
     sampler = ShardedSampler(split.num_examples, num_replicas=world, rank=rank, seed=seed)
     sampler.set_epoch(epoch)
@@ -202,7 +212,7 @@ def eval_loader(
     example is seen exactly once across ranks (the last batch may be short)."""
     decoder = _decoder(split, eval_pil_transform(cfg, res, channels), cfg, res, channels, draft.eval_reader)
     if split.num_examples is None:
-        return _stream_loader(split, cfg, decoder, batch_size, None, 0, 0, rank, world, workers, device)
+        return _stream_loader(split, cfg, decoder, batch_size, None, 0, 0, rank, world, workers, device, None)
     sampler = ShardedSampler(split.num_examples, num_replicas=world, rank=rank, shuffle=False, pad=False)
     batches = Batches(sampler, batch_size, drop_last=False, seed=None)
     return _map_loader(split, cfg, decoder, batches, workers, eval_tensor_pipeline(cfg, res, channels), device)
@@ -241,20 +251,34 @@ def _map_loader(split: Split, cfg: DataCfg, decoder: Decoder, batches: Batches, 
     )
 
 
-def _stream_loader(split, cfg, decoder, batch_size, seed, epoch, start, rank, world, workers, device) -> ImageLoader:
+def _stream_loader(split, cfg, decoder, batch_size, seed, epoch, start, rank, world, workers, device,
+                   resume) -> ImageLoader:
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is outside [0, {world})")
     ds = split_dataset_by_node(split.dataset, rank=rank, world_size=world)
-    if seed is not None:
-        ds = ds.shuffle(seed=seed, buffer_size=_SHUFFLE_BUFFER)
-    reader = StreamReader(ds, decoder, batch_size, seed, rank)
+    # Workers beyond the shard count would get nothing. A resumed stream keeps the workers it was saved with:
+    # which worker reads which shards is part of its position. Workers are not persistent, so that what
+    # `set_epoch` changes (epoch, position) reaches the fresh workers of the next epoch.
+    n = min(_workers(cfg, workers, None), ds.num_shards) if resume is None else resume["workers"]
+    if resume is None:
+        resume = skipping(start, batch_size, n)
+    reader = StreamReader(ds, decoder, batch_size, seed, rank, cfg.shuffle_buffer, resume)
     reader.ds.set_epoch(epoch)
-    reader.start = start
-    # Workers beyond the shard count would get nothing. They are not persistent, so that what
-    # `set_epoch` changes (epoch, start) reaches the fresh workers of the next epoch.
-    n = min(_workers(cfg, workers, None), ds.num_shards)
-    return ImageLoader(reader, split=split, max_bad_fraction=cfg.max_bad_fraction, expected=0, num_workers=n,
-                       stats=decoder.stats, device=device)
+    loader = ImageLoader(reader, split=split, max_bad_fraction=cfg.max_bad_fraction, expected=0, num_workers=n,
+                         stats=decoder.stats, device=device)
+    loader.order = StreamOrder(n, epoch, resume)
+    return loader
+
+
+def skipping(start: int, batch_size: int, processes: int) -> dict | None:
+    """A stream position `start` examples into an epoch when no saved position is known (a checkpoint from
+    before positions were saved): each worker reads its stream from the start and skips its share."""
+    if not start:
+        return None
+    done, workers = start // batch_size, max(processes, 1)
+    at = {str(w): {"taken": len(range(w, done, workers)) * batch_size, "batches": len(range(w, done, workers))}
+          for w in range(workers)}
+    return {"workers": processes, "next": done % workers, "at": at}
 
 
 def _workers(cfg: DataCfg, requested: int | None, num_examples: int | None) -> int:

@@ -1,5 +1,5 @@
-"""What a loader's workers run: raw rows -> one decoded, transformed batch (map-style, streamed, or from
-a decode-once cache). Seeds come per batch from the loader, so what a batch holds never depends on the
+"""What a loader's workers run: raw rows -> one decoded, transformed batch (map-style, or from a decode-once
+cache; streamed batches: data/stream.py). Seeds come per batch from the loader, so what a batch holds never depends on the
 number of workers."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch.utils.data import get_worker_info
 
 from vitcli.data.images import DECODE_ERRORS, decode_stored
 from vitcli.data.images import reason as decode_reason  # (`reason` names the batch's first one)
-from vitcli.data.sampler import mix_seed, seeded
+from vitcli.data.sampler import seeded
 from vitcli.data.source import Split
 from vitcli.data.transforms import Stats, TensorPipeline, to_pixels
 from vitcli.recipe.config import Res
@@ -89,42 +89,6 @@ class MapReader(torch.utils.data.Dataset):
         seed, indices = item
         rows = self.ds[indices]  # one Arrow read for the whole batch
         return self.decoder(rows[self.decoder.image_column], rows[self.decoder.label_column], indices, seed)
-
-
-class StreamReader(torch.utils.data.IterableDataset):
-    """Streaming: batches from this rank's stream; each worker reads its own shards.
-
-    `start` (examples of this rank's stream already consumed) is honoured by each worker skipping
-    the batches it had produced: the DataLoader takes batches from workers in turn, so this is exact
-    except where some workers ran out of shards before others.
-    """
-
-    def __init__(self, ds, decoder: Decoder, batch_size: int, seed: int | None, rank: int):
-        self.ds, self.decoder = decoder.columns(ds), decoder
-        self.batch_size, self.seed, self.rank = batch_size, seed, rank
-        self.drop_last = seed is not None  # training
-        self.start = 0
-
-    def __iter__(self):
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        first = len(range(worker, self.start // self.batch_size, workers))  # batches this worker had made
-        batch, number = [], 0
-        for example in self.ds:
-            batch.append(example)
-            if len(batch) == self.batch_size:
-                if number >= first:
-                    yield self._decode(batch, worker, number)
-                batch, number = [], number + 1
-        if batch and not self.drop_last and number >= first:
-            yield self._decode(batch, worker, number)
-
-    def _decode(self, batch, worker: int, number: int):
-        seed = None if self.seed is None else mix_seed(self.seed, self.ds.epoch, self.rank, worker, number)
-        values = [example[self.decoder.image_column] for example in batch]
-        labels = [example[self.decoder.label_column] for example in batch]
-        positions = range(number * self.batch_size, (number + 1) * self.batch_size)  # in this worker's stream
-        return self.decoder(values, labels, positions, seed)
 
 
 class CachedReader(torch.utils.data.Dataset):

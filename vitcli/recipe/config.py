@@ -79,6 +79,9 @@ class DataCfg:
     label_column: str | None = None  # detected when null: label, labels, fine_label
     num_classes: int | None = None  # from the dataset's ClassLabel when null
     streaming: bool = False  # iterate without preparing the whole dataset (ImageNet-21k)
+    # Streamed training: examples each DataLoader worker holds to shuffle within a shard (0: shard order);
+    # the buffer never mixes two shards, so a resumed stream continues exactly (vitcli/data/stream.py).
+    shuffle_buffer: int = 2000
     norm: Literal["paper", "imagenet"] = "paper"  # paper: pixels to [-1, 1]; imagenet: mean/std
     # Per-channel mean and std of pixels in [0, 1] (one number per model.in_chans), e.g. [0.1307] and
     # [0.3081] for MNIST; when given they replace data.norm's constants. Read from a timm pretrained_cfg

@@ -152,6 +152,7 @@ def _check_data(cfg: RecipeCfg, bad: Bad) -> None:
     _interval(bad, {"data.max_bad_fraction": d.max_bad_fraction}, 0, 1)
     _interval(bad, {"data.mixup": d.mixup, "data.cutmix": d.cutmix}, 0, 1e3)
     _interval(bad, {"data.workers": d.workers}, 0, 256)
+    _interval(bad, {"data.shuffle_buffer": d.shuffle_buffer}, 0, 10_000_000)
     _interval(bad, {"data.num_classes": d.num_classes}, 1, MAX_CLASSES)
     _interval(bad, {"model.reg_tokens": m.reg_tokens}, 0, 64)
     if m.init_values is not None and not (math.isfinite(m.init_values) and m.init_values > 0):

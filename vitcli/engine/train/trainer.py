@@ -26,7 +26,7 @@ from vitcli.engine.runtime.faults import collective_error, is_collective_error
 from vitcli.engine.runtime.process import Runtime, rng_state, set_rng_state
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.engine.runtime.signals import StopRequest
-from vitcli.engine.train import batching, optim
+from vitcli.engine.train import batching, optim, stream_position
 from vitcli.engine.train.best import Best
 from vitcli.engine.train.step import TrainStep
 from vitcli.errors import CheckpointError, RecipeError, RunError, VitError, first_line
@@ -54,8 +54,7 @@ def prepare(cfg: RecipeCfg, log: Reporter) -> tuple[RecipeCfg, Split]:
     """The recipe as the run will train it, and its open training split (labels checked).
 
     The length is resolved (`recipe.length`: a fine-tune without one gets the paper's, which needs the
-    data set's size), so the caller records exactly what will run. `auto` splits must be chosen first.
-    """
+    data set's size), so the caller records exactly what will run. `auto` splits must be chosen first."""
     if AUTO in (cfg.data.train_split, cfg.data.eval_split):  # a programming error, not a user's
         raise ValueError("Trainer: data splits 'auto' must be chosen first (jobs.preamble.with_splits, as "
                          "jobs.train does before it records the run's recipe)")
@@ -109,7 +108,7 @@ class Trainer:
         self.seconds_before = 0.0  # training time of earlier processes of this run (resumed runs)
         self.sessions_before: list[dict] = []  # the earlier processes' commands and wall times (sessions.py)
         self.session = sessions.start("")  # this process's; jobs.train names its command
-        self.bar = None
+        self.bar = self.loader = self.resume_stream = None  # (the loader: its stream position is saved)
         if resume:
             self._restore()
         self._check_warmup()
@@ -209,6 +208,7 @@ class Trainer:
             raise CheckpointError(f"--resume: {last}: rng: not a valid random-generator state "
                                   f"({first_line(exc, limit=120)})") from None
         self.pos = Position(**state["position"])
+        self.resume_stream = stream_position.restored(state.get("stream"), self.rt, self.pos.epoch, last)
         self.best.load_state(state.get("best"))
         if self.best.stopped:  # the run had stopped early: it stays stopped
             self.total = min(self.total, self.pos.step)
@@ -236,10 +236,11 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Write a checkpoint at the current step; only the main process writes."""
-        path = None
+        path, stream = None, stream_position.gather(self.loader, self.rt)  # each rank's (a collective)
         # Under FSDP every rank takes part in gathering the state; otherwise only rank 0 needs it.
         state = self.state() if self.rt.is_main or self.setup.sharded else None
         if self.rt.is_main:
+            state["stream"] = stream
             path = checkpoints.save(self.out, state, self.pos.step, self.cfg.train.keep_checkpoints)
         self.rt.barrier()
         return path
@@ -290,8 +291,8 @@ class Trainer:
         loader = train_loader(self.train_split, self.cfg.data, self.cfg.model.res, plan.micro,
                               seed=self.cfg.train.seed, epoch=self.pos.epoch,
                               start=self.pos.epoch_step * plan.per_rank, rank=self.rt.rank, world=self.rt.world,
-                              channels=self.cfg.model.in_chans, device=self.rt.device)
-        group = []
+                              channels=self.cfg.model.in_chans, device=self.rt.device, resume=self.resume_stream)
+        self.loader, self.resume_stream, group = loader, None, []
         for batch in loader:
             group.append(batch)
             if len(group) == plan.accum:
@@ -299,8 +300,7 @@ class Trainer:
                 group = []
                 if self.pos.epoch_step >= self.steps_per_epoch:
                     break
-        self.pos.epoch += 1
-        self.pos.epoch_step = 0
+        self.pos.epoch, self.pos.epoch_step = self.pos.epoch + 1, 0
 
     def _step(self, micro_batches: list) -> None:
         lr = optim.lr_at(self.pos.step, self.total, self.peak_lr, self.cfg.schedule)
