@@ -1133,8 +1133,10 @@ def test_inspect_never_mixes_two_models_in_one_folder(tmp_path, tiny_data, tiny_
             Path.cwd().resolve())
 
     # The run's model is named after its run; two bare files of one name get a folder each, and the same
-    # file inspected again goes back to its own.
-    assert inspect("--from", c.run / "model.safetensors") == Path("inspect") / c.run.name
+    # file inspected again goes back to its own. (A copy of the run: its figures go to its TensorBoard log,
+    # and the shared run stays as it was.)
+    run = Path(shutil.copytree(c.run, c.tmp / c.run.name))
+    assert inspect("--from", run / "model.safetensors") == Path("inspect") / run.name
     assert [inspect("--from", p) for p in (*bare, bare[0])] == [Path("inspect/model"), Path("inspect/model-2"),
                                                                Path("inspect/model")]
     # A new inspection removes the figures an earlier one drew that it does not draw itself.

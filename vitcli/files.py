@@ -340,8 +340,11 @@ class RunLock:
     (exit, exception, SIGKILL); a stale lock file left behind locks nothing.
     """
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, *, who: str = "--out"):
+        """`who`: what the refusals name (the option that gave the folder; "" for a run only read from)."""
         self.run_dir = Path(run_dir)
+        self.who = f"{who} " if who else ""
+        self.other = "; choose another --out" if who == "--out" else ""
         self._fd: int | None = None
 
     def __enter__(self) -> "RunLock":
@@ -351,23 +354,24 @@ class RunLock:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | os.O_NONBLOCK, 0o666)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise RunError(f"--out {self.run_dir}: refused: {path} is a symbolic link; a run directory holds "
+                raise RunError(f"{self.who}{self.run_dir}: refused: {path} is a symbolic link; a run directory holds "
                                "only the regular files the run wrote") from None
             if exc.errno == errno.ENAMETOOLONG:
-                raise RunError(f"--out {str(self.run_dir)[:80]}...: the path is too long for this file "
+                raise RunError(f"{self.who}{str(self.run_dir)[:80]}...: the path is too long for this file "
                                "system; choose a shorter --out or run.name") from None
-            raise RunError(f"--out {self.run_dir}: cannot write there ({exc.strerror}); choose another --out") from None
+            raise RunError(f"{self.who}{self.run_dir}: cannot write there ({exc.strerror}){self.other}") from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise RunError(f"--out {self.run_dir}: refused: {path} is not a regular file")
+            raise RunError(f"{self.who}{self.run_dir}: refused: {path} is not a regular file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunError(f"--out {self.run_dir}: another vit process is writing this run directory (it holds "
-                               f"{path}); wait for it to end or choose another --out") from None
-            raise RunError(f"--out {self.run_dir}: cannot lock {path} ({exc.strerror})") from None
+                then = "or choose another --out" if self.other else "and try again"
+                raise RunError(f"{self.who}{self.run_dir}: another vit process is writing this run directory (it "
+                               f"holds {path}); wait for it to end {then}") from None
+            raise RunError(f"{self.who}{self.run_dir}: cannot lock {path} ({exc.strerror})") from None
         self._fd = fd
         return self
 

@@ -95,11 +95,19 @@ def eval_table(results: dict) -> Table:
     table.add_section()
     for name, _ in shown:  # the same classes (0 for one never predicted)
         table.add_row(escape(f"precision {name}"), _pct(precision.get(name, 0.0)))
-    png = (results.get("confusion_matrix") or {}).get("png")
-    if png:
+    matrix = results.get("confusion_matrix") or {}
+    drawn = next((matrix[fmt] for fmt in ("png", "pdf", "svg") if fmt in matrix), None)
+    if drawn:
         table.add_section()
-        table.add_row("confusion matrix", escape(png))
+        table.add_row("confusion matrix", escape(drawn))
+    _tracker_rows(table, results)
     return table
+
+
+def _tracker_rows(table: Table, results: dict) -> None:
+    """Where the figures were logged besides --out: the run's trackers (run.report_to)."""
+    for name, where in (results.get("trackers") or {}).items():
+        table.add_row(f"logged to {name}", escape(where))
 
 
 def fewshot_table(results: dict) -> Table:
@@ -184,7 +192,7 @@ def _cell(text: str) -> str:
 def inspect_summary(report: dict) -> dict:
     """`vit inspect` results without the big arrays (those stay in inspection.json)."""
     keep = ("checkpoint", "model", "res", "grid", "patch_pixels", "hybrid", "pool", "weights", "data", "figures",
-            "skipped", "json")
+            "skipped", "json", "trackers")
     summary = {k: report[k] for k in keep if k in report}
     if "embedding_filters" in report:
         f = report["embedding_filters"]
@@ -221,6 +229,7 @@ def inspect_table(summary: dict) -> Table:
     table.add_row("numbers", escape(summary["json"]))
     for name, reason in summary["skipped"].items():
         table.add_row(f"skipped {name}", escape(reason))
+    _tracker_rows(table, summary)
     return table
 
 

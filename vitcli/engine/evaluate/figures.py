@@ -10,6 +10,7 @@ as mathematics. The numbers come from `internals.py`.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,13 +28,22 @@ DPI = 100
 FORMATS = ("png", "pdf", "svg")
 
 
+# Where `save` also keeps a PNG of each figure (its name -> encoded PNG), for the trackers' image panels.
+_KEPT: contextvars.ContextVar[dict[str, bytes] | None] = contextvars.ContextVar("kept_pngs", default=None)
+
+
 @contextlib.contextmanager
-def style(fmt: str = "png", dpi: int = DPI) -> Iterator[None]:
-    """Figures drawn inside are saved as `fmt` at `dpi`, with user text never parsed as mathtext."""
+def style(fmt: str = "png", dpi: int = DPI, keep: dict[str, bytes] | None = None) -> Iterator[None]:
+    """Figures drawn inside are saved as `fmt` at `dpi`, with user text never parsed as mathtext; with
+    `keep`, a PNG of each one (whatever `fmt` is) is kept there under its file's stem, for TensorBoard and W&B."""
     # Vector text stays text (editable, searchable in a paper): SVG text elements, TrueType fonts in PDF.
-    with matplotlib.rc_context({"savefig.format": fmt, "savefig.dpi": dpi, "text.parse_math": False,
-                                "font.size": 9, "svg.fonttype": "none", "pdf.fonttype": 42}):
-        yield
+    token = _KEPT.set(keep)
+    try:
+        with matplotlib.rc_context({"savefig.format": fmt, "savefig.dpi": dpi, "text.parse_math": False,
+                                    "font.size": 9, "svg.fonttype": "none", "pdf.fonttype": 42}):
+            yield
+    finally:
+        _KEPT.reset(token)
 
 
 def save(fig: Figure, path: Path) -> Path:
@@ -44,6 +54,12 @@ def save(fig: Figure, path: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt, dpi=matplotlib.rcParams["savefig.dpi"] if fmt == "png" else DPI)
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    kept = _KEPT.get()
+    if kept is not None:
+        if fmt != "png":
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=DPI)
+        kept[path.stem] = buffer.getvalue()
     return path
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from vitcli.recipe.config import RecipeCfg
 from vitcli.engine.evaluate.evaluators import ClassificationEvaluator, FewshotEvaluator, eval_split, fewshot_sets
 from vitcli.engine.jobs.preamble import checkpoint_record, session, with_splits
+from vitcli.engine.persistence import run_figures
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.errors import RecipeError, RunError
 from vitcli.files import write_json
@@ -18,13 +19,15 @@ from vitcli.weights.restore import restore
 def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, ignore_labels: bool = False,
              out: Path | None = None, log: Reporter | None = None, fmt: str = "png", dpi: int = 100) -> dict:
     """`vit eval`: top-1/top-5, mean loss, per-class recall and precision and the confusion matrix of a
-    checkpoint on the recipe's eval split; with `out`, the confusion matrix as a PNG there too.
+    checkpoint on the recipe's eval split; with `out`, the confusion matrix as a figure there too (and, for
+    a vit run's model, in the run's trackers: `run_figures`).
 
     The data's classes are matched to the head's by name (`labels.align`); `ignore_labels` scores
     data label i as output i instead.
     """
     if not cfg.data.source:
         raise RecipeError("data.source: missing; give --data SOURCE or a RECIPE with data.source")
+    tracked = run_figures.for_checkpoint(source.path) if out is not None else None
     with session(cfg, log) as (rt, log):
         cfg = with_splits(cfg, "eval", log.info)
         d = cfg.data
@@ -42,7 +45,10 @@ def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, ignore_labels: bool =
                    "top1": metrics["top1"], "top5": metrics["top5"], "loss": metrics["loss"],
                    "images": int(metrics["images"]), "img_s": metrics["img_s"], "per_class_top1": evaluator.per_class,
                    "per_class_precision": evaluator.per_class_precision,
-                   "confusion_matrix": _confusion(evaluator, source, out, fmt, dpi)}
+                   "confusion_matrix": _confusion(evaluator, source, out, fmt, dpi, tracked)}
+        if tracked and results["confusion_matrix"]:  # the run's trackers get the figure too
+            figure = {"confusion_matrix": results["confusion_matrix"][fmt]}
+            results["trackers"] = tracked.send("eval", figure, log.warn)
         if out is not None:  # the numbers behind the figure, beside it
             results["json"] = str(out / "eval.json")
             write_json(out / "eval.json", results)
@@ -50,7 +56,7 @@ def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, ignore_labels: bool =
 
 
 def _confusion(evaluator: ClassificationEvaluator, source: reader.Pretrained, out: Path | None, fmt: str = "png",
-               dpi: int = 100) -> dict | None:
+               dpi: int = 100, tracked: run_figures.RunFigures | None = None) -> dict | None:
     """The confusion counts with their class names (the model's own when it stores them), and the PNG."""
     if evaluator.confusion is None:
         return None
@@ -63,7 +69,7 @@ def _confusion(evaluator: ClassificationEvaluator, source: reader.Pretrained, ou
 
         path = inspect_report.prepare_out(out) / "confusion_matrix.png"
         title = f"{evaluator.split.source} [{evaluator.split.split}]"
-        with figures.style(fmt, dpi):
+        with figures.style(fmt, dpi, keep=tracked.pngs if tracked else None):
             result[fmt] = str(figures.confusion_matrix(evaluator.confusion, names, path, title))
     return result
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from vitcli.recipe.config import RecipeCfg
 from vitcli.engine.jobs.preamble import session, with_splits
+from vitcli.engine.persistence import run_figures
 from vitcli.engine.runtime.progress import Reporter
 from vitcli.errors import RecipeError, RunError
 from vitcli.models import describe
@@ -23,7 +24,8 @@ def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Pa
 
     Attention distance is averaged over `samples` images of the split drawn across its classes (seeded,
     so a rerun shows the same ones), or over `images`; the attention maps show `images`, or the first
-    few of that sample. Figures are `fmt` (png, pdf, svg) at `dpi`.
+    few of that sample. Figures are `fmt` (png, pdf, svg) at `dpi`. The figures of a vit run's model go
+    to the run's trackers too (`run.report_to`: TensorBoard images, MLflow artifacts, W&B images).
     """
     from vitcli.engine.evaluate import figures, inspect_report, internals
 
@@ -31,6 +33,7 @@ def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Pa
         raise RecipeError(f"--samples {samples}: valid: 1 to {MAX_SAMPLES} images (they are held in memory at once)")
     if run_dir is not None and not (Path(run_dir) / "metrics.jsonl").is_file():
         raise RunError(f"RUN {run_dir}: no metrics.jsonl there; give a vit run directory (or only --from CKPT)")
+    tracked = run_figures.for_checkpoint(source.path)  # the run's trackers get the figures too
     with session(cfg, log, precision="fp32") as (rt, log):
         model, done = restore(source, cfg.model, weights=cfg.eval.weights, log=log.info)
         model = model.to(rt.device).eval()
@@ -46,12 +49,14 @@ def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Pa
                   "posemb_resampled": done.posemb_resampled, "weights": done.weights, "figures": {}, "skipped": {}}
         if data is not None:
             report["data"] = {"source": cfg.data.source, "split": data_split}
-        with figures.style(fmt, dpi):
+        with figures.style(fmt, dpi, keep=tracked.pngs if tracked else None):
             inspect_report.weights_figures(model, geom, out, report)
             names = source.label_names or (data.class_names if data else None)
             inspect_report.attention_figures(model, geom, data or shown, shown or data, names, out, report)
             if run_dir is not None:
                 inspect_report.curves_figure(run_dir, out, report)
+        if tracked:
+            report["trackers"] = tracked.send("inspect", report["figures"], log.warn)
         report["json"] = str(inspect_report.write(report, out))
         for key, reason in report["skipped"].items():
             log.info(f"skipped {key}: {reason}")

@@ -270,7 +270,7 @@ def check_restart(out: Path, last: Path | None, done: int) -> None:
     found = [name for name in FINISHED_FILES if os.path.lexists(out / name)]
     if not found:
         return
-    finished_at = _finished_step(out / "results.json")
+    finished_at = finished_step(out / "results.json")
     if last is not None and (finished_at is None or done >= finished_at):
         return
     where = (f"its newest checkpoint {last} is at step {done}, before the step {finished_at} it finished at"
@@ -280,7 +280,7 @@ def check_restart(out: Path, last: Path | None, done: int) -> None:
                    f"--out, or delete {' and '.join(found)} to train it again")
 
 
-def _finished_step(path: Path) -> int | None:
+def finished_step(path: Path) -> int | None:
     """The step a finished run recorded in results.json, or None when it cannot be read."""
     try:
         steps = json.loads(files.read_bytes(path, limit=_MAX_RECIPE_BYTES)).get("steps")

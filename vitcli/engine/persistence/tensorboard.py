@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import struct
 import time
 from pathlib import Path
 
@@ -57,6 +58,13 @@ class TensorBoardLog:
         values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat(self.params).items()}
         for summary in hparams(values, {"eval/top1": 0.0, "train/loss": 0.0}):
             writer.summary(summary)
+
+    def images(self, step: int, pngs: dict[str, bytes]) -> None:
+        """Each PNG of `pngs` (tag -> encoded image) as an image at `step` (TensorBoard's IMAGES tab), then flush."""
+        writer = self._open()
+        for tag, png in pngs.items():
+            writer.image(tag, step, png)
+        writer.flush()
 
     def close(self) -> None:
         """Flush and close the event file (a later `write` opens a new one)."""
@@ -109,6 +117,13 @@ class _EventFile:
         if values:
             summary = self._summary(value=[self._summary.Value(tag=tag, simple_value=v) for tag, v in values])
             self._add(self._event(wall_time=time.time(), step=step, summary=summary))
+
+    def image(self, tag: str, step: int, png: bytes) -> None:
+        """One encoded PNG as an image summary (what add_image writes, without decoding it again)."""
+        width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk, right after the 8-byte signature
+        colours = {0: 1, 2: 3, 4: 2, 6: 4}.get(png[25], 3)  # PNG colour type -> channels (matplotlib: RGBA)
+        image = self._summary.Image(height=height, width=width, colorspace=colours, encoded_image_string=png)
+        self.summary(self._summary(value=[self._summary.Value(tag=tag, image=image)]), step)
 
     def flush(self) -> None:
         self._records.flush()

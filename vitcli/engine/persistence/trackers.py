@@ -8,11 +8,13 @@
   the recipe as its config, every metric by step; `wandb sync` uploads it later.
 
 Each tracker goes through its library's own API; a missing library is one line naming the extra to
-install. Only the main process tracks.
+install. Only the main process tracks. The figures of `vit inspect` and `vit eval --out` join the same
+runs afterwards (`run_figures.py`).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -22,7 +24,7 @@ from vitcli import files
 from vitcli.errors import RecipeError
 
 _EXTRAS = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}  # tracker -> (module, extra)
-_STATE = ".trackers.json"  # the tracker runs this run logs to, so a resumed run continues them
+STATE_FILE = ".trackers.json"  # the tracker runs this run logs to, so a resumed run continues them
 
 
 def flat(data: dict, prefix: str = "") -> dict[str, object]:
@@ -91,6 +93,11 @@ class MLflowTracker:
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
 
+    def figures(self, group: str, step: int, paths: dict[str, Path], pngs: dict[str, bytes]) -> None:
+        """The figure files as they were written (PNG, PDF or SVG) as artifacts of this run, under `group/`."""
+        for path in paths.values():
+            self.client.log_artifact(self.run_id, str(path), artifact_path=group)
+
     def close(self) -> None:
         self.client.set_terminated(self.run_id)
 
@@ -112,6 +119,18 @@ class WandbTracker:
         if values:
             self.run.log(values, step=int(row.get("step", 0)))
 
+    def figures(self, group: str, step: int, paths: dict[str, Path], pngs: dict[str, bytes]) -> None:
+        """The figures as images of this run (their PNG renderings, whatever format was written), captioned
+        with the step of the model they show. No W&B step is given: a run resumed offline counts its own,
+        and `wandb sync` places them after the run's last row (an earlier step would be dropped)."""
+        import wandb
+        from PIL import Image
+
+        images = {f"{group}/{name}": wandb.Image(Image.open(io.BytesIO(png)), caption=f"step {step}")
+                  for name, png in pngs.items()}
+        if images:
+            self.run.log(images)
+
     def close(self) -> None:
         self.run.finish()
 
@@ -121,12 +140,23 @@ def open_trackers(names, run_dir: Path, name: str, params: dict) -> list:
     chosen = [n for n in names if n != "tensorboard"]
     if not chosen:
         return []
-    path = Path(run_dir) / _STATE
-    state = json.loads(files.read_bytes(path, limit=1 << 16)) if files.check_regular(path, follow=False) else {}
-    state = state if isinstance(state, dict) else {}
+    state = recorded(run_dir)
     opened = []
     for tracker in chosen:
         require(tracker)
-        opened.append({"mlflow": MLflowTracker, "wandb": WandbTracker}[tracker](run_dir, name, params, state))
-    files.write_json(path, state)
+        opened.append(TRACKERS[tracker](run_dir, name, params, state))
+    files.write_json(Path(run_dir) / STATE_FILE, state)
     return opened
+
+
+def recorded(run_dir: Path) -> dict:
+    """The tracker runs a vit run logs to (tracker name -> run id), from its .trackers.json ({} if none)."""
+    path = Path(run_dir) / STATE_FILE
+    try:
+        state = json.loads(files.read_bytes(path, limit=1 << 16)) if files.check_regular(path, follow=False) else {}
+    except (ValueError, RecursionError):  # a damaged file: the trackers start runs afresh, as for a new run
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+TRACKERS = {"mlflow": MLflowTracker, "wandb": WandbTracker}
