@@ -54,6 +54,31 @@ def write_parquet_dataset(folder: Path, n_train: int = 96, n_test: int = 32, siz
     return folder
 
 
+def write_webdataset(folder: Path, shards: int, per_shard: int, size: int = 8, no_label: tuple = ()) -> Path:
+    """WebDataset shards `train-NNNNN.tar`: per example `KEY.png` and `KEY.cls` (its class, as text), the
+    layout webdataset's ShardWriter writes; examples (shard, i) in `no_label` get no `.cls` file."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in range(shards):
+        with tarfile.open(folder / f"train-{s:05d}.tar", "w") as tar:
+            for i in range(per_shard):
+                png = io.BytesIO()
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(png, format="PNG")
+                files = {"png": png.getvalue(), "cls": str((s * per_shard + i) % len(CLASSES)).encode()}
+                for ext, data in files.items():
+                    if ext == "cls" and (s, i) in no_label:
+                        continue
+                    info = tarfile.TarInfo(f"s{s:05d}_{i:05d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A local parquet data set that `datasets.load_dataset(path)` reads like a hub id."""

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import tiny_recipe
+from conftest import tiny_recipe, write_webdataset
 from typer.testing import CliRunner
 
 from vitcli.cli import app
@@ -255,6 +255,23 @@ def _truncated_data(c: Ctx) -> Path:
     for part in c.data.glob("*.parquet"):
         _truncated(part, folder / part.name)
     return folder
+
+
+def _tars(c: Ctx, truncate: bool = False, **kw) -> Path:
+    """Two WebDataset shards of 16 examples (`KEY.png` + `KEY.cls`); the second cut in half if `truncate`."""
+    folder = write_webdataset(c.tmp / "w", 2, 16, size=16, **kw)
+    if truncate:
+        _truncated(folder / "train-00001.tar", folder / "train-00001.tar")
+    return folder
+
+
+def _empty(c: Ctx) -> Path:
+    (c.tmp / "empty").mkdir()
+    return c.tmp / "empty"
+
+
+def _streamed(source: Path) -> dict:
+    return _no_eval(source, streaming=True, num_classes=4)
 
 
 def _scrambled_data(c: Ctx) -> Path:
@@ -548,6 +565,16 @@ CASES = [
     ("parquet-no-rows", lambda c: _pretrain(c, c.recipe(**_no_eval(
         _parquet(c.tmp / "d", {"img": _images(0), "label": []})))),
      "data.source '{tmp}/d': {tmp}/d/train-00000-of-00001.parquet holds no rows; remove it or write it again"),
+    ("tar-truncated", lambda c: _pretrain(c, c.recipe(**_streamed(_tars(c, truncate=True)))),
+     "data.source '{tmp}/w': {tmp}/w/train-00001.tar is not a whole tar file (<*> bytes, <*>): truncated or still "
+     "being written; download or write it again"),
+    ("tar-example-without-label", lambda c: _pretrain(c, c.recipe(**_streamed(_tars(c, no_label={(1, 3)})))),
+     "data.source '{tmp}/w' split 'train': example 's00001_00003' of {tmp}/w/train-00001.tar has no label (no "
+     "'cls'); every example needs one: add it or remove the example"),
+    ("shards-none", lambda c: _pretrain(c, c.recipe(**_streamed(_empty(c)))),
+     "data.source '{tmp}/empty': no parquet, arrow or tar files in this folder; give a folder of parquet/arrow files "
+     "(the hub's layout) or of WebDataset .tar shards, a save_to_disk directory, or imagefolder:PATH for a folder of "
+     "images"),
     ("batch-larger-than-data", lambda c: _pretrain(c, c.recipe(train={"batch_size": 128})),
      "train.batch_size 128 is larger than the 96 examples of {data} [train]; give at most 96 (--set "
      "train.batch_size=16, say)"),
@@ -928,8 +955,9 @@ SILENT_CASES = [
      "edited.yaml && vit pretrain edited.yaml --resume --out {tmp}/r (a resume may change the run's length, e.g. "
      "train.steps), or undo the edit"),
     ("data-source-home-folder", lambda c: _pretrain(c, c.recipe(data={"source": str(_home(c))})),
-     "data.source '{tmp}/home': no parquet or arrow files in this folder; give a folder of parquet/arrow files (the "
-     "hub's layout), a save_to_disk directory, or imagefolder:PATH for a folder of images"),
+     "data.source '{tmp}/home': no parquet, arrow or tar files in this folder; give a folder of parquet/arrow files "
+     "(the hub's layout) or of WebDataset .tar shards, a save_to_disk directory, or imagefolder:PATH for a folder of "
+     "images"),
 ]
 CASES = [*CASES, *SIZE_CASES, *FINISHED_RUN_CASES, *SILENT_CASES]
 
@@ -984,7 +1012,8 @@ def run_case(build: Callable[[Ctx], list[str]], c: Ctx):
 
 # Cases that fail once training has begun: their run directory stays (it holds a checkpoint, or the log of
 # what was tried), as a resume needs it.
-STARTED = {"images-all-corrupt", "images-corrupt-small-set", "disk-full", "image-folder-9-percent-unreadable"}
+STARTED = {"images-all-corrupt", "images-corrupt-small-set", "disk-full", "image-folder-9-percent-unreadable",
+           "tar-example-without-label"}
 
 
 @pytest.mark.parametrize("case_id, build, expected", CASES, ids=CASE_IDS)

@@ -11,7 +11,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_recipe
+from conftest import tiny_recipe, write_webdataset
 from PIL import Image
 
 from vitcli import recipe
@@ -72,7 +72,7 @@ def fingerprint(batch) -> tuple:
 
 
 def _cfg(**kw) -> DataCfg:
-    return DataCfg(source="x", train_crop="inception", flip=True, min_area=0.3, shuffle_buffer=5, **kw)
+    return DataCfg(source="x", train_crop="inception", flip=True, min_area=0.3, **{"shuffle_buffer": 5, **kw})
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -103,6 +103,52 @@ def test_a_stream_stopped_at_70_percent_resumes_reading_at_most_one_shard_again(
     again = rows - len(rest) * 4
     assert 0 < again <= PER_SHARD * max(workers, 1)
     assert len(opened) == len(set(opened)) <= SHARDS - (cut * 4 - again) // PER_SHARD
+
+
+def count_tar_reads(monkeypatch, log: Path) -> None:
+    """`count_reads` for WebDataset shards: the tars opened and the examples read from them."""
+    from datasets.packaged_modules.webdataset.webdataset import WebDataset
+
+    original = WebDataset._generate_examples
+
+    def counted(self, tar_paths, tar_iterators):
+        with open(log, "a") as out:
+            out.writelines(f"open {Path(f).name}\n" for f in tar_paths)
+        for key, example in original(self, tar_paths, tar_iterators):
+            with open(log, "a") as out:
+                out.write("rows 1\n")
+            yield key, example
+
+    monkeypatch.setattr(WebDataset, "_generate_examples", counted)
+
+
+def test_a_webdataset_source_resumes_the_same_way(tmp_path, monkeypatch):
+    """20 tar shards of `KEY.png` + `KEY.cls`: the columns are found without naming them, and a stop at 70%
+    resumes as parquet shards do."""
+    log = tmp_path / "reads.txt"
+    count_tar_reads(monkeypatch, log)
+    source = write_webdataset(tmp_path / "wds", SHARDS, PER_SHARD)
+    split = load_split(str(source), "train", streaming=True, num_classes=len(CLASSES))
+    assert (split.image_column, split.label_column) == ("png", "cls")
+    log.unlink(missing_ok=True)
+
+    def loader(resume=None):
+        return train_loader(split, _cfg(workers=2), (8, 8), 4, seed=3, resume=resume)
+
+    full = [fingerprint(b) for b in loader()]
+    assert len(full) == SHARDS * PER_SHARD // 4
+    assert [labels for labels, _ in full] != [labels for labels, _ in [fingerprint(b) for b in train_loader(
+        split, _cfg(workers=2, shuffle_buffer=0), (8, 8), 4, seed=3)]]  # the buffer shuffles
+    cut = int(0.7 * len(full)) - 1
+    first = loader()
+    taken = [fingerprint(b) for _, b in zip(range(cut), first)]
+    state = json.loads(json.dumps(first.stream_state()))
+    del first
+    log.unlink()
+    rest = [fingerprint(b) for b in loader(resume=state)]
+    assert taken + rest == full
+    opened, rows = reads(log)
+    assert 0 < rows - len(rest) * 4 <= PER_SHARD * 2 and len(opened) == len(set(opened))
 
 
 def test_the_shuffle_mixes_within_shards_and_changes_with_the_epoch(shards):

@@ -88,7 +88,7 @@ class ImageLoader(DataLoader):
         if isinstance(self.dataset, StreamReader):
             self.dataset.ds.set_epoch(epoch)  # reshuffles the shards; the buffer is seeded per epoch
             self.dataset.resume = skipping(start, self.dataset.batch_size, self.num_workers)
-            self.order = StreamOrder(self.num_workers, epoch, self.dataset.resume)
+            self.order = StreamOrder(self.num_workers, epoch, self.dataset.resume, self.where)
         else:
             self.sampler.sampler.set_epoch(epoch)
             self.sampler.sampler.start_at(start)
@@ -266,7 +266,7 @@ def _stream_loader(split, cfg, decoder, batch_size, seed, epoch, start, rank, wo
     reader.ds.set_epoch(epoch)
     loader = ImageLoader(reader, split=split, max_bad_fraction=cfg.max_bad_fraction, expected=0, num_workers=n,
                          stats=decoder.stats, device=device)
-    loader.order = StreamOrder(n, epoch, resume)
+    loader.order = StreamOrder(n, epoch, resume, split.where)
     return loader
 
 

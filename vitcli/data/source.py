@@ -5,7 +5,9 @@ columns and knows how many classes there are:
 
 - `builtin:digits`: scikit-learn's bundled UCI digits, a demo that needs no download;
 - `imagefolder:PATH`: one folder per class, optionally under split folders (data/imagefolder.py);
-- an existing local path: parquet/arrow files (the hub's layout) or a `save_to_disk` directory;
+- an existing local path: parquet/arrow files (the hub's layout), WebDataset .tar shards (`datasets`'
+  webdataset builder: `x.jpg` + `x.cls` in a shard are the image and label of example x), one such
+  file, or a `save_to_disk` directory;
 - anything else: a Hugging Face hub id.
 
 All reading goes through `datasets`; this module only chooses the call and turns failures into
@@ -26,7 +28,7 @@ import datasets
 
 from vitcli import hub
 from vitcli.data import imagefolder
-from vitcli.data.local import check_parquet
+from vitcli.data.local import check_data_files
 from vitcli.data.ref import SourceRef
 from vitcli.data.source_errors import (EMPTY, SCRIPTS, bad_split, empty_split, root_cause, script_error,
                                        split_error)
@@ -34,8 +36,9 @@ from vitcli.errors import DataError, did_you_mean, first_line, one_of
 
 log = logging.getLogger(__name__)
 
-IMAGE_COLUMNS = ("img", "image")
-LABEL_COLUMNS = ("label", "labels", "fine_label")
+# The hub's usual names, then WebDataset's file extensions (a shard's "x.jpg" and "x.cls" are columns jpg, cls)
+IMAGE_COLUMNS = ("img", "image", "jpg", "jpeg", "png", "webp")
+LABEL_COLUMNS = ("label", "labels", "fine_label", "cls")
 UNLABELLED = "__unlabelled__"  # the constant label column of a split loaded with labels=False
 _DIGITS_SEED = 0  # fixes the builtin:digits train/test split for good
 _DIGITS_TRAIN_FRACTION = 0.8
@@ -77,7 +80,7 @@ def load_split(
 ) -> Split:
     """Load one split of `source` (a split expression such as "train[:98%]" when not streaming).
 
-    Columns are detected when not given (image: img, image; label: label, labels, fine_label).
+    Columns are detected when not given (IMAGE_COLUMNS, LABEL_COLUMNS: WebDataset's jpg.. and cls included).
     `num_classes` comes from the label column's ClassLabel feature, else the argument, else the
     largest label + 1. Raises DataError for unreachable sources, unknown splits, empty splits and
     missing columns. A hub id fails within seconds when the hub cannot be reached (a cached copy
@@ -155,13 +158,14 @@ def _from_path(source: str, path: Path, split: str, streaming: bool):
         ds = datasets.load_from_disk(str(path))
         return _from_parts(datasets.DatasetDict({str(ds.split or "train"): ds}), source, split, streaming)
     if path.is_file():
-        builder = {".parquet": "parquet", ".arrow": "arrow"}.get(path.suffix)
+        builder = {".parquet": "parquet", ".arrow": "arrow", ".tar": "webdataset"}.get(path.suffix)
         if builder is None:
-            raise DataError(f"data.source {source!r}: cannot read {path.suffix!r} files; valid: .parquet, .arrow")
-        if builder == "parquet":
-            check_parquet(source, path)
+            raise DataError(f"data.source {source!r}: cannot read {path.suffix!r} files; valid: .parquet, .arrow, "
+                            ".tar (WebDataset)")
+        if builder != "arrow":
+            check_data_files(source, path)
         return _local(source, split, streaming, builder, data_files={"train": str(path)})
-    check_parquet(source, path)
+    check_data_files(source, path)
     return _local(source, split, streaming, str(path))
 
 

@@ -21,15 +21,18 @@ import copy
 from collections import deque
 from collections.abc import Iterator
 
+import datasets
 import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
 from vitcli.data.sampler import mix_seed
+from vitcli.errors import DataError
 
 _SHARD_READERS = ("ArrowExamplesIterable", "ExamplesIterable")  # datasets' readers of one shard after another
 _STRIDED = "StepExamplesIterable"  # split_dataset_by_node with shards % world != 0: every rank reads every shard
 _UNSET = object()  # no shard yet
+_NAMES = ("__key__", "__url__")  # WebDataset's example name and shard file: errors quote them
 
 
 def shard_cursor(state: dict | None) -> dict | None:
@@ -50,13 +53,17 @@ def shard_cursor(state: dict | None) -> dict | None:
 class StreamReader(torch.utils.data.IterableDataset):
     """Batches from this rank's stream; each worker reads its own shards.
 
-    Every batch comes with its worker and the worker's position after it, and each worker ends with a
-    marker (`in_order` needs both). `resume` (from `StreamOrder.state()`) continues each worker where it was.
+    Every batch comes with a mark, (worker, its position after the batch, None), and each worker ends with
+    (worker, None, None), or (worker, None, what is wrong) at an example without an image or label: the
+    training process raises it (`StreamOrder`). `resume` (`StreamOrder.state()`) continues each worker.
     """
 
     def __init__(self, ds, decoder, batch_size: int, seed: int | None, rank: int, buffer: int,
                  resume: dict | None = None):
-        self.ds, self.decoder = decoder.columns(ds), decoder
+        # the two columns as Decoder.columns takes them, and WebDataset's names of the example for errors
+        names = [c for c in _NAMES if c in (ds.features or {})]
+        ds = ds.select_columns([decoder.image_column, decoder.label_column, *names])
+        self.ds, self.decoder = ds.cast_column(decoder.image_column, datasets.Image(decode=False)), decoder
         self.batch_size, self.seed, self.rank = batch_size, seed, rank
         self.drop_last = seed is not None  # training
         self.buffer = buffer if seed is not None else 0  # evaluation reads in order
@@ -68,9 +75,10 @@ class StreamReader(torch.utils.data.IterableDataset):
         info = get_worker_info()
         worker = info.id if info else 0
         at = dict(self.resume["at"].get(str(worker), {})) if self.resume else {}
+        fault = None
         if not at.get("done"):
-            yield from self._batches(worker, at)
-        yield None, None, None, None, (worker, None)  # this worker has no more
+            fault = yield from self._batches(worker, at)
+        yield None, None, None, None, (worker, None, fault)  # this worker has no more
 
     def _batches(self, worker: int, at: dict):
         self.ds.load_state_dict(at.get("state"))  # None: from the start of this epoch's stream
@@ -80,12 +88,24 @@ class StreamReader(torch.utils.data.IterableDataset):
             if skip:  # handed out before the resume: read again only to refill the buffer as it was
                 skip -= 1
                 continue
+            if (fault := self._missing(example)) is not None:
+                return fault
             batch.append(example)
             if len(batch) == self.batch_size:
                 yield self._decode(batch, worker, number, {**position, "batches": number + 1})
                 batch, number = [], number + 1
         if batch and not self.drop_last:
             yield self._decode(batch, worker, number, {**position, "batches": number + 1})
+        return None
+
+    def _missing(self, example: dict) -> str | None:
+        """What an example lacks (a WebDataset sample without its .cls file, a null in parquet), or None."""
+        for kind, column in (("image", self.decoder.image_column), ("label", self.decoder.label_column)):
+            if example[column] is None:
+                named = (f"example {example['__key__']!r} of {example['__url__']}" if "__url__" in example
+                         else "an example")
+                return f"{named} has no {kind} (no {column!r}); every example needs one: add it or remove the example"
+        return None
 
     def _shuffled(self, worker: int) -> Iterator[tuple[dict, dict]]:
         """(example, the position after it), shuffled within each shard. A position is datasets' state at
@@ -126,7 +146,7 @@ class StreamReader(torch.utils.data.IterableDataset):
         values = [example[self.decoder.image_column] for example in batch]
         labels = [example[self.decoder.label_column] for example in batch]
         positions = range(number * self.batch_size, (number + 1) * self.batch_size)  # in this worker's stream
-        return (*self.decoder(values, labels, positions, seed), (worker, position))
+        return (*self.decoder(values, labels, positions, seed), (worker, position, None))
 
 
 def _drained(buffer: list, rng) -> list:
@@ -142,11 +162,12 @@ class StreamOrder:
     `state()` after a batch was used resumes the stream right after it (`StreamReader(resume=...)`).
     """
 
-    def __init__(self, processes: int, epoch: int, resume: dict | None = None):
+    def __init__(self, processes: int, epoch: int, resume: dict | None = None, where: str = "stream"):
         # processes: the DataLoader's worker processes (0: batches made in this one, as one worker)
         self.processes, self.workers, self.epoch = processes, max(processes, 1), epoch
         self.turn = resume["next"] if resume else 0
         self.at: dict[str, dict] = copy.deepcopy(resume["at"]) if resume else {}
+        self.where = where  # how errors name the split
 
     def __call__(self, items):
         """The batches of `items` (the DataLoader's, in its order) in the workers' turn, without the marks."""
@@ -158,7 +179,9 @@ class StreamOrder:
                 self.turn = (self.turn + 1) % self.workers
                 continue
             while not queues[self.turn]:
-                *batch, (worker, position) = next(items)
+                *batch, (worker, position, fault) = next(items)
+                if fault is not None:
+                    raise DataError(f"{self.where}: {fault}")
                 queues[worker].append((batch, position))
             batch, position = queues[self.turn].popleft()
             if position is None:

@@ -75,8 +75,8 @@ class DataCfg:
     # checkpoint's. eval_split null: no evaluation.
     train_split: str = "train"
     eval_split: str | None = "test"
-    image_column: str | None = None  # detected when null: img, image
-    label_column: str | None = None  # detected when null: label, labels, fine_label
+    image_column: str | None = None  # detected when null: img, image, or WebDataset's jpg, jpeg, png, webp
+    label_column: str | None = None  # detected when null: label, labels, fine_label, or WebDataset's cls
     num_classes: int | None = None  # from the dataset's ClassLabel when null
     streaming: bool = False  # iterate without preparing the whole dataset (ImageNet-21k)
     # Streamed training: examples each DataLoader worker holds to shuffle within a shard (0: shard order);
