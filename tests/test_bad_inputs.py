@@ -510,8 +510,8 @@ CASES = [
      "data.source '{data}' split 'train' has no image column 'pixels'; columns found: 'img', 'label'"),
     ("no-image-column", lambda c: _pretrain(c, c.recipe(**_no_eval(
         _parquet(c.tmp / "d", {"text": ["a", "b"], "label": [0, 1]})))),
-     "data.source '{tmp}/d' split 'train': no image column found (looked for 'img', 'image'); columns found: "
-     "'text', 'label'; name it with image_column"),
+     "data.source '{tmp}/d' split 'train': no image column found (looked for 'img', 'image', 'jpg', 'jpeg', 'png', "
+     "'webp'); columns found: 'text', 'label'; name it with image_column"),
     ("label-column-missing", lambda c: _pretrain(c, c.recipe(data={"label_column": "target"})),
      "data.source '{data}' split 'train' has no label column 'target'; columns found: 'img', 'label'"),
     ("labels-not-integers", lambda c: _pretrain(c, c.recipe(**_no_eval(
