@@ -1,6 +1,9 @@
-"""Images/s per core of the per-image path (decode, transform, batch): before (full-size decoding, the
-batch normalised to float32 by the worker) against after (the reduced-size JPEG path of
-`vitcli.data.draft`, the batch left uint8 for the loader to normalise on the device), in one process.
+"""Images/s per core of the per-image path (decode, transform, batch): before (PIL: full-size decoding,
+torchvision's PIL crop and resize, the batch normalised to float32 by the worker) against after (the fast
+path of `vitcli.data.draft`: libjpeg-turbo through simplejpeg straight into arrays, at reduced size where
+the output allows, torchvision's uint8 tensor resize, the batch left uint8 for the loader to normalise on
+the device), in one process. `gpu_worker` is what a worker does per image under `data.decode: gpu`
+(header, crop and flip draws, no pixels: the decode is the GPU's).
 
     .venv/bin/python benchmarks/decode.py                 # 224 px training and 384 px eval transforms
     .venv/bin/python benchmarks/decode.py --rounds 7 --images 96
@@ -27,6 +30,7 @@ from PIL import Image, ImageDraw
 from vitcli.data import draft
 from vitcli.data.images import to_rgb
 from vitcli.data.images import decode_stored
+from vitcli.data.device_decode import Planned
 from vitcli.data.readers import Decoder
 from vitcli.data.transforms import eval_pil_transform, norm_stats, normalise, train_pil_transform
 from vitcli.recipe.config import DataCfg
@@ -51,22 +55,26 @@ def photo(width: int, height: int, rng: np.random.Generator) -> bytes:
     return out.getvalue()
 
 
-def decoders(case: str, cfg: DataCfg) -> tuple[Decoder, Decoder]:
-    """(full-size, reduced-size) decoders of the loader for `case` ('train224' or 'eval384')."""
+def decoders(case: str, cfg: DataCfg) -> tuple[Decoder, Decoder, Decoder]:
+    """(full-size PIL, fast, planning for the device) decoders of the loader for `case` ('train224' or
+    'eval384')."""
     res = (224, 224) if case == "train224" else (384, 384)
     pil = train_pil_transform(cfg, res) if case == "train224" else eval_pil_transform(cfg, res)
     fast = (draft.train_reader if case == "train224" else draft.eval_reader)(pil, to_rgb, decode_stored)
     slow = Decoder("image", "label", pil, norm_stats(cfg), res)
-    return slow, Decoder("image", "label", pil, norm_stats(cfg), res, fast)
+    return (slow, Decoder("image", "label", pil, norm_stats(cfg), res, fast),
+            Decoder("image", "label", pil, norm_stats(cfg), res, fast, on_device=True))
 
 
 def img_s(decoder: Decoder, values: list, seed: int, normalised: bool) -> float:
-    start = time.perf_counter()
+    start = time.thread_time()
     images, _, bad, _ = decoder(values, [0] * len(values), range(len(values)), seed)
     if normalised:  # what the worker did before: the float32 batch
         normalise(images, decoder.stats)
     assert not bad and len(images) == len(values)
-    return len(values) / (time.perf_counter() - start)
+    if isinstance(images, Planned):  # the workers' part of data.decode gpu: headers and draws, no pixels
+        assert len(images.plans) == len(values)
+    return len(values) / (time.thread_time() - start)
 
 
 def main() -> None:
@@ -80,8 +88,9 @@ def main() -> None:
     for width, height in ((500, 375), (1024, 768)):
         values = [{"bytes": photo(width, height, rng), "path": None} for _ in range(args.images)]
         for case in ("train224", "eval384"):
-            slow, fast = decoders(case, cfg)
-            paths = {"before": (slow, True), "after": (fast, False), "after_cpu_norm": (fast, True)}
+            slow, fast, plan = decoders(case, cfg)
+            paths = {"before": (slow, True), "after": (fast, False), "after_cpu_norm": (fast, True),
+                     "gpu_worker": (plan, False)}
             rates: dict[str, list[float]] = {name: [] for name in paths}
             for r in range(args.rounds):
                 for name, (decoder, normalised) in paths.items():

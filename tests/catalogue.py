@@ -124,6 +124,8 @@ INPUTS = {
     'config-json-invalid': 'Run directory with a broken config.json',
     'data-mean-wrong-length': '`data.mean` with another length than the input channels',
     'data-std-zero': '`data.std` with a zero',
+    'data-decode-gpu-randaugment': '`data.decode: gpu` with RandAugment (PIL-only)',
+    'data-decode-gpu-without-gpu': '`data.decode: gpu` on a machine without CUDA',
     'ckpt-four-channels': 'Checkpoint whose patch embedding reads 4 channels (images give 1 or 3)',
     'ckpt-wrapper-no-tensors': 'Lightning-style checkpoint whose `state_dict` holds no tensors',
     'ckpt-unknown-key-layout': 'State dict of no ViT layout (a CNN): its first keys are listed',

@@ -718,6 +718,14 @@ CASES = [
     ("data-std-zero", lambda c: ["eval", "--from", c.run, "--set", "data.std=[0.5, 0, 0.5]"],
      "--set data.std=[0.5, 0, 0.5]: data.std: [0.5, 0.0, 0.5]: valid: positive finite numbers (a zero std divides "
      "by zero)"),
+    ("data-decode-gpu-randaugment", lambda c: ["eval", "--from", c.run, "--set", "data.decode=gpu", "--set",
+                                               "data.randaugment=rand-m9-mstd0.5"],
+     "--set data.decode=gpu: data.decode: gpu decodes JPEGs on the run's CUDA device, but "
+     "data.randaugment runs on PIL images; valid here: auto or cpu"),
+    pytest.param("data-decode-gpu-without-gpu", lambda c: ["eval", "--from", c.run, "--set", "data.decode=gpu"],
+                 "data.decode: gpu decodes JPEGs on a CUDA device, but this run is on cpu (torch sees no CUDA GPU); "
+                 "use data.decode: auto (gpu on CUDA, else cpu) or cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
     ("ckpt-four-channels", lambda c: ["eval", "--from", _four_channels(c)],
      "{tmp}/rgba.safetensors: model.in_chans: 4 channels cannot be read from images; valid: 1 (grayscale, L) or 3 "
      "(RGB)"),

@@ -1,17 +1,20 @@
-"""The per-image fast path: JPEGs decoded at a reduced size where the output allows it.
+"""The per-image fast path: JPEGs decoded by libjpeg-turbo straight into arrays, at a reduced size where the
+output allows it, and cropped and resized as uint8 tensors.
 
-libjpeg can decode a JPEG at 1/2, 1/4 or 1/8 of its size (DCT scaling, PIL's `Image.draft`) for a
-fraction of a full decode. A training crop of ImageNet's ~500x375 images to 224 px, or an eval resize
-to 384 px of a large photo, throws most full-size pixels away; this path decodes only as many as the
-output needs.
+Where a core's time goes on ImageNet-sized JPEGs (500x375, 224 px training crop, cProfile): the JPEG decode
+and PIL's bilinear resize, about half each. So the decode is simplejpeg's (the same libjpeg-turbo as PIL's,
+the same pixels, without PIL's unpacking into its 4-byte layout and the copy out of it) and the resize is
+torchvision's uint8 kernel (`geometry.py`), about 4x faster than PIL's. libjpeg can also decode at 1/2, 1/4
+or 1/8 of the size (DCT scaling): a large photo resized to 384 px, or a crop that is large next to 224 px,
+needs only that many pixels.
 
-The geometry is the slow path's, to the pixel: the crop box is drawn by `v2.RandomResizedCrop`'s own
-rule, from the same RNG, on the image's full (upright) size, before any pixel is decoded; the eval
-size is `ResizeKeepRatio`'s. The scale is then chosen so that the decoded crop is still at least the
-output's size in both directions (draft never makes a crop's source smaller than the output needs),
-and the box is mapped into the reduced image exactly (PIL resizes from a fractional box). At scale 1
-(PNGs, small JPEGs, small crops) a training crop is the slow path's bit for bit; an eval image resamples
-only its centre crop's box, which can round a value (of about 0.3%) one level the other way.
+The geometry is the slow path's: the crop box is drawn by `v2.RandomResizedCrop`'s own rule, from the same
+RNG, on the image's full (upright) size, before any pixel is decoded, then the flip by `v2`'s own transform;
+the eval size is `ResizeKeepRatio`'s. The scale is the largest that keeps the decoded crop at least the
+output's size both ways. Values differ from PIL's resize by at most one level (tests/test_draft.py).
+
+Each reader also `plan`s an image for decoding on the run's device (`device_decode.py`): the same draws,
+with the decode and resample left to nvJPEG and the GPU.
 """
 
 from __future__ import annotations
@@ -21,72 +24,130 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+import torch
 from PIL import Image
 from timm.data.transforms import ResizeKeepRatio
 from torchvision.transforms import v2
 
-from vitcli.data.images import open_image, orientation, upright
+from vitcli.data.device_decode import Plan
+from vitcli.data.geometry import as_hwc, reduced_box, resized_centre_crop, resized_crop
+from vitcli.data.images import jpeg_pixels, open_image, orientation, read_bytes, to_rgb, upright
 
 
-def open_lazily(value) -> Image.Image | None:
+@dataclass(frozen=True)
+class Opened:
+    """An image opened and checked from its header (`images.open_image`), not decoded, with its bytes."""
+
+    image: Image.Image
+    data: bytes
+
+    @property
+    def plain_jpeg(self) -> bool:
+        """A JPEG libjpeg-turbo turns into RGB itself (YCbCr or grey; CMYK goes through PIL)."""
+        return self.image.format == "JPEG" and self.image.mode in ("RGB", "L")
+
+
+def open_lazily(value) -> Opened | None:
     """A `datasets.Image(decode=False)` value (bytes, or a local path) opened, checked by the one decoder's
     rules (regular file, common format, size limits) but not decoded; None where it is elsewhere."""
     if isinstance(value, dict) and value.get("bytes") is not None:
-        return open_image(value["bytes"])
-    path = value.get("path") if isinstance(value, dict) else value
-    if isinstance(path, str) and os.path.isfile(path):
-        return open_image(path)
-    return None
+        data = value["bytes"]
+    else:
+        path = value.get("path") if isinstance(value, dict) else value
+        if not (isinstance(path, str) and os.path.isfile(path)):
+            return None
+        data = read_bytes(path)
+    return Opened(open_image(data), data)
 
 
-def draft(image: Image.Image, need: tuple[int, int]) -> float:
-    """Ask libjpeg for the smallest DCT scale that keeps the image at least `need` (width, height);
-    returns the scale (1 when the format cannot draft, or no reduction fits)."""
-    width, height = image.size
-    if need[0] <= 0 or need[1] <= 0 or width < 2 * need[0] or height < 2 * need[1]:
-        return 1.0
-    drafted = image.draft(image.mode, need)  # PIL keeps width // need and height // need >= the scale
-    return 1.0 if drafted is None else width / drafted[1][2]
+def scale_for(size: tuple[int, int], need: tuple[int, int]) -> int:
+    """The largest DCT scale (1, 2, 4 or 8) that keeps an image of `size` at least `need` (width, height):
+    `Image.draft`'s rule."""
+    if need[0] <= 0 or need[1] <= 0:
+        return 1
+    most = min(size[0] // need[0], size[1] // need[1])
+    return next(s for s in (8, 4, 2, 1) if most >= s or s == 1)
 
 
-def _loaded(image: Image.Image, channels: Callable) -> Image.Image:
-    image.load()
-    return channels(image)
+def pixels(opened: Opened, need: tuple[int, int], channels: Callable) -> tuple[torch.Tensor, int]:
+    """(uint8 [C, H, W] of the image decoded at 1/scale, scale), the scale the largest keeping `need`."""
+    image = opened.image
+    scale = scale_for(image.size, need)
+    if opened.plain_jpeg and channels is to_rgb:
+        array = jpeg_pixels(opened.data, scale)
+    else:  # PNG, CMYK, grey models: PIL, at the same scale where the format can draft
+        if scale > 1 and image.draft(image.mode, need) is None:  # formats other than JPEG do not draft
+            scale = 1
+        image.load()
+        array = np.array(channels(image))  # (a copy: PIL's buffer is read-only)
+    array = array[..., None] if array.ndim == 2 else array
+    return torch.from_numpy(array).permute(2, 0, 1), scale
 
 
-def _upright(image: Image.Image) -> bool:
+def _upright(opened: Opened) -> bool:
     """True when EXIF orientation leaves the image as stored (no transpose is needed before cropping)."""
-    return orientation(image) == 1
+    return orientation(opened.image) == 1
+
+
+def _flips(flips: tuple[float, ...]) -> bool:
+    """Whether an odd number of horizontal flips (probabilities `flips`) apply: the draws v2's
+    `RandomHorizontalFlip` makes (one `torch.rand(1)` each, applied when below p), without its dispatch
+    (a tenth of a millisecond an image)."""
+    flipped = False
+    for p in flips:
+        flipped ^= bool(torch.rand(1) < p)
+    return flipped
 
 
 @dataclass(frozen=True)
 class DraftTrain:
-    """value -> the training PIL image: the inception crop decoded at reduced size, then `rest`
-    (flip, RandAugment). `slow` (decoded image -> same) serves images that must be turned upright first."""
+    """value -> the training image (uint8 [H, W, C] array, or a PIL image where RandAugment follows): the
+    inception crop decoded at reduced size and resized, then `rest` (flip, RandAugment). `slow` (decoded
+    image -> same) serves images that must be turned upright first."""
 
     crop: v2.RandomResizedCrop
     channels: Callable  # to_rgb or to_grey
     rest: Callable
+    flips: tuple[float, ...] | None  # `rest` is flips only (their p): drawn and applied here; None: PIL `rest`
     slow: Callable
     fallback: Callable  # value -> decoded image, as `datasets.Image` decodes it
+    centre_crop = None  # (eval readers' crop: `Planned` resamples a training crop instead)
 
-    def __call__(self, value) -> Image.Image:
-        image = open_lazily(value)
-        if image is None or not _upright(image):
-            return self.slow(self.fallback(value) if image is None else _exif_upright(image))
-        box = self.crop.make_params([image])  # the slow path's draws, on the full size
-        top, left, h, w = box["top"], box["left"], box["height"], box["width"]
+    def __call__(self, value):
+        opened = open_lazily(value)
+        if opened is None or not _upright(opened):
+            return self._slow(value, opened)
+        box = self._box(opened)
         out_h, out_w = self.crop.size
-        width, height = image.size
-        scale = draft(image, (math.ceil(width * out_w / w), math.ceil(height * out_h / h)))
-        return self.rest(_crop_resize(_loaded(image, self.channels), (left, top, left + w, top + h), scale,
-                                      (out_w, out_h)))
+        top, left, h, w = box
+        width, height = opened.image.size
+        image, scale = pixels(opened, (math.ceil(width * out_w / w), math.ceil(height * out_h / h)), self.channels)
+        out = resized_crop(image, reduced_box(box, scale, tuple(image.shape[1:])), (out_h, out_w))
+        if self.flips is not None:  # applied as a view: the batch's stack copies it once
+            return as_hwc(out)[:, ::-1] if _flips(self.flips) else as_hwc(out)
+        return self.rest(Image.fromarray(as_hwc(out).squeeze(-1) if out.shape[0] == 1 else as_hwc(out)))
+
+    def plan(self, value):
+        """A `Plan` (the JPEG's bytes, crop box, flip) for decoding on the device; pixels as `__call__` gives
+        them for anything nvJPEG does not decode as the CPU would (not a plain JPEG, EXIF-turned, grey)."""
+        opened = open_lazily(value)
+        if opened is None or not _upright(opened) or not opened.plain_jpeg or self.channels is not to_rgb:
+            return self(value)
+        return Plan(opened.data, self._box(opened), _flips(self.flips))
+
+    def _box(self, opened: Opened) -> tuple[int, int, int, int]:
+        params = self.crop.make_params([opened.image])  # the slow path's draws, on the full size
+        return params["top"], params["left"], params["height"], params["width"]
+
+    def _slow(self, value, opened: Opened | None):
+        return self.slow(self.fallback(value) if opened is None else _exif_upright(opened.image))
 
 
 @dataclass(frozen=True)
 class DraftEval:
-    """value -> the eval PIL image: resized to cover `cover` keeping the aspect (decoded at reduced
-    size where that stays at least the resized size), then centre-cropped."""
+    """value -> the eval image (uint8 [H, W, C]): resized to cover `cover` keeping the aspect (decoded at
+    reduced size where that stays at least the resized size), then centre-cropped."""
 
     cover: tuple[int, int]  # (height, width) the resize covers
     channels: Callable
@@ -94,41 +155,42 @@ class DraftEval:
     slow: Callable
     fallback: Callable
 
-    def __call__(self, value) -> Image.Image:
-        image = open_lazily(value)
-        if image is None or not _upright(image):
-            return self.slow(self.fallback(value) if image is None else _exif_upright(image))
-        out_h, out_w = ResizeKeepRatio.get_params(image, self.cover, 0.0)  # the slow path's size
-        width, height = image.size
-        scale = draft(image, (out_w, out_h))
-        # Only the centre crop is resampled: its box in source pixels, at the full resize's scale, gives
-        # the same samples and filter as resizing everything and cropping (torchvision's centre offsets).
-        crop_h, crop_w = self.crop
-        top, left = int(round((out_h - crop_h) / 2.0)), int(round((out_w - crop_w) / 2.0))
-        if top < 0 or left < 0:  # the crop is larger than the resize (eval_crop > 1): pad as the slow path does
-            return self.slow(_loaded(image, _same))
-        sx, sy = width / scale / out_w, height / scale / out_h
-        box = (left * sx, top * sy, (left + crop_w) * sx, (top + crop_h) * sy)
-        return _loaded(image, self.channels).resize((crop_w, crop_h), Image.BILINEAR, box=box)
+    def __call__(self, value):
+        opened = open_lazily(value)
+        resized = None if opened is None or not _upright(opened) else self._resized(opened)
+        if resized is None:
+            return self._slow(value, opened)
+        image, _ = pixels(opened, resized[::-1], self.channels)
+        return as_hwc(resized_centre_crop(image, resized, self.crop))
 
+    def plan(self, value):
+        """A `Plan` (the JPEG's bytes, its resized size) for the device; pixels where the CPU must decode."""
+        opened = open_lazily(value)
+        resized = None if opened is None or not _upright(opened) else self._resized(opened)
+        if resized is None or not opened.plain_jpeg or self.channels is not to_rgb:
+            return self(value)
+        return Plan(opened.data, resized, False)
 
-def _same(image: Image.Image) -> Image.Image:
-    return image
+    @property
+    def centre_crop(self) -> tuple[int, int]:
+        return self.crop
 
+    def _resized(self, opened: Opened) -> tuple[int, int] | None:
+        """The slow path's resized (height, width); None where the crop is larger (eval_crop > 1: padded)."""
+        out_h, out_w = ResizeKeepRatio.get_params(opened.image, self.cover, 0.0)
+        return None if out_h < self.crop[0] or out_w < self.crop[1] else (out_h, out_w)
 
-def _crop_resize(image: Image.Image, box: tuple[int, ...], scale: float, size: tuple[int, int]) -> Image.Image:
-    """Crop `box` (full-size pixels) of an image decoded at 1/`scale` and resize it to `size`. Cropped
-    first, as torchvision does, so that the filter stops at the crop's edges; the fractional rest of the
-    box is resampled exactly."""
-    source = [v / scale for v in box]
-    outer = (math.floor(source[0]), math.floor(source[1]), math.ceil(source[2]), math.ceil(source[3]))
-    inner = (source[0] - outer[0], source[1] - outer[1], source[2] - outer[0], source[3] - outer[1])
-    return image.crop(outer).resize(size, Image.BILINEAR, box=inner)
+    def _slow(self, value, opened: Opened | None):
+        return self.slow(self.fallback(value) if opened is None else _exif_upright(opened.image))
 
 
 def _exif_upright(image: Image.Image) -> Image.Image:
     image.load()
     return upright(image)
+
+
+def _same(image):
+    return image
 
 
 def train_reader(pil: v2.Compose, channels: Callable, fallback: Callable) -> DraftTrain | None:
@@ -138,7 +200,8 @@ def train_reader(pil: v2.Compose, channels: Callable, fallback: Callable) -> Dra
     if not crops:
         return None
     rest = steps[crops[0] + 1 :]
-    return DraftTrain(steps[crops[0]], channels, v2.Compose(rest) if rest else _same, pil, fallback)
+    flips = tuple(step.p for step in rest) if all(isinstance(step, v2.RandomHorizontalFlip) for step in rest) else None
+    return DraftTrain(steps[crops[0]], channels, v2.Compose(rest) if rest else _same, flips, pil, fallback)
 
 
 def eval_reader(pil: v2.Compose, channels: Callable, fallback: Callable) -> DraftEval | None:

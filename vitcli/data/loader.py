@@ -24,6 +24,7 @@ from vitcli.data.checks import check_labels, raise_label
 from vitcli.data.sampler import Batches, ShardedSampler
 from vitcli.data import draft
 from vitcli.data.images import decode_stored, to_channels
+from vitcli.data.device_decode import Planned
 from vitcli.data.readers import CachedReader, Decoder, MapReader, cached
 from vitcli.data.source import Split
 from vitcli.data.stream import StreamOrder, StreamReader
@@ -103,6 +104,9 @@ class ImageLoader(DataLoader):
         batches = super().__iter__()
         try:
             for images, labels, bad, reason in (self.order(batches) if self.order is not None else batches):
+                if isinstance(images, Planned):  # JPEGs left to decode here, on the run's device
+                    images, kept, late, late_reason = images.decode(self.device or "cpu")
+                    labels, bad, reason = labels[kept], bad + late, reason or late_reason
                 self._account(len(labels), bad, reason)
                 if len(labels):
                     yield self._normalised(images), self._check_labels(labels)
@@ -179,7 +183,8 @@ def train_loader(
     epoch, world, rank), the augmentation only on (seed, epoch, rank, position in the epoch).
     A stream continues from `resume` (its `loader.stream_state()` saved earlier) when given, in O(1).
     """
-    decoder = _decoder(split, train_pil_transform(cfg, res, channels), cfg, res, channels, draft.train_reader)
+    decoder = _decoder(split, train_pil_transform(cfg, res, channels), cfg, res, channels, draft.train_reader,
+                       device)
     if split.num_examples is None:
         return _stream_loader(split, cfg, decoder, micro_batch, seed, epoch, start, rank, world, workers, device,
                               resume)
@@ -210,7 +215,8 @@ def eval_loader(
 ) -> ImageLoader:
     """Evaluation batches in dataset order; rank r gets examples r, r + world, ... so that every
     example is seen exactly once across ranks (the last batch may be short)."""
-    decoder = _decoder(split, eval_pil_transform(cfg, res, channels), cfg, res, channels, draft.eval_reader)
+    decoder = _decoder(split, eval_pil_transform(cfg, res, channels), cfg, res, channels, draft.eval_reader,
+                       device)
     if split.num_examples is None:
         return _stream_loader(split, cfg, decoder, batch_size, None, 0, 0, rank, world, workers, device, None)
     sampler = ShardedSampler(split.num_examples, num_replicas=world, rank=rank, shuffle=False, pad=False)
@@ -218,11 +224,25 @@ def eval_loader(
     return _map_loader(split, cfg, decoder, batches, workers, eval_tensor_pipeline(cfg, res, channels), device)
 
 
-def _decoder(split: Split, transform, cfg: DataCfg, res: Res, channels: int, fast) -> Decoder:
+def _decoder(split: Split, transform, cfg: DataCfg, res: Res, channels: int, fast, device) -> Decoder:
     # `fast` builds the reduced-size JPEG path from the same transform (None where it has none);
     # FAST_DECODE = False keeps every image on the full-size path (benchmarks compare the two).
     read = fast(transform, to_channels(channels), decode_stored) if FAST_DECODE else None
-    return Decoder(split.image_column, split.label_column, transform, norm_stats(cfg, channels), tuple(res), read)
+    on_device = read is not None and decodes_on_device(cfg.decode, device, getattr(read, "flips", ()) is not None)
+    return Decoder(split.image_column, split.label_column, transform, norm_stats(cfg, channels), tuple(res), read,
+                   on_device)
+
+
+def decodes_on_device(choice: str, device, tensor_steps: bool = True) -> bool:
+    """Whether JPEGs are decoded by the loader on `device` (batched, nvJPEG on CUDA) instead of in the workers.
+
+    `data.decode` cpu: never; auto: when `device` is a CUDA device; gpu: on whatever device the loader is
+    given (the engine refuses gpu for a run not on CUDA, so only tests run it on the CPU). Never without a
+    device to decode on, nor when a PIL-only step (RandAugment) follows the crop (`tensor_steps` False).
+    """
+    if choice == "cpu" or device is None or not tensor_steps:
+        return False
+    return choice == "gpu" or torch.device(device).type == "cuda"
 
 
 def _map_loader(split: Split, cfg: DataCfg, decoder: Decoder, batches: Batches, workers: int | None,

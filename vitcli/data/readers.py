@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
+from vitcli.data.device_decode import Plan, Planned
 from vitcli.data.images import DECODE_ERRORS, decode_stored
 from vitcli.data.images import reason as decode_reason  # (`reason` names the batch's first one)
 from vitcli.data.sampler import seeded
@@ -37,6 +38,9 @@ class Decoder:
     res: Res
     # value -> the same as `transform` would give, decoding JPEGs at reduced size (`draft`); None: no fast path
     read: Callable | None = None
+    # JPEGs left for the loader to decode on the run's device: `read.plan` draws their geometry here and
+    # the batch travels as `Planned` (device_decode.py)
+    on_device: bool = False
 
     def columns(self, ds):
         """Only the two columns needed, with images left as bytes to be decoded by `__call__`."""
@@ -46,24 +50,39 @@ class Decoder:
     def __call__(self, values, labels, positions, seed: int | None):
         """Decode and transform one batch; undecodable images are left out and reported.
 
-        Returns (uint8 images [B,C,H,W], labels [B], positions of bad images, first error message or None).
+        Returns (uint8 images [B,C,H,W], labels [B], positions of bad images, first error message or None);
+        `on_device`: a `Planned` batch in place of the images.
         """
-        images, kept, bad, reason = [], [], [], None
+        read = self.read.plan if self.on_device else self.read
+        images, kept, bad, reason, good = [], [], [], None, []
         with seeded(seed):
             for value, label, position in zip(values, labels, positions):
                 try:
-                    images.append(self.read(value) if self.read is not None
-                                  else self.transform(decode_stored(value)))
+                    images.append(read(value) if read is not None else self.transform(decode_stored(value)))
                 except DECODE_ERRORS as e:
                     bad.append(int(position))
                     reason = reason or decode_reason(e)
                     continue
                 kept.append(label)
+                good.append(int(position))
+        if self.on_device:
+            return self._planned(images, good), torch.tensor(kept, dtype=torch.int64), bad, reason
         # uint8 until the batch is normalised (ImageLoader, on the device): a quarter of the bytes to move
         shape = (len(images), *self.res, len(self.stats[0]))
         stacked = to_pixels(images, out=batch_buffer(shape, torch.uint8)) if images else torch.empty(shape, dtype=torch.uint8).permute(0, 3, 1, 2)
         # (an empty batch is dropped by ImageLoader, after counting its bad images)
         return stacked, torch.tensor(kept, dtype=torch.int64), bad, reason
+
+
+    def _planned(self, items: list, positions: list[int]) -> Planned:
+        plans = [(slot, item) for slot, item in enumerate(items) if isinstance(item, Plan)]
+        ready = [(slot, _hwc(item)) for slot, item in enumerate(items) if not isinstance(item, Plan)]
+        return Planned(plans, ready, positions, self.res, len(self.stats[0]), self.read.centre_crop)
+
+
+def _hwc(image) -> np.ndarray:
+    array = np.asarray(image)
+    return array[..., None] if array.ndim == 2 else array
 
 
 def batch_buffer(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:

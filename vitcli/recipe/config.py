@@ -96,6 +96,11 @@ class DataCfg:
     mixup: float = 0.0  # mixup alpha (0: off)
     cutmix: float = 0.0  # cutmix alpha (0: off)
     workers: int | None = None  # DataLoader worker processes; null: chosen from the CPU count
+    # Where JPEGs are decoded (others always on the CPU): cpu: in the loader's worker processes
+    # (libjpeg-turbo, at 1/2-1/8 size where the output allows); gpu: on the run's CUDA device, a batch at a
+    # time (nvJPEG via torchvision), the workers only drawing the crops; auto: gpu when the run is on CUDA
+    # (and no RandAugment, which is PIL-only), else cpu. gpu on a run that is not on CUDA is refused.
+    decode: Literal["auto", "cpu", "gpu"] = "auto"
     # undecodable images skipped (and counted) up to this fraction of an epoch's examples; the run stops as
     # soon as the count passes it (a stream, whose epoch is unknown: judged after 100 images)
     max_bad_fraction: float = 0.001

@@ -153,6 +153,9 @@ def _check_data(cfg: RecipeCfg, bad: Bad) -> None:
     _interval(bad, {"data.mixup": d.mixup, "data.cutmix": d.cutmix}, 0, 1e3)
     _interval(bad, {"data.workers": d.workers}, 0, 256)
     _interval(bad, {"data.shuffle_buffer": d.shuffle_buffer}, 0, 10_000_000)
+    if d.decode == "gpu" and (cfg.train.device == "cpu" or d.randaugment):
+        why = "train.device is cpu" if cfg.train.device == "cpu" else "data.randaugment runs on PIL images"
+        raise bad("data.decode", f"gpu decodes JPEGs on the run's CUDA device, but {why}; valid here: auto or cpu")
     _interval(bad, {"data.num_classes": d.num_classes}, 1, MAX_CLASSES)
     _interval(bad, {"model.reg_tokens": m.reg_tokens}, 0, 64)
     if m.init_values is not None and not (math.isfinite(m.init_values) and m.init_values > 0):

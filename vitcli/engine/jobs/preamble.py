@@ -29,7 +29,7 @@ from vitcli.engine.runtime.faults import collective_error, is_collective_error
 from vitcli.engine.runtime.process import Runtime
 from vitcli.engine.runtime.signals import Interrupted
 from vitcli.engine.runtime.progress import Reporter
-from vitcli.errors import DataError, one_of
+from vitcli.errors import DataError, RunError, one_of
 from vitcli.models import describe
 from vitcli.weights.restore import Restored
 
@@ -43,6 +43,9 @@ def session(cfg: RecipeCfg, log: Reporter | None, *,
     one that talks on the main process only); the runtime is closed when the job ends, however it ends."""
     rt = Runtime.create(cfg.train.device, precision or cfg.train.precision, cfg.train.seed, cfg.train.timeout)
     try:
+        if cfg.data.decode == "gpu" and rt.device.type != "cuda":  # asked for, so not quietly done on the CPU
+            raise RunError(f"data.decode: gpu decodes JPEGs on a CUDA device, but this run is on {rt.device.type} "
+                           "(torch sees no CUDA GPU); use data.decode: auto (gpu on CUDA, else cpu) or cpu")
         yield rt, log or Reporter(enabled=rt.is_main)
     except BaseException as exc:
         if rt.distributed and is_collective_error(exc):  # waiting for a peer that failed or hangs
