@@ -32,12 +32,15 @@ class _GuardedFile(io.FileIO):
     ends the command (OutputClosed / OutputFailed). stderr holds progress, warnings and errors: when it
     cannot be written they go nowhere and the work goes on (a training run is not stopped by a log)."""
 
-    def __init__(self, fd: int, name: str):
+    def __init__(self, fd: int, name: str, closed: bool = False):
         super().__init__(fd, "wb", closefd=False)
-        self.stream_name = name
+        self.stream_name, self.closed_at_start = name, closed
 
     def write(self, data) -> int | None:
         try:
+            if self.closed_at_start:  # `vit ... >&-`: what was asked for cannot be shown (said once; the
+                self.closed_at_start = False  # fd is /dev/null, which takes what is flushed at exit)
+                raise OSError(errno.EBADF, "it was closed when vit started")
             return super().write(data)
         except OSError as exc:
             if self.stream_name == "stderr":
@@ -62,9 +65,13 @@ def guarded_streams() -> Iterator[None]:
         old = getattr(sys, name)
         try:
             os.fstat(fd)
-        except OSError:  # started with this stream closed: leave it be
-            continue
-        setattr(sys, name, io.TextIOWrapper(io.BufferedWriter(_GuardedFile(fd, name)),
+            closed = False
+        except OSError:
+            # Started with this stream closed (`>&-`): /dev/null takes its number, so no file opened later
+            # becomes fd 1 or 2 and receives what a library prints; a write to stdout is then an error.
+            _discard(fd)
+            closed = True
+        setattr(sys, name, io.TextIOWrapper(io.BufferedWriter(_GuardedFile(fd, name, closed)),
                                             encoding=getattr(old, "encoding", None) or "utf-8",
                                             errors="backslashreplace", line_buffering=name == "stderr"
                                             or bool(getattr(old, "line_buffering", False))))
@@ -83,11 +90,14 @@ def guarded_streams() -> Iterator[None]:
 
 
 def _discard(*fds: int) -> None:
-    """Point these of stdout and stderr at /dev/null: what is still buffered goes nowhere, exit is quiet."""
+    """Point these of stdout and stderr at /dev/null: what is still buffered goes nowhere, exit is quiet.
+    (A closed fd 1 or 2 is the lowest free number, so /dev/null may open right there: then it stays.)"""
     null = os.open(os.devnull, os.O_WRONLY)
     for fd in fds:
-        os.dup2(null, fd)
-    os.close(null)
+        if fd != null:
+            os.dup2(null, fd)
+    if null not in fds:
+        os.close(null)
 
 
 def _say(line: str) -> None:
