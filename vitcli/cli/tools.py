@@ -14,7 +14,7 @@ from vitcli.cli import tables
 from vitcli.cli.app import app, recipe_app
 from vitcli.cli.options import BenchRecipeArg, JsonOpt, RecipeArg, SetOpt, WeightsOpt
 from vitcli.cli.output import best_weights, emit, handle_errors, is_main_process, note, out_console
-from vitcli.recipe import ranges
+from vitcli.recipe import assembly, ranges
 
 BENCH_STEPS = 1 << 16  # timed or warm-up steps of `vit bench`: more measure nothing new
 
@@ -134,7 +134,7 @@ def bench_cmd(path: BenchRecipeArg = None, model: Annotated[Optional[str], typer
     """
     from vitcli.engine import jobs
 
-    overrides = [*(sets or []), *([(f"model.res={res}", f"--res {res}")] if res else [])]
+    overrides = [*assembly.recipe_overrides(res), *(sets or [])]  # options first: a --set wins (assembly's order)
     cfg = (recipe.load(path, overrides) if path
            else recipe.from_data({"model": {"name": model or "B/16"}}, "vit bench", overrides))
     results = jobs.bench(cfg, steps=steps, warmup=warmup, batch=batch, model=model if path else None)
