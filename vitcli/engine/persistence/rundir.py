@@ -260,17 +260,20 @@ def _edited_and_changed(path: Path, recipe_yaml: str) -> bool:
 FINISHED_FILES = ("model.safetensors", "results.json")
 
 
-def check_restart(out: Path, last: Path | None, done: int) -> None:
+def check_restart(out: Path, last: Path | None, done: int, total: int | None = None) -> None:
     """Refuse a resume that would train a finished run again from before its end.
 
     With its checkpoints gone (or only older ones left, `done` being the step of `last`), a resume would
     start over and overwrite the finished model.safetensors and results.json: a run's results are never
-    replaced silently, so the user chooses (a new --out, or deleting the finished files first).
+    replaced silently, so the user chooses (a new --out, or deleting the finished files first). The step
+    it finished at is results.json's; when that file is gone or damaged, the run's length (`total`).
     """
     found = [name for name in FINISHED_FILES if os.path.lexists(out / name)]
     if not found:
         return
     finished_at = finished_step(out / "results.json")
+    if finished_at is None:
+        finished_at = total
     if last is not None and (finished_at is None or done >= finished_at):
         return
     where = (f"its newest checkpoint {last} is at step {done}, before the step {finished_at} it finished at"

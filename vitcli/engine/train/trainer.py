@@ -185,7 +185,7 @@ class Trainer:
         """Continue from the last checkpoint; every check comes before the first change to the run."""
         last = reader.latest(self.out)
         state = checkpoints.load(last) if last is not None else None
-        rundir.check_restart(self.out, last, state["position"]["step"] if state else 0)
+        rundir.check_restart(self.out, last, state["position"]["step"] if state else 0, self.total)
         if last is None:
             self.log.info(f"--resume: no checkpoint in {self.out} yet; starting from step 0")
             self.metrics.truncate_after(0)  # rows of the killed attempt would appear twice
