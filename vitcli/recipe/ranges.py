@@ -27,6 +27,7 @@ MAX_GLOBAL_BATCH = 1 << 24
 # them no accelerator (an H200 holds 141 GB) nor a usual host can hold what the setting asks for.
 MAX_IMAGE_BYTES = 16 * 10**9  # one image's relative-position logits, over every block (training keeps them all)
 MAX_BATCH_BYTES = 128 * 10**9  # one batch's forward activations in one block
+MAX_WEIGHT_BYTES = 32 * 10**9  # the weights as float32 (8e9 parameters; training holds about 4x this)
 MAX_SEEDS = 1000  # random draws per shot count of the few-shot evaluation (fewshot.seeds, --seeds)
 MAX_SEED = 2**32 - 1  # numpy's generator takes 32-bit seeds; torch's take 64 bits
 _SIZES = {"width": 16384, "depth": 1024, "heads": 1024, "mlp_dim": 1 << 18, "patch": 1024,
@@ -263,6 +264,7 @@ def _check_sizes(cfg: RecipeCfg, variant, bad: Bad) -> None:
     from vitcli.models.variants import block_bytes, grid, mpp_outputs
 
     m, mpp = cfg.model, cfg.mpp
+    _check_weights(cfg, variant, bad)
     outputs = mpp_outputs(mpp.target, variant.patch, mpp.bits)
     if cfg.train.objective == "masked_patch" and outputs > MAX_CLASSES:
         h, w = grid(variant, m.res)
@@ -288,6 +290,23 @@ def _check_sizes(cfg: RecipeCfg, variant, bad: Bad) -> None:
             raise bad(path, f"{batch} images at {m.res[0]}x{m.res[1]} need {_gb(batch * per_block)} of activations "
                       f"in each block ({_gb(per_block)} an image), more than the {_gb(MAX_BATCH_BYTES)} vit allows; "
                       f"valid: at most {MAX_BATCH_BYTES // per_block}")
+
+
+def _check_weights(cfg: RecipeCfg, variant, bad: Bad) -> None:
+    """The weights the width, depth, MLP and head (data.num_classes, when given) multiply must fit in memory."""
+    from vitcli.models.variants import count_params
+
+    m, classes = cfg.model, cfg.data.num_classes or 0
+    args = dict(res=m.res, pool=m.pool, representation_size=m.representation_size, in_chans=m.in_chans)
+    total = count_params(variant, classes, **args)
+    head = total - count_params(variant, 0, **args)
+    if 4 * total > MAX_WEIGHT_BYTES:
+        path = "data.num_classes" if 2 * head > total else "model.width"
+        classes_given = f" with {classes} classes" if classes else ""
+        head_part = f" (the head {_gb(4 * head)})" if head else ""
+        raise bad(path, f"{variant.name}{classes_given} has {si(total)} parameters, {_gb(4 * total)} as float32"
+                  f"{head_part}, more than the {_gb(MAX_WEIGHT_BYTES)} vit allows; use a smaller width, depth or "
+                  "mlp_dim, or fewer classes")
 
 
 def _gb(size: int) -> str:

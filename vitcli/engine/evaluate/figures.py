@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import io
+import logging
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -26,6 +28,13 @@ from vitcli.files import atomic_write
 
 DPI = 100
 FORMATS = ("png", "pdf", "svg")
+# A PNG's pixels are held uncompressed while drawn (4 bytes each, several copies): a 14-inch confusion
+# matrix at --dpi 1200 would be 16800 x 16800 pixels, over a gigabyte each copy. Past MAX_PIXELS a figure
+# is drawn at a lower resolution, said in a warning; Agg draws at most 2^16 - 1 pixels a side in any case.
+MAX_PIXELS = 16_000_000  # e.g. 4000 x 4000: a 14-inch figure at 285 dpi, a 12 x 3.6-inch one at 600
+MAX_SIDE = (1 << 16) - 1
+MAX_MAPS, MAP_COLUMNS = 64, 8  # attention maps drawn (inspection.json keeps every one), in rows of 8
+log = logging.getLogger(__name__)
 
 
 # Where `save` also keeps a PNG of each figure (its name -> encoded PNG), for the trackers' image panels.
@@ -52,7 +61,7 @@ def save(fig: Figure, path: Path) -> Path:
     fmt = matplotlib.rcParams["savefig.format"]
     path = Path(path).with_suffix(f".{fmt}")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format=fmt, dpi=matplotlib.rcParams["savefig.dpi"] if fmt == "png" else DPI)
+    fig.savefig(buffer, format=fmt, dpi=_dpi(fig, path) if fmt == "png" else DPI)
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
     kept = _KEPT.get()
     if kept is not None:
@@ -61,6 +70,21 @@ def save(fig: Figure, path: Path) -> Path:
             fig.savefig(buffer, format="png", dpi=DPI)
         kept[path.stem] = buffer.getvalue()
     return path
+
+
+def _dpi(fig: Figure, path: Path) -> float:
+    """The asked PNG resolution, or the highest one at which the figure fits MAX_PIXELS and MAX_SIDE."""
+    asked = matplotlib.rcParams["savefig.dpi"]
+    asked = float(fig.dpi if asked == "figure" else asked)  # "figure": matplotlib's default, outside `style`
+    width, height = fig.get_size_inches()
+    fits = min(math.sqrt(MAX_PIXELS / (width * height)), MAX_SIDE / max(width, height))
+    if asked <= fits:
+        return asked
+    dpi = math.floor(fits)
+    log.warning(f"{path.name}: drawn at {dpi} dpi, not {asked:g}: at {asked:g} dpi it would be "
+                f"{round(width * asked)}x{round(height * asked)} pixels, more than the {MAX_PIXELS:,} a figure may "
+                "have")
+    return dpi
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -136,18 +160,25 @@ def attention_distance(distance: torch.Tensor, images: int, path: Path, limit: f
 
 def attention_maps(images: np.ndarray, maps: torch.Tensor, titles: Sequence[str], path: Path,
                    note: str = "") -> Path:
-    """Figure 6: each input image (uint8 [n, H, W, 3]) above itself weighted by its rollout map.
+    """Figure 6: each input image (uint8 [n, H, W, 3]) above itself weighted by its rollout map (the first
+    MAX_MAPS, in rows of MAP_COLUMNS, so the figure stays drawable whatever the number of images).
 
     Each map is scaled to a maximum of 1 and resized bilinearly to the image, as in the paper's figure.
     """
-    n = len(images)
+    n = min(len(images), MAX_MAPS)
+    if len(images) > n:
+        note = f"{note}; the first {n} of {len(images)} images" if note else f"the first {n} of {len(images)} images"
     height, width = images.shape[1:3]
-    masks = F.interpolate(maps[:, None].float(), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+    masks = F.interpolate(maps[:n, None].float(), size=(height, width), mode="bilinear", align_corners=False)[:, 0]
     masks = masks / masks.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
-    fig = Figure(figsize=(1.6 * n, 3.9))
+    cols = min(n, MAP_COLUMNS)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(1.6 * cols, 3.9 * rows))
     fig.suptitle("Attention rollout to the input" + (f"\n{note}" if note else ""), fontsize=10)
     for i in range(n):
-        top, bottom = fig.add_subplot(2, n, i + 1), fig.add_subplot(2, n, n + i + 1)
+        row, col = divmod(i, cols)
+        top = fig.add_subplot(2 * rows, cols, 2 * row * cols + col + 1)
+        bottom = fig.add_subplot(2 * rows, cols, (2 * row + 1) * cols + col + 1)
         top.imshow(images[i])
         top.set_title(titles[i], fontsize=8)
         bottom.imshow((images[i] * masks[i].clamp(0, 1).numpy()[..., None]).astype(np.uint8))

@@ -15,6 +15,9 @@ from vitcli.weights.restore import restore
 
 
 MAX_SAMPLES = 1 << 16  # images `vit inspect` averages attention over, all decoded and held at once
+# The numbers are patch-by-patch tables (position-embedding similarity, each layer's attention, the rollout,
+# the pixel distances): their memory grows with the square of the patches, whatever the batch.
+MAX_TABLE_BYTES = 16 * 10**9
 
 
 def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Path | None = None,
@@ -38,6 +41,7 @@ def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Pa
         model, done = restore(source, cfg.model, weights=cfg.eval.weights, log=log.info)
         model = model.to(rt.device).eval()
         geom = internals.geometry(model, cfg.model.res)
+        _check_tables(geom, model, cfg.model.res)
         # Every input is read before anything is written: a bad image or split leaves no half output.
         shown = inspect_report.from_files(images, cfg) if images else None
         cfg, data, data_split = _sample_split(cfg, images, split, samples, log)
@@ -74,3 +78,19 @@ def _sample_split(cfg: RecipeCfg, images: list[Path] | None, split: str | None, 
         cfg = with_splits(cfg, "eval", log.info)
     data_split = split or cfg.data.eval_split or "test"
     return cfg, inspect_report.from_split(cfg, data_split, samples), data_split
+
+
+def _check_tables(geom, model, res: tuple[int, int]) -> None:
+    """Refuse, before any work, a grid whose patch-by-patch tables cannot fit in memory (MAX_TABLE_BYTES)."""
+    from vitcli.formats import si
+
+    blocks = len(getattr(model, "blocks", ())) or 1
+    heads = max((int(getattr(m, "num_heads", 1)) for m in model.modules()), default=1)
+    per_pair = 4 * (blocks + heads) + 40  # float32 per layer and head, float64 distances and rollout
+    need = geom.patches ** 2 * per_pair
+    if need > MAX_TABLE_BYTES:
+        most = int((MAX_TABLE_BYTES / per_pair) ** 0.5)
+        raise RecipeError(f"model.res {res[0]}x{res[1]}: vit inspect at {geom.grid[0]}x{geom.grid[1]} = "
+                          f"{geom.patches} patches needs {si(need, 'B')} for its patch-by-patch tables (attention per "
+                          f"layer, rollout, position-embedding similarity), more than the {si(MAX_TABLE_BYTES, 'B')} "
+                          f"it allows; valid: at most {most} patches (a lower --res)")
