@@ -57,6 +57,23 @@ def read(source: str | Path) -> Pretrained:
 
     `source` is a local path or a hub name (`hf-hub:ORG/NAME`, `timm:ARCH.TAG`), fetched into the cache.
     """
+    return _names_fit_head(_read(source))
+
+
+def _names_fit_head(source: Pretrained) -> Pretrained:
+    """Class names are the head's only when there is one per output: names of another count (a damaged
+    config, another head's id2label or label_names) are dropped here, once, with a warning, so no command
+    shows them beside predictions they do not describe."""
+    head = source.state_dict.get("head.weight")
+    names = source.label_names
+    if names is not None and head is not None and head.ndim == 2 and len(names) != head.shape[0]:
+        _log.warning(f"{source.path}: {len(names)} class names for a head of {head.shape[0]} outputs; the names "
+                     "belong to another head or are damaged, so they are ignored and classes are shown by index")
+        source.label_names = None
+    return source
+
+
+def _read(source: str | Path) -> Pretrained:
     from vitcli.weights import remote
 
     text = str(source)
