@@ -9,10 +9,9 @@ directory has one writer, held by an advisory lock for the run's whole life. New
 umask (0644 under the usual 022), as files made by any other tool. Failures are one-line `RunError`s
 (or the error class the caller names) that say which file.
 
-Files and folders a user names for a command's output (`--csv`, `vit inspect --out`, `vit export --out`)
-are not run directories: a link the user made (a home or project folder on another disk) is followed,
-once, at the boundary (`user_file`, `user_dir`, `new_dir`), and what is written below the resolved
-folder obeys the rules above.
+Files and folders a user names for a command's output (`--csv`, `vit inspect --out`, `vit export --out`) are
+not run directories: a link the user made (a home or project folder on another disk) is followed, once, at
+the boundary (`user_file`, `user_dir`, `new_dir`); what is written below the resolved folder obeys the above.
 """
 
 from __future__ import annotations
@@ -57,12 +56,9 @@ def kind(mode: int) -> str:
 
 
 def check_regular(path: Path, *, follow: bool, error: type[VitError] = RunError, who: str = "") -> bool:
-    """True when `path` is a regular file, False when it does not exist; raise when it is anything else.
-
-    `follow=False` (files found inside a run directory) refuses a symbolic link even to a regular file;
-    `follow=True` (a file the user named) accepts a link but still only to a regular file, so that a
-    FIFO or a device is refused at once instead of blocking or streaming forever.
-    """
+    """True when `path` is a regular file, False when it does not exist; raise when it is anything else:
+    `follow=False` (inside a run directory) refuses a link even to a regular file; `follow=True` (a file the
+    user named) accepts a link, still only to a regular file (a FIFO would block, a device stream forever)."""
     try:
         info = os.stat(path) if follow else os.lstat(path)
     except FileNotFoundError:
@@ -76,24 +72,35 @@ def check_regular(path: Path, *, follow: bool, error: type[VitError] = RunError,
     return True
 
 
+class NotRegular(Exception):
+    """What `open_regular` found instead of a regular file; its one argument says what, in words."""
+
+
+def open_regular(path: Path, *, follow: bool) -> BinaryIO:
+    """A regular file opened for reading, never blocking (a FIFO) nor following a link (follow=False). Raises
+    os.open's OSError (ELOOP: a link) or ValueError (a NUL byte), or NotRegular; callers word them."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else _NOFOLLOW))
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise NotRegular(kind(info.st_mode))
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def open_read(path: Path, *, follow: bool, error: type[VitError] = RunError, who: str = "") -> BinaryIO:
     """Open a regular file for reading without ever blocking (a FIFO) or following a link (follow=False)."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else _NOFOLLOW)
     try:
-        fd = os.open(path, flags)
+        return open_regular(path, follow=follow)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link
+        if exc.errno == errno.ELOOP and not follow:  # O_NOFOLLOW met a link
             raise error(f"{who}{path}: refused: it is a symbolic link, not a regular file; a run directory "
                         "holds only the regular files the run wrote") from None
         if exc.errno == errno.ENOENT:
             raise error(f"{who}{path}: no such file") from None
         raise error(f"{who}{path}: cannot be read ({exc.strerror})") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise error(f"{who}{path}: refused: it is {kind(info.st_mode)}, not a regular file; give a regular file")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
+    except NotRegular as exc:
+        raise error(f"{who}{path}: refused: it is {exc}, not a regular file; give a regular file") from None
 
 
 def read_bytes(path: Path, *, follow: bool = False, limit: int | None = None,
@@ -125,11 +132,9 @@ def real_dir(folder: Path, *, create: bool = False) -> Path:
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write a file so that readers see either the old content or the complete new one.
-
-    The target may be missing or a regular file; a link or anything else in its place is refused
-    (renaming over a link would not follow it, but a planted link says the directory is not the run's).
-    """
+    """Write a file so that readers see either the old content or the complete new one. The target may be
+    missing or a regular file; a link or anything else in its place is refused (renaming over a link would
+    not follow it, but a planted link says the directory is not the run's)."""
     path = Path(path)
     real_dir(path.parent, create=True)
     check_regular(path, follow=False)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import os
-import stat
 import warnings
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from vitcli.errors import DataError, first_line
-from vitcli.files import kind
+from vitcli.files import NotRegular, open_regular
 
 MAX_PIXELS = 1 << 26  # 8192 x 8192: 200 MB as RGB, and a few copies of it while resizing
 MAX_SIDE = 1 << 15
@@ -164,17 +162,13 @@ def decode_stored(value) -> Image.Image:
 def _open(path: Path):
     """A regular file opened for reading; a FIFO or a device is refused at once instead of blocking."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        return open_regular(path, follow=True)
     except OSError as exc:
         raise ImageError(f"cannot be read ({exc.strerror})") from None
     except ValueError:  # a NUL byte in the name
         raise ImageError("cannot be read (the name holds a NUL byte)") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise ImageError(f"refused: it is {kind(info.st_mode)}, not a regular file; give an image file")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
+    except NotRegular as exc:
+        raise ImageError(f"refused: it is {exc}, not a regular file; give an image file") from None
 
 
 def _check_size(width: int, height: int) -> None:
