@@ -50,8 +50,6 @@ def zoo_table(rows: list[dict]) -> Table:
 _PER_CLASS_SHOWN = 20  # rows of per-class accuracy in the table; --json has them all
 
 
-_pct = percent
-
 
 def recipe_table(rows: list[dict], folder: str) -> Table:
     """The shipped recipes: the name every command accepts, and what each is for."""
