@@ -424,7 +424,7 @@ CASES = [
     ("pretrain-without-data", lambda c: ["pretrain", "--out", c.out, "--res", "32"],
      "<*>/pretrain/default.yaml: data.source: missing; give --data SOURCE (a hub id, a local directory, "
      "imagefolder:PATH or builtin:digits) or a RECIPE"),
-    ("steps-and-epochs", lambda c: ["pretrain", "--data", c.data, "--steps", "20", "--epochs", "2", "--out", c.out],
+    ("steps-and-epochs-options", lambda c: ["pretrain", "--data", c.data, "--steps", "20", "--epochs", "2", "--out", c.out],
      "--steps 20 and --epochs 2: give one training length, not both"),
     ("base-cycle", lambda c: (c.recipe("b.yaml", "base: a.yaml\n"),
                               ["recipe", "check", c.recipe("a.yaml", "base: b.yaml\n")])[1],
@@ -820,6 +820,13 @@ def _run_copy(c: Ctx, *, drop: tuple[str, ...] = (), junk: bool = False) -> Path
     return run
 
 
+def _damaged_results(c: Ctx) -> Path:
+    """A finished run whose last checkpoint is gone and whose results.json no longer says its step."""
+    run = _run_copy(c, drop=("checkpoints/step-00000002.pt",))
+    (run / "results.json").write_text('{"steps": "2"}')
+    return run
+
+
 def _hand_edited(c: Ctx) -> Path:
     run = _run_copy(c)
     text = (run / "recipe.yaml").read_text()
@@ -909,6 +916,25 @@ SIZE_CASES = [
     ("inspect-samples-huge", lambda c: ["inspect", "--from", c.run, "--samples", "99999999999999999999", "--out",
                                         c.out],
      "Invalid value for '--samples': Input should be less than or equal to 65536"),  # Typer's range (max=)
+    # The weights a width, depth, MLP and head multiply; the patch-by-patch tables of `vit inspect`.
+    ("head-weights-too-large", lambda c: ["recipe", "check", c.recipe(
+        model={"width": 8192, "heads": 64, "mlp_dim": 32768, "depth": 1}, data={"source": str(c.data),
+                                                                            "num_classes": 1000000})],
+     "{tmp}/r.yaml: data.num_classes: Ti/4 (width=8192, depth=1, heads=64, mlp_dim=32768) with 1000000 classes has "
+     "9 G parameters, 36 GB as float32 (the head 32.8 GB), more than the 32 GB vit allows; use a smaller width, "
+     "depth or mlp_dim, or fewer classes"),
+    ("model-weights-too-large", lambda c: _pretrain(c, c.recipe(), "model.width=4096",
+                                                    "model.mlp_dim=16384", "model.heads=32", "model.depth=256"),
+     "--set model.width=4096: model.width: Ti/4 (width=4096, depth=256, heads=32, mlp_dim=16384) has <*> G "
+     "parameters, <*> GB as float32, more than the 32 GB vit allows; use a smaller width, depth or mlp_dim, or fewer "
+     "classes"),
+    ("inspect-res-tables-too-large", lambda c: ["inspect", "--from", c.run, "--res", "1024", "--out", c.out],
+     "model.res 1024x1024: vit inspect at 256x256 = 65536 patches needs 241 GB for its patch-by-patch tables "
+     "(attention per layer, rollout, position-embedding similarity), more than the 16 GB it allows; valid: at most "
+     "16903 patches (a lower --res)"),
+    ("bench-res-option", lambda c: ["bench", "--model", "Ti/4", "--res", "8192", "--steps", "1"],
+     "--res 8192: model.res: 8192x8192 at patch 4 is 4194304 patches per image, more than the 65536 vit allows: the "
+     "activations cannot fit in memory (the input image alone is 0.805 GB as float32)"),
 ]
 
 FINISHED_RUN_CASES = [
@@ -929,6 +955,9 @@ FINISHED_RUN_CASES = [
      "--resume: {tmp}/r holds a finished run (model.safetensors) and no checkpoint is left in {tmp}/r/checkpoints to "
      "continue from; resuming would train it again and overwrite its results. Use it as it is (vit eval --from "
      "{tmp}/r), start a new --out, or delete model.safetensors to train it again"),
+    ("resume-finished-results-json-damaged", lambda c: ["pretrain", "--resume", "--out", _damaged_results(c)],
+     _FINISHED.replace("{why}", "its newest checkpoint {tmp}/r/checkpoints/step-00000001.pt is at step 1, before the "
+                                "step 2 it finished at")),
 ]
 
 SILENT_CASES = [

@@ -215,6 +215,13 @@ def linked_folder(c: Ctx, name: str = "home") -> Path:
     return c.tmp / name
 
 
+def resumable_with_metrics(c: Ctx, junk: bytes) -> list:
+    """A copy of the finished run in {tmp}/new whose metrics.jsonl ends in `junk`, resumed to step 3."""
+    shutil.copytree(c.run, c.out)
+    (c.out / "metrics.jsonl").write_bytes((c.out / "metrics.jsonl").read_bytes() + junk)
+    return ["pretrain", "--resume", "--out", c.out, "--set", "train.steps=3"]
+
+
 # -- checks of what a case leaves --------------------------------------------------------------------------
 
 def csv_rows(path: Path) -> list[list[str]]:
@@ -280,6 +287,16 @@ def curves(rows: int, damaged: int) -> Callable:
         assert report["learning_curves"]["rows"] == rows and report["learning_curves"]["damaged_lines"] == damaged
         assert (c.tmp / "figs" / "learning_curves.png").is_file()
     return check
+
+
+def metrics_rewritten(c: Ctx, result) -> None:
+    lines = (c.out / "metrics.jsonl").read_text().splitlines()
+    assert lines and all(json.loads(line)["step"] <= 3 for line in lines), lines[-3:]
+
+
+def names_dropped(c: Ctx, result) -> None:
+    data = json.loads(result.stdout)
+    assert data["label_names"] is None and data["predictions"][0]["top"][0]["label"] in ("0", "1", "2", "3"), data
 
 
 def quiet(c: Ctx, result) -> None:
@@ -351,6 +368,8 @@ CASES = [
          "cannot write to stdout (No space left on device); the output is incomplete"),
     Case("stdout-full-yaml", lambda c: Shell(f"{' '.join(VIT)} recipe show demo > /dev/full"),
          "cannot write to stdout (No space left on device); the output is incomplete"),
+    Case("stdout-closed-at-start", lambda c: Shell(f"{' '.join(VIT)} models >&-"),
+         "cannot write to stdout (it was closed when vit started); the output is incomplete"),
     Case("stderr-full", lambda c: Shell(f"{' '.join(VIT)} recipe check demo 2> /dev/full"),
          "progress and notes that cannot be written to stderr are dropped; the command goes on", 0, quiet),
     Case("names-non-utf8-locale", lambda c: Shell(
@@ -368,6 +387,16 @@ CASES = [
                                               "--images", image(c, "$\\frac$.png"), "--out", c.tmp / "figs"],
          "class, file and run names with `$` in figure titles are drawn as written", 0,
          png_written("attention_maps.png")),
+    # 4. sizes a setting multiplies
+    Case("eval-out-dpi-beyond-figure-limit", lambda c: ["eval", "--from", c.run, "--out", c.tmp / "figs", "--dpi",
+                                                        "1200"],
+         "warning: confusion_matrix.png: drawn at 666 dpi, not 1200: at 1200 dpi it would be 7200x7200 pixels, more "
+         "than the 16,000,000 a figure may have", 0, png_written("confusion_matrix.png")),
+    # 9. silently wrong
+    Case("predict-class-names-of-another-head", lambda c: ["predict", "--from", renamed_classes(
+        c, ["a", "b", "c", "d", "e"]), image(c, "a.png"), "--json"],
+         "warning: {tmp}/r/model.safetensors: 5 class names for a head of 4 outputs; the names belong to another "
+         "head or are damaged, so they are ignored and classes are shown by index", 0, names_dropped),
     # 7. vit export is atomic
     Case("export-out-under-a-file", lambda c: ((c.tmp / "notes.txt").write_text("x"),
                                               ["export", c.run, "--out", c.tmp / "notes.txt" / "exp"])[1],
@@ -412,6 +441,13 @@ CASES = [
                                                                  + b"[" * 100000 + b"\n{\n"), "--out", c.tmp / "figs"],
          "warning: {tmp}/r/metrics.jsonl: 6 damaged lines skipped (not a metrics row: torn, junk, or a number too large "
          "for a float); the learning curves show the other rows", 0, curves(3, 6)),
+    Case("metrics-values-too-large", lambda c: ["inspect", with_metrics(c, b"".join(
+        b'{"step": %d, "loss": 1.7e308, "lr": 1e308}\n' % i for i in range(3, 28))), "--out", c.tmp / "figs"],
+         "warning: {tmp}/r/metrics.jsonl: 25 damaged lines skipped (not a metrics row: torn, junk, or a number too large "
+         "for a float); the learning curves show the other rows", 0, curves(3, 25)),
+    Case("resume-metrics-nested-deep", lambda c: resumable_with_metrics(c, b"[" * 100000 + b"\n" + b"x" * 70000),
+         "a line nested 100000 deep (or of 70 KB) in metrics.jsonl is dropped on --resume, like a torn one", 0,
+         metrics_rewritten),
     Case("metrics-gigabyte-of-junk", lambda c: ["inspect", with_metrics(c, size=1 << 30), "--out", c.tmp / "figs"],
          "warning: {tmp}/r/metrics.jsonl: only the first 256 MiB were read (<*> rows); the rest is left out", 0),
 ]
