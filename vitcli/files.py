@@ -307,11 +307,9 @@ def append_line(path: Path, line: str) -> None:
 
 
 def write_error(exc: BaseException, path: Path) -> RunError | None:
-    """The one-line error for a failed write of `path`, or None when `exc` is not an I/O failure.
-
-    The OSError may sit under another exception: torch.save into a file reports a full disk as a
-    RuntimeError ("unexpected pos ...") whose context is the ENOSPC OSError of the failed write.
-    """
+    """The one-line error for a failed write of `path`, or None when `exc` is not an I/O failure. The OSError
+    may sit under another exception: torch.save into a file reports a full disk as a RuntimeError
+    ("unexpected pos ...") whose context is the ENOSPC OSError of the failed write."""
     if isinstance(exc, VitError):
         return exc if isinstance(exc, RunError) else RunError(str(exc))
     while exc is not None and not isinstance(exc, OSError):
@@ -339,11 +337,9 @@ def remove_temp_files(run_dir: Path) -> list[Path]:
 
 
 class RunLock:
-    """The one-writer rule: an exclusive advisory lock on `<run>/.lock`, held while the run lives.
-
-    `flock` locks belong to the open file, so the kernel drops the lock when the process ends in any way
-    (exit, exception, SIGKILL); a stale lock file left behind locks nothing.
-    """
+    """The one-writer rule: an exclusive advisory lock on `<run>/.lock`, held while the run lives. `flock`
+    locks belong to the open file, so the kernel drops the lock when the process ends in any way (exit,
+    exception, SIGKILL); a stale lock file left behind locks nothing."""
 
     def __init__(self, run_dir: Path, *, who: str = "--out"):
         """`who`: what the refusals name (the option that gave the folder; "" for a run only read from)."""
