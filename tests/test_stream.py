@@ -151,6 +151,26 @@ def test_a_webdataset_source_resumes_the_same_way(tmp_path, monkeypatch):
     assert 0 < rows - len(rest) * 4 <= PER_SHARD * 2 and len(opened) == len(set(opened))
 
 
+def test_shards_that_ranks_do_not_divide_and_old_checkpoints_still_resume_exactly(shards, caplog):
+    """20 shards among 3 processes: datasets strides examples over every shard, no shard start to go back
+    to, so the position is counted from the stream's start (O(n), but exact). A checkpoint without positions
+    (from before they were saved) gives only the examples used: each worker skips its share."""
+    split = load_split(str(shards), "train", streaming=True)
+    loader = lambda **kw: train_loader(split, _cfg(workers=2), (8, 8), 4, seed=3, rank=1, world=3, **kw)
+    with caplog.at_level("WARNING", logger="vitcli.data"):
+        full = [fingerprint(b) for b in loader()]
+    assert not caplog.records  # (said once, by rank 0)
+    first = loader()
+    taken = [fingerprint(b) for _, b in zip(range(7), first)]
+    state = first.stream_state()
+    assert state["at"]["0"]["state"] is None and state["at"]["0"]["taken"] in (12, 16)
+    assert taken + [fingerprint(b) for b in loader(resume=state)] == full
+    assert [fingerprint(b) for b in loader(start=7 * 4)] == full[7:]
+    with caplog.at_level("WARNING", logger="vitcli.data"):
+        train_loader(split, _cfg(workers=2), (8, 8), 4, seed=3, rank=0, world=3)
+    assert "its 20 shards do not divide among 3 processes" in caplog.text
+
+
 def test_the_shuffle_mixes_within_shards_and_changes_with_the_epoch(shards):
     split = load_split(str(shards), "train", streaming=True)
     order = lambda epoch, buffer: [tuple(y.tolist()) for _, y in train_loader(

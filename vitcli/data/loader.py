@@ -276,6 +276,10 @@ def _stream_loader(split, cfg, decoder, batch_size, seed, epoch, start, rank, wo
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is outside [0, {world})")
     ds = split_dataset_by_node(split.dataset, rank=rank, world_size=world)
+    if world > 1 and split.dataset.num_shards % world and seed is not None and rank == 0:
+        log.warning("%s: its %d shards do not divide among %d processes, so every process reads every shard and "
+                    "keeps every %d-th example; a resume reads this epoch again up to where it was. Write a number "
+                    "of shards that %d divides", split.where, split.dataset.num_shards, world, world, world)
     # Workers beyond the shard count would get nothing. A resumed stream keeps the workers it was saved with:
     # which worker reads which shards is part of its position. Workers are not persistent, so that what
     # `set_epoch` changes (epoch, position) reaches the fresh workers of the next epoch.

@@ -122,7 +122,7 @@ class StreamReader(torch.utils.data.IterableDataset):
                     yield out, {"state": after, "taken": 0} if i == taken + len(rest) else {"state": start, "taken": i}
                 shard, start, taken, buffer = index, after, 0, []
                 rng = None if not self.buffer else np.random.default_rng(
-                    [self.seed, self.ds.epoch, self.rank, worker, -1 if index is None else index])
+                    [self.seed, self.ds.epoch, self.rank, worker, 0 if index is None else index + 1])
             buffer.append(example)
             if len(buffer) > self.buffer:  # full: one of them, at random, goes out
                 pick = int(rng.integers(len(buffer))) if rng is not None else 0
