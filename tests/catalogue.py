@@ -208,6 +208,8 @@ INPUTS = {
     'inspect-mathtext-names': '`vit inspect` of a run named `$\\bad$`, class `$\\sqrt{$`, image `$\\frac$.png`',
     'eval-out-dpi-beyond-figure-limit': '`vit eval --out --dpi 1200` (a 7200 x 7200 confusion matrix)',
     'predict-class-names-of-another-head': 'A checkpoint whose 5 class names do not fit its 4-output head',
+    'eval-out-class-names-100000-characters': '`vit eval --out` with a class name of 100,000 characters (40 s to lay '
+                                              'out)',
     'export-out-under-a-file': '`vit export --out` under a regular file',
     'export-out-too-long': '`vit export --out` with a 300-character name',
     'export-out-is-a-file': '`vit export --out` that is a file',
@@ -224,6 +226,7 @@ INPUTS = {
     'metrics-junk-rows': 'metrics.jsonl rows that are lists, text steps, negative steps, binary, nested 100000 deep',
     'metrics-values-too-large': 'metrics.jsonl rows whose loss is 1.7e308 (an axis to it overflows)',
     'resume-metrics-nested-deep': '`--resume` of a run whose metrics.jsonl holds a line nested 100000 deep',
+    'metrics-300000-rows': 'metrics.jsonl of 300,000 tiny rows (256 MiB of them would be ten million dicts)',
     'metrics-gigabyte-of-junk': 'metrics.jsonl that is a gigabyte of junk',
 }
 

@@ -397,6 +397,11 @@ CASES = [
         c, ["a", "b", "c", "d", "e"]), image(c, "a.png"), "--json"],
          "warning: {tmp}/r/model.safetensors: 5 class names for a head of 4 outputs; the names belong to another "
          "head or are damaged, so they are ignored and classes are shown by index", 0, names_dropped),
+    # 6. user text drawn as plain text, and cut to a length that can be laid out
+    Case("eval-out-class-names-100000-characters", lambda c: ["eval", "--from", renamed_classes(
+        c, ["x" * 100_000, "y" * 50_000, "z", "w"]), "--ignore-labels", "--out", c.tmp / "figs"],
+         "class names of 100,000 characters are drawn cut to 48 (the JSON keeps them whole)", 0,
+         png_written("confusion_matrix.png")),
     # 7. vit export is atomic
     Case("export-out-under-a-file", lambda c: ((c.tmp / "notes.txt").write_text("x"),
                                               ["export", c.run, "--out", c.tmp / "notes.txt" / "exp"])[1],
@@ -448,6 +453,9 @@ CASES = [
     Case("resume-metrics-nested-deep", lambda c: resumable_with_metrics(c, b"[" * 100000 + b"\n" + b"x" * 70000),
          "a line nested 100000 deep (or of 70 KB) in metrics.jsonl is dropped on --resume, like a torn one", 0,
          metrics_rewritten),
+    Case("metrics-300000-rows", lambda c: ["inspect", with_metrics(c, b'{"step": 1, "loss": 1.0}\n' * 300_000),
+                                            "--out", c.tmp / "figs"],
+         "warning: {tmp}/r/metrics.jsonl: only the first 200,000 rows were read; the rest is left out", 0),
     Case("metrics-gigabyte-of-junk", lambda c: ["inspect", with_metrics(c, size=1 << 30), "--out", c.tmp / "figs"],
          "warning: {tmp}/r/metrics.jsonl: only the first 256 MiB were read (<*> rows); the rest is left out", 0),
 ]

@@ -34,6 +34,7 @@ FORMATS = ("png", "pdf", "svg")
 MAX_PIXELS = 16_000_000  # e.g. 4000 x 4000: a 14-inch figure at 285 dpi, a 12 x 3.6-inch one at 600
 MAX_SIDE = (1 << 16) - 1
 MAX_MAPS, MAP_COLUMNS = 64, 8  # attention maps drawn (inspection.json keeps every one), in rows of 8
+MAX_LABEL = 48  # characters of user text (a class, file or run name) drawn; matplotlib lays out every one
 log = logging.getLogger(__name__)
 
 
@@ -85,6 +86,13 @@ def _dpi(fig: Figure, path: Path) -> float:
                 f"{round(width * asked)}x{round(height * asked)} pixels, more than the {MAX_PIXELS:,} a figure may "
                 "have")
     return dpi
+
+
+def _short(text: str) -> str:
+    """User text as drawn: each line cut to MAX_LABEL characters (a class name of 100,000 characters took
+    40 s to lay out and left no room for the axes; the JSON and tables keep it whole)."""
+    return "\n".join(line if len(line) <= MAX_LABEL else line[:MAX_LABEL - 1] + "\u2026"
+                     for line in str(text).split("\n"))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -180,7 +188,7 @@ def attention_maps(images: np.ndarray, maps: torch.Tensor, titles: Sequence[str]
         top = fig.add_subplot(2 * rows, cols, 2 * row * cols + col + 1)
         bottom = fig.add_subplot(2 * rows, cols, (2 * row + 1) * cols + col + 1)
         top.imshow(images[i])
-        top.set_title(titles[i], fontsize=8)
+        top.set_title(_short(titles[i]), fontsize=8)
         bottom.imshow((images[i] * masks[i].clamp(0, 1).numpy()[..., None]).astype(np.uint8))
         top.set_axis_off()
         bottom.set_axis_off()
@@ -192,7 +200,7 @@ def learning_curves(rows: list[dict], path: Path, title: str = "") -> Path:
     """Training loss, learning rate and evaluation top-1 against the step, from metrics.jsonl rows: lines,
     the noisy ones lightly smoothed (the raw values faint behind), a lone evaluation a marker with its value."""
     fig = Figure(figsize=(12, 3.6))
-    fig.suptitle(f"Learning curves{f' of {title}' if title else ''}", fontsize=10)
+    fig.suptitle(f"Learning curves{f' of {_short(title)}' if title else ''}", fontsize=10)
     panels = [("loss", ["loss"], "training loss"), ("lr", ["lr"], "learning rate"),
               ("top-1", ["eval/top1", "eval/ema_top1"], "evaluation top-1")]
     for i, (label, keys, name) in enumerate(panels):
@@ -248,8 +256,8 @@ def confusion_matrix(counts: Sequence[Sequence[int]], names: Sequence[str], path
     image = ax.imshow(matrix, cmap="Blues", interpolation="nearest", vmin=0.0, vmax=1.0)
     every = 1 if classes <= 40 else int(np.ceil(classes / 40))
     ticks = list(range(0, classes, every))
-    ax.set_xticks(ticks, [str(names[t]) for t in ticks], rotation=90, fontsize=8)
-    ax.set_yticks(ticks, [str(names[t]) for t in ticks], fontsize=8)
+    ax.set_xticks(ticks, [_short(names[t]) for t in ticks], rotation=90, fontsize=8)
+    ax.set_yticks(ticks, [_short(names[t]) for t in ticks], fontsize=8)
     if classes <= 20:
         for t in range(classes):
             for p in range(classes):
@@ -257,7 +265,7 @@ def confusion_matrix(counts: Sequence[Sequence[int]], names: Sequence[str], path
                         color="white" if matrix[t, p] > 0.5 else "black")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(f"Confusion matrix{f' ({title})' if title else ''}, % of each true class", fontsize=10)
+    ax.set_title(f"Confusion matrix{f' ({_short(title)})' if title else ''}, % of each true class", fontsize=10)
     fig.colorbar(image, ax=ax, label="fraction of the true class's images", shrink=0.8)
     fig.tight_layout()
     return save(fig, path)

@@ -92,6 +92,7 @@ class MetricsLog:
 log = logging.getLogger(__name__)
 MAX_LINE = 1 << 16  # bytes of one row; vit writes a few hundred
 MAX_BYTES = 1 << 28  # 256 MiB read at most: a million logged steps are about 200 MB
+MAX_ROWS = 200_000  # rows read at most (each parsed, then a dict): 256 MiB of tiny rows are ten million, 5 GB
 _MAX_STEP = 1 << 53  # steps beyond this are not whole numbers as floats (matplotlib, TensorBoard)
 MAX_VALUE = 1e300  # no loss, learning rate or accuracy is larger; near float max a plot's axis overflows
 
@@ -120,7 +121,7 @@ def _lines(path: Path, limit: int | None = None, cut=None) -> Iterator[bytes | N
 def read_rows(path: Path) -> tuple[list[dict], int]:
     """The rows of a metrics.jsonl, in order, and the number of lines left out as damaged.
 
-    Read bounded (`_lines`). A row is a JSON object whose step is a whole number and whose numbers are
+    Read bounded (`_lines`, and at most MAX_ROWS rows). A row is a JSON object whose step is a whole number and whose numbers are
     floats within what a plot can draw (an integer too large for a float, or a number past MAX_VALUE, is
     damage, not a metric); anything else (a line torn by a kill, junk) is skipped and counted, never an error.
     """
@@ -131,6 +132,9 @@ def read_rows(path: Path) -> tuple[list[dict], int]:
 
     for line in _lines(path, MAX_BYTES, cut):
         row = _metrics_row(_json(line))
+        if row is not None and len(rows) == MAX_ROWS:
+            log.warning(f"{path}: only the first {MAX_ROWS:,} rows were read; the rest is left out")
+            break
         if row is not None:
             rows.append(row)
         elif line is None or line.strip():
