@@ -180,6 +180,8 @@ def test_the_shuffle_mixes_within_shards_and_changes_with_the_epoch(shards):
     assert in_order[0] == (0, 1, 2, 3, 0, 1, 2, 3)  # shard 0 as written
     shuffled = order(0, 6)
     assert shuffled != in_order and shuffled == order(0, 6)
+    again = train_loader(split, _cfg(workers=2), (8, 8), 4, seed=3)
+    assert [fingerprint(b) for b in again] == [fingerprint(b) for b in again]  # a loader iterated twice
     # batches of 8 from shards of 8: each batch is one shard, shuffled, never mixed with the next
     assert [sorted(b) for b in shuffled] == [sorted(b) for b in in_order]
     assert order(1, 6) != shuffled

@@ -165,12 +165,17 @@ class StreamOrder:
     def __init__(self, processes: int, epoch: int, resume: dict | None = None, where: str = "stream"):
         # processes: the DataLoader's worker processes (0: batches made in this one, as one worker)
         self.processes, self.workers, self.epoch = processes, max(processes, 1), epoch
-        self.turn = resume["next"] if resume else 0
-        self.at: dict[str, dict] = copy.deepcopy(resume["at"]) if resume else {}
-        self.where = where  # how errors name the split
+        self.resume, self.where = resume, where  # where every iteration starts; how errors name the split
+        self._restart()
+
+    def _restart(self) -> None:
+        self.turn = self.resume["next"] if self.resume else 0
+        self.at: dict[str, dict] = copy.deepcopy(self.resume["at"]) if self.resume else {}
 
     def __call__(self, items):
-        """The batches of `items` (the DataLoader's, in its order) in the workers' turn, without the marks."""
+        """The batches of `items` (the DataLoader's, in its order) in the workers' turn, without the marks.
+        Each iteration starts where the loader was made to start, as the reader's workers do."""
+        self._restart()
         queues = {w: deque() for w in range(self.workers)}
         ended = {w for w in range(self.workers) if self.at.get(str(w), {}).get("done")}
         items = iter(items)
