@@ -13,8 +13,9 @@ Sections, in order (each prints its rows as it goes; one table at the end):
   backends     B/16 224 px: the fused SDPA backends (flash, memory-efficient, math) one at a time.
   batch        B/16 224 px: micro-batch sizes.
   loader       the real data loader on synthetic JPEG images made here (ImageNet-like sizes) against
-               in-memory batches: loader images/s alone at several worker counts, and a short real
-               `vit pretrain` run fed by it.
+               in-memory batches: the device's batched JPEG decode alone (nvJPEG), loader images/s alone
+               at several worker counts with data.decode cpu and gpu, and a short real `vit pretrain` run
+               fed by it (data.decode auto: gpu on CUDA).
 Timings are CUDA events around each step after warm-up (wall clock with a synchronise on CPU); the
 median step is reported. MFU = 6 x forward MACs x images/s / a dense bf16 matmul peak measured in this
 same run (6 = 2 FLOPs per multiply-accumulate x forward + two backward matmuls).
@@ -223,25 +224,54 @@ def section_loader(plan: Plan, budget: Budget, emit, work: Path) -> None:
     variant, res = plan.sweep_model
     batch = plan.batches[len(plan.batches) // 2]
     split = load_split(f"imagefolder:{folder}", "train")
+    emit(nvjpeg_row(plan, folder, batch))
     for workers in plan.loader_workers:
-        if budget.left() < 20:
-            emit({"model": "loader", "res": res, "batch": batch, "note": f"workers {workers}: skipped"})
-            continue
-        cfg = DataCfg(source=f"imagefolder:{folder}", workers=workers)
-        loader = train_loader(split, cfg, (res, res), batch, seed=0, workers=workers)
-        seen, start, first = 0, time.perf_counter(), None
-        for images, _ in loader:
-            if first is None:  # worker start-up is not the loader's steady rate
-                first, start = time.perf_counter() - start, time.perf_counter()
+        for decode in ("cpu", "gpu"):  # data.decode: JPEGs decoded in the workers, or batched on the device
+            mode = f"workers {workers}, decode {decode}"
+            if budget.left() < 20:
+                emit({"model": "loader", "res": res, "batch": batch, "mode": mode, "note": "skipped"})
                 continue
-            seen += images.shape[0]
-        elapsed = time.perf_counter() - start
-        emit({"model": "loader", "res": res, "batch": batch, "mode": f"workers {workers}",
-              "loader_img_s": seen / elapsed if elapsed > 0 else None, "first_step_s": first})
+            cfg = DataCfg(source=f"imagefolder:{folder}", workers=workers, decode=decode)
+            loader = train_loader(split, cfg, (res, res), batch, seed=0, workers=workers, device=plan.device)
+            emit({"model": "loader", "res": res, "batch": batch, "mode": mode, **_loader_rate(loader, plan.device)})
     if budget.left() < 60:
         emit({"model": variant, "res": res, "batch": batch, "mode": "real loader", "note": "skipped: time budget"})
         return
     emit(real_loader_run(plan, folder, variant, res, batch, work))
+
+
+def _loader_rate(loader, device: str) -> dict:
+    """Images/s of a loader after its first batch (worker start-up is not its steady rate), the batches
+    normalised on `device` as training gets them."""
+    seen, start, first = 0, time.perf_counter(), None
+    for images, _ in loader:
+        if first is None:
+            first, start = time.perf_counter() - start, time.perf_counter()
+            continue
+        seen += images.shape[0]
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    return {"loader_img_s": seen / elapsed if elapsed > 0 else None, "first_step_s": first}
+
+
+def nvjpeg_row(plan: Plan, folder: Path, batch: int) -> dict:
+    """The device's JPEG decoder alone: batched `torchvision.io.decode_jpeg(list, device=...)` (nvJPEG on
+    CUDA, what data.decode gpu calls) over the generated files, bytes already in memory; decodes/s."""
+    import warnings
+
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    files = sorted(folder.rglob("*.jpg"))[: 4 * batch]
+    datas = [torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8) for f in files]
+    chunks = [datas[i : i + batch] for i in range(0, len(datas), batch)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points to TorchCodec
+        decode_jpeg(chunks[0], mode=ImageReadMode.RGB, device=plan.device)  # warm-up (nvJPEG handles)
+        seconds = timed(lambda: [decode_jpeg(c, mode=ImageReadMode.RGB, device=plan.device) for c in chunks],
+                        torch.device(plan.device))
+    return {"model": "nvjpeg" if plan.device == "cuda" else "decode_jpeg (cpu)", "res": "-", "batch": batch,
+            "mode": "decode only", "loader_img_s": len(datas) / seconds if seconds > 0 else None}
 
 
 def make_jpegs(folder: Path, n: int, size: tuple[int, int], classes: int = 10) -> Path:

@@ -33,7 +33,7 @@ def _device_path(cfg: DataCfg, res, train: bool = True):
         planned = Planned([(0, item)], [], [0], tuple(res), 3, reader.centre_crop)
         images, kept, bad, _ = planned.decode("cpu")
         assert kept.all() and not bad
-        return images[0].permute(1, 2, 0).numpy()
+        return images[0].numpy()  # [C, H, W], as the fast path gives it
 
     return (lambda value: pil(decode_stored(value))), run
 
@@ -126,4 +126,4 @@ def test_images_nvjpeg_would_not_decode_as_the_cpu_come_decoded_by_the_worker():
     out = io.BytesIO()
     Image.fromarray(_photo(60, 40)).convert("CMYK").save(out, "JPEG")
     cmyk = reader.plan({"bytes": out.getvalue(), "path": None})
-    assert not isinstance(cmyk, Plan) and np.asarray(cmyk).shape == (24, 24, 3)
+    assert not isinstance(cmyk, Plan) and np.asarray(cmyk).shape == (3, 24, 24)

@@ -47,4 +47,6 @@ def test_smoke_end_to_end_with_correctness_loader_and_compile(tmp_path):
     assert any(r.get("mode") == "compile" and "img_s" in r for r in report["rows"])
     assert any(r.get("mode") == "real loader" and r.get("img_s") for r in report["rows"])
     assert any(r.get("loader_img_s") for r in report["rows"])
+    assert any(r.get("mode", "").endswith("decode gpu") and r.get("loader_img_s") for r in report["rows"])
+    assert any(r.get("mode") == "decode only" and r.get("loader_img_s") for r in report["rows"])
     assert "[ok] stop at step 4, resume on cpu" in proc.stdout

@@ -41,7 +41,7 @@ class Planned:
     """A batch as a worker sends it for decoding on the device: JPEG plans, and pixels already decoded."""
 
     plans: list[tuple[int, Plan]]  # (slot in the batch, plan)
-    ready: list[tuple[int, np.ndarray]]  # (slot, uint8 [H, W, C]) decoded by the worker
+    ready: list[tuple[int, np.ndarray]]  # (slot, uint8 [C, H, W]) decoded by the worker
     positions: list[int]  # each slot's example position (bad images are reported by it)
     size: tuple[int, int]  # (height, width) of every output image
     channels: int
@@ -63,7 +63,7 @@ class Planned:
                 continue
             out[slot] = self._transform(image, plan)
         for slot, pixels in self.ready:
-            out[slot] = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).to(device)
+            out[slot] = torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
         bad = [self.positions[i] for i in range(len(self)) if not kept[i]]
         return (out if not bad else out[kept.to(device)]), kept, bad, reason
 

@@ -31,7 +31,7 @@ from timm.data.transforms import ResizeKeepRatio
 from torchvision.transforms import v2
 
 from vitcli.data.device_decode import Plan
-from vitcli.data.geometry import as_hwc, reduced_box, resized_centre_crop, resized_crop
+from vitcli.data.geometry import as_array, reduced_box, resized_centre_crop, resized_crop
 from vitcli.data.images import jpeg_pixels, open_image, orientation, read_bytes, to_rgb, upright
 
 
@@ -102,7 +102,7 @@ def _flips(flips: tuple[float, ...]) -> bool:
 
 @dataclass(frozen=True)
 class DraftTrain:
-    """value -> the training image (uint8 [H, W, C] array, or a PIL image where RandAugment follows): the
+    """value -> the training image (uint8 [C, H, W] array, or a PIL image where RandAugment follows): the
     inception crop decoded at reduced size and resized, then `rest` (flip, RandAugment). `slow` (decoded
     image -> same) serves images that must be turned upright first."""
 
@@ -125,8 +125,9 @@ class DraftTrain:
         image, scale = pixels(opened, (math.ceil(width * out_w / w), math.ceil(height * out_h / h)), self.channels)
         out = resized_crop(image, reduced_box(box, scale, tuple(image.shape[1:])), (out_h, out_w))
         if self.flips is not None:  # applied as a view: the batch's stack copies it once
-            return as_hwc(out)[:, ::-1] if _flips(self.flips) else as_hwc(out)
-        return self.rest(Image.fromarray(as_hwc(out).squeeze(-1) if out.shape[0] == 1 else as_hwc(out)))
+            return as_array(out)[:, :, ::-1] if _flips(self.flips) else as_array(out)
+        hwc = as_array(out).transpose(1, 2, 0)
+        return self.rest(Image.fromarray(np.ascontiguousarray(hwc[..., 0] if out.shape[0] == 1 else hwc)))
 
     def plan(self, value):
         """A `Plan` (the JPEG's bytes, crop box, flip) for decoding on the device; pixels as `__call__` gives
@@ -146,7 +147,7 @@ class DraftTrain:
 
 @dataclass(frozen=True)
 class DraftEval:
-    """value -> the eval image (uint8 [H, W, C]): resized to cover `cover` keeping the aspect (decoded at
+    """value -> the eval image (uint8 [C, H, W]): resized to cover `cover` keeping the aspect (decoded at
     reduced size where that stays at least the resized size), then centre-cropped."""
 
     cover: tuple[int, int]  # (height, width) the resize covers
@@ -161,7 +162,7 @@ class DraftEval:
         if resized is None:
             return self._slow(value, opened)
         image, _ = pixels(opened, resized[::-1], self.channels)
-        return as_hwc(resized_centre_crop(image, resized, self.crop))
+        return as_array(resized_centre_crop(image, resized, self.crop))
 
     def plan(self, value):
         """A `Plan` (the JPEG's bytes, its resized size) for the device; pixels where the CPU must decode."""

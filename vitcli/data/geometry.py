@@ -17,6 +17,8 @@ def resize(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """uint8 [C, H, W] resized to `size` (height, width): bilinear, antialiased when shrinking, as
     torchvision's `resize` of a uint8 tensor. Called on the pixels as decoded (channels last in memory), not
     a contiguous copy: the CPU kernel reads and writes bytes in that layout, and the batch is stacked in it."""
+    if tuple(pixels.shape[-2:]) == tuple(size):  # (a DCT-scaled decode often lands on the size exactly)
+        return pixels
     image = pixels.unsqueeze(0)
     if image.device.type == "cpu":
         image = image.contiguous(memory_format=torch.channels_last)  # (a crop's view is neither layout)
@@ -53,6 +55,8 @@ def reduced_box(box: tuple[int, int, int, int], scale: int, shape: tuple[int, in
     return y0, x0, y1 - y0, x1 - x0
 
 
-def as_hwc(pixels: torch.Tensor):
-    """uint8 [C, H, W] on the CPU as a numpy [H, W, C] view (what `transforms.to_pixels` stacks)."""
-    return pixels.permute(1, 2, 0).numpy()
+def as_array(pixels: torch.Tensor):
+    """uint8 [C, H, W] on the CPU as a numpy view (what `transforms.to_pixels` stacks, a memcpy per image:
+    the resize's output is [C, H, W] contiguous, and a transpose to [H, W, C] would cost more than the
+    resize itself)."""
+    return pixels.numpy()

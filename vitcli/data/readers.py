@@ -18,7 +18,7 @@ from vitcli.data.images import DECODE_ERRORS, decode_stored
 from vitcli.data.images import reason as decode_reason  # (`reason` names the batch's first one)
 from vitcli.data.sampler import seeded
 from vitcli.data.source import Split
-from vitcli.data.transforms import Stats, TensorPipeline, to_pixels
+from vitcli.data.transforms import Stats, TensorPipeline, chw, to_pixels
 from vitcli.recipe.config import Res
 
 # Data sets whose decoded pixels fit in this are decoded once per process and augmented a batch at a
@@ -68,21 +68,17 @@ class Decoder:
         if self.on_device:
             return self._planned(images, good), torch.tensor(kept, dtype=torch.int64), bad, reason
         # uint8 until the batch is normalised (ImageLoader, on the device): a quarter of the bytes to move
-        shape = (len(images), *self.res, len(self.stats[0]))
-        stacked = to_pixels(images, out=batch_buffer(shape, torch.uint8)) if images else torch.empty(shape, dtype=torch.uint8).permute(0, 3, 1, 2)
+        shape = (len(images), len(self.stats[0]), *self.res)
+        stacked = to_pixels(images, out=batch_buffer(shape, torch.uint8)) if images else torch.empty(shape, dtype=torch.uint8)
         # (an empty batch is dropped by ImageLoader, after counting its bad images)
         return stacked, torch.tensor(kept, dtype=torch.int64), bad, reason
 
 
     def _planned(self, items: list, positions: list[int]) -> Planned:
         plans = [(slot, item) for slot, item in enumerate(items) if isinstance(item, Plan)]
-        ready = [(slot, _hwc(item)) for slot, item in enumerate(items) if not isinstance(item, Plan)]
+        ready = [(slot, item if isinstance(item, np.ndarray) else chw(item))
+                 for slot, item in enumerate(items) if not isinstance(item, Plan)]
         return Planned(plans, ready, positions, self.res, len(self.stats[0]), self.read.centre_crop)
-
-
-def _hwc(image) -> np.ndarray:
-    array = np.asarray(image)
-    return array[..., None] if array.ndim == 2 else array
 
 
 def batch_buffer(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -91,15 +91,26 @@ def to_batch(images: Sequence[Image.Image], stats: Stats, out: torch.Tensor | No
     return normalise(to_pixels(images), stats, out)
 
 
-def to_pixels(images: Sequence[Image.Image], out: torch.Tensor | None = None) -> torch.Tensor:
-    """Stack same-sized RGB (or L) PIL images as uint8 [B, C, H, W], channels-last in memory (no copy
-    beyond the stack, written into `out` [B, H, W, C] if given): normalised later, on the batch."""
-    arrays = [np.asarray(image) for image in images]
-    arrays = [a[..., None] if a.ndim == 2 else a for a in arrays]  # L images have no channel axis
-    if out is None:
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-    np.stack(arrays, out=out.numpy())
-    return out.permute(0, 3, 1, 2)
+def to_pixels(images: Sequence, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Stack same-sized images as one uint8 batch [B, C, H, W] (written into `out` if given): RGB (or L) PIL
+    images, or uint8 numpy arrays [C, H, W] as the fast path makes them (copied as they are, a memcpy each;
+    a PIL image is transposed from its [H, W, C] on the way). Normalised later, on the batch."""
+    first = images[0]
+    shape = (len(images), *(first.shape if isinstance(first, np.ndarray) else _chw_shape(first)))
+    target = (torch.empty(shape, dtype=torch.uint8) if out is None else out).numpy()
+    for slot, image in enumerate(images):
+        target[slot] = image if isinstance(image, np.ndarray) else chw(image)
+    return torch.from_numpy(target)
+
+
+def chw(image: Image.Image) -> np.ndarray:
+    """A PIL image's pixels as a [C, H, W] view of its [H, W, C] array (L images have no channel axis)."""
+    array = np.asarray(image)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _chw_shape(image: Image.Image) -> tuple[int, int, int]:
+    return len(image.getbands()), image.height, image.width
 
 
 def normalise(pixels: torch.Tensor, stats: Stats, out: torch.Tensor | None = None) -> torch.Tensor:

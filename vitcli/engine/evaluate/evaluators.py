@@ -145,7 +145,7 @@ class FewshotEvaluator:
         dtype = torch.bfloat16 if self.rt.precision == "bf16" else None
         with self.progress.task(label, split.num_examples) as task:
             loader = eval_loader(split, self.data, self.res, self.cfg.batch_size, rank=self.rt.rank,
-                                 world=self.rt.world, channels=self.channels)
+                                 world=self.rt.world, channels=self.channels, device=self.rt.device)
             batches = counted(lockstep(loader, model, self.rt, self.res, self.channels), task, self.rt.world,
                               split.num_examples)
             feats, labels = extract_features(model, batches, device=self.rt.device, autocast_dtype=dtype)
