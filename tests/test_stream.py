@@ -224,28 +224,52 @@ def served_batches(monkeypatch) -> list:
     return seen
 
 
-def test_a_streamed_training_run_stopped_at_70_percent_resumes_exactly(shards, tmp_path, monkeypatch):
+class Killed(Exception):
+    """The process dying at once (SIGKILL, a lost node): no checkpoint of its own; the last periodic one counts."""
+
+
+@pytest.mark.parametrize("end", ["stopped", "killed"])
+def test_a_streamed_training_run_stopped_at_70_percent_resumes_exactly(shards, tmp_path, monkeypatch, end):
+    """`stopped`: a SIGTERM after step 18 of 26 (70%) saves a checkpoint there; `killed`: the run dies after
+    step 18, and resumes from its periodic checkpoint of step 15."""
     from test_train import run_trainer  # the trainer as jobs.train drives it, stopped by a "SIGTERM" at a step
+
+    from vitcli.engine.train.trainer import Trainer
 
     log = tmp_path / "reads.txt"
     count_reads(monkeypatch, log)
     seen = served_batches(monkeypatch)
     data = tiny_recipe(shards, data={"streaming": True, "workers": 2, "eval_split": None, "shuffle_buffer": 5,
                                      "train_crop": "inception", "flip": True},
-                       train={"steps": 26, "batch_size": 6, "seed": 1}, model={"res": 8})  # 26 steps: one epoch
+                       train={"steps": 26, "batch_size": 6, "seed": 1, "checkpoint_every": 5},  # 26: one epoch
+                       model={"res": 8})
     cfg = recipe.from_data(data, "test")
     full = run_trainer(cfg, tmp_path / "full")
     uninterrupted, seen[:] = list(seen), []
     log.unlink()
-    with pytest.raises(Interrupted):
-        run_trainer(cfg, tmp_path / "cut", stop_at=18)
-    cut = len(seen)
-    assert cut == 18  # 70%: 108 examples, 54 from each worker, each inside its seventh shard
+    if end == "stopped":
+        with pytest.raises(Interrupted):
+            run_trainer(cfg, tmp_path / "cut", stop_at=18)
+    else:
+        after = Trainer._after_step
+
+        def dying(self, timer):
+            timer = after(self, timer)
+            if self.pos.step == 18:
+                raise Killed
+            return timer
+
+        monkeypatch.setattr(Trainer, "_after_step", dying)
+        with pytest.raises(Killed):
+            run_trainer(cfg, tmp_path / "cut")
+        monkeypatch.setattr(Trainer, "_after_step", after)
+    assert len(seen) == 18  # 70%: 108 examples, 54 from each worker, each inside its seventh shard
+    cut = 18 if end == "stopped" else 15  # (killed: steps 16-18 are trained again from step 15's checkpoint)
     log.unlink()
     resumed = run_trainer(cfg, tmp_path / "cut", resume=True)
-    assert seen == uninterrupted
+    assert seen[:cut] + seen[18:] == uninterrupted
     opened, rows = reads(log)
-    again = rows - sum(len(labels) for labels, _ in seen[cut:])  # read beyond what the resumed run trained on
+    again = rows - sum(len(labels) for labels, _ in seen[18:])  # read beyond what the resumed run trained on
     assert 0 < again <= PER_SHARD * 2 and len(opened) == len(set(opened))  # the partial shard of each worker
     for name, tensor in full.setup.raw_state_dict().items():
         assert torch.equal(tensor, resumed.setup.raw_state_dict()[name]), name
