@@ -13,6 +13,8 @@ typical 500x375 and a larger 1024x768, quality 90; nothing is written to disk. E
 loader's `Decoder` over the same seeded batch on one thread, one path after the other; the table shows
 each path's median over the rounds and their ratio to before. `after_cpu_norm` adds the normalisation
 back on the CPU, which is where it stays for a CPU-only run (in the main process instead of a worker).
+Each path is timed in thread CPU seconds (`time.thread_time`), images/s per core: on a shared machine the
+wall clock counts the other jobs' time slices too.
 """
 
 from __future__ import annotations

@@ -127,3 +127,23 @@ def test_images_nvjpeg_would_not_decode_as_the_cpu_come_decoded_by_the_worker():
     Image.fromarray(_photo(60, 40)).convert("CMYK").save(out, "JPEG")
     cmyk = reader.plan({"bytes": out.getvalue(), "path": None})
     assert not isinstance(cmyk, Plan) and np.asarray(cmyk).shape == (3, 24, 24)
+
+
+def test_a_stream_decodes_on_the_device_as_in_the_workers(tmp_path):
+    """A streamed split (parquet shards of JPEG bytes): data.decode gpu (on the CPU here) yields the batches
+    of data.decode cpu, in the same order, with images alike."""
+    from vitcli.data.source import load_split
+
+    ds = _jpegs(16).dataset
+    for shard in range(2):
+        ds.shard(2, shard, contiguous=True).to_parquet(str(tmp_path / f"train-{shard:05d}-of-00002.parquet"))
+    split = load_split(str(tmp_path), "train", streaming=True)
+
+    def batches(decode: str):
+        cfg = DataCfg(workers=0, decode=decode)
+        return list(train_loader(split, cfg, (32, 32), 4, seed=1, device="cpu"))
+
+    cpu, gpu = batches("cpu"), batches("gpu")
+    assert len(cpu) == len(gpu) == 4
+    for (a, la), (b, lb) in zip(cpu, gpu):
+        assert torch.equal(la, lb) and (a - b).abs().mean() < 4 * 2 / 255
