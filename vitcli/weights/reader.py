@@ -96,10 +96,15 @@ def _read(source: str | Path) -> Pretrained:
                           ".safetensors, .npz, a folder or a hub name")
 
 
+def _in_run(folder: Path) -> bool:
+    """Whether `folder` is a vit run directory, inside which nothing is followed (a planted link is
+    refused); a model folder from a hub (huggingface_hub's cache links its files to blobs) is the user's
+    to point at, links included."""
+    return os.path.lexists(folder / "checkpoints") or os.path.lexists(folder / "recipe.yaml")
+
+
 def _read_dir(folder: Path) -> Pretrained:
-    # Inside a vit run directory nothing is followed (a planted link is refused); a model folder from a
-    # hub (huggingface_hub's cache links its files to blobs) is the user's to point at, links included.
-    run = os.path.lexists(folder / "checkpoints") or os.path.lexists(folder / "recipe.yaml")
+    run = _in_run(folder)
     for name in _FOLDER_WEIGHTS:
         if files.check_regular(folder / name, follow=not run, error=CheckpointError, who="--from "):
             reader = {".safetensors": _read_safetensors, ".json": _read_shards, ".bin": _read_pickle}
@@ -114,10 +119,11 @@ def _read_dir(folder: Path) -> Pretrained:
 def json_beside(path: Path, name: str) -> dict | None:
     """A JSON object stored beside a weights file (config.json, preprocessor_config.json), or None."""
     file = path.with_name(name)
-    if not files.check_regular(file, follow=True, error=CheckpointError):
+    follow = not _in_run(file.parent)  # config.json or recipe.json of a run: a link there is refused
+    if not files.check_regular(file, follow=follow, error=CheckpointError):
         return None
     try:
-        data = json.loads(files.read_bytes(file, follow=True, limit=16 << 20, error=CheckpointError))
+        data = json.loads(files.read_bytes(file, follow=follow, limit=16 << 20, error=CheckpointError))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{file}: not valid JSON ({exc})") from None
     except RecursionError:
@@ -180,7 +186,7 @@ def _describe(path: Path, tensors: dict[str, torch.Tensor], names: list[str] | N
     names = names or _label_names(config.get(LABEL_NAMES), config_path)
     ema_path = path.with_name(path.stem + "_ema.safetensors")
     ema = (check_dtypes(serialization.read_safetensors(ema_path), ema_path)
-           if files.check_regular(ema_path, follow=True, error=CheckpointError) else None)
+           if files.check_regular(ema_path, follow=not _in_run(path.parent), error=CheckpointError) else None)
     return Pretrained(path, tensors, model=model, recipe=recipe, ema=ema, label_names=names)
 
 
