@@ -81,6 +81,12 @@ def _check_optim(cfg: RecipeCfg, bad: Bad) -> None:
     for lr in lrs:
         if lr <= 0:
             raise bad("optim.lr", f"must be > 0, got {o.lr if not isinstance(o.lr, tuple) else list(o.lr)}")
+    folders = [f"lr-{lr:g}" for lr in lrs]  # a sweep trains each in out/lr-<lr>: two may not share one
+    same = next((i for i, name in enumerate(folders) if name in folders[:i]), None)
+    if same is not None:
+        first = lrs[folders.index(folders[same])]
+        raise bad("optim.lr", f"{first!r} and {lrs[same]!r} would share the sweep's folder {folders[same]}; give each "
+                  "learning rate once, differing in its first 6 digits")
     _interval(bad, {"optim.b1": o.b1, "optim.b2": o.b2, "optim.momentum": o.momentum}, 0, 1, hi_open=True)
     _interval(bad, {"optim.layer_decay": o.layer_decay}, 0, 1, lo_open=True)
     _interval(bad, {"optim.clip_norm": o.clip_norm}, 0, float("inf"), lo_open=True)
