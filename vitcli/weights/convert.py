@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import warnings
 from pathlib import Path
 
 import torch
 
-from vitcli.errors import CheckpointError
+from vitcli.errors import CheckpointError, RecipeError
+from vitcli.recipe.config import DataCfg
 from vitcli.files import atomic_write, check_regular, new_dir, read_bytes, write_json
 from vitcli.models import describe
 from vitcli.models.positions import not_in_timm, not_in_transformers
@@ -68,7 +70,7 @@ def export(source: Pretrained, fmt: str, out: Path, *, weights: str = "ema") -> 
     if weights not in ("ema", "raw"):
         raise CheckpointError(f"--weights {weights!r}: valid: 'ema', 'raw'")
     model, desc, state = _model(source, weights)
-    data = (source.recipe or {}).get("data", {}) or {}
+    data = _stored_data(source, desc.get("in_chans", 3))
     writer = {"timm": _timm, "hf": _hf, "onnx": _onnx, "torchvision": _torchvision}[fmt]
     library = {"timm": "timm", "hf": "transformers", "onnx": "onnx", "torchvision": "pytorch"}[fmt]
     # Written into a folder beside `out` and renamed at the end: a kill or a failure leaves no half export.
@@ -89,6 +91,23 @@ def _listed(dropped) -> str:
     return dropped if isinstance(dropped, str) else "; ".join(dropped)
 
 
+_EXPORTED_DATA = ("norm", "mean", "std", "eval_crop")  # what an export writes of the run's data section
+
+
+def _stored_data(source: Pretrained, channels: int) -> DataCfg:
+    """The preprocessing the run's stored recipe records, read through the recipe layer (schema and ranges)
+    as every other recipe is: a damaged recipe.json or config.json (`data.norm: "weird"`, a text mean, a
+    zero std) is one line naming the checkpoint, never a KeyError or a broken config in the export."""
+    from vitcli import recipe
+
+    raw = (source.recipe or {}).get("data") or {}
+    fields = {key: raw[key] for key in _EXPORTED_DATA if key in raw}
+    try:
+        return recipe.from_data({"data": fields, "model": {"in_chans": channels}}, str(source.path)).data
+    except RecipeError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
 def _run_results(source: Pretrained) -> dict | None:
     """The final results of the vit run a checkpoint came from (its results.json), when there is one."""
     folder = source.path if source.path.is_dir() else source.path.parent
@@ -98,8 +117,17 @@ def _run_results(source: Pretrained) -> dict | None:
     try:
         data = json.loads(read_bytes(path, limit=1 << 20))
     except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
         return None
-    return data if isinstance(data, dict) else None
+    top1 = data.get("top1", 0.0)
+    if not (type(top1) in (int, float) and 0 <= top1 <= 1):
+        # The model card would publish it as the model's accuracy: 5, true or NaN is damage, not a result.
+        logging.getLogger("vitcli.weights").warning(
+            f"{path}: top1 {str(top1)[:20]} is not an accuracy in [0, 1] (damaged or hand-edited); the model card "
+            "reports no results")
+        return None
+    return data
 
 
 def _headless(desc: dict, state: dict) -> tuple[dict, dict]:
