@@ -94,6 +94,7 @@ INPUTS = {
     'out-locked-by-another-run': 'Second `vit pretrain` on an `--out` another one is writing',
     'resume-fewer-steps': '`--resume` with fewer steps than already done',
     'resume-planted-link': '`--resume` of a run with a planted symbolic link (`metrics.jsonl`)',
+    'export-run-config-json-planted-link': '`vit export` of a run whose config.json is a planted symbolic link',
     'device-cuda-without-gpu': '`--set train.device=cuda` without a GPU',
     'disk-full': 'Disk full while writing a checkpoint',
     'from-missing': '`--from` path that does not exist',
@@ -121,6 +122,8 @@ INPUTS = {
     'init-from-other-variant': '`train.init_from` of another variant',
     'safetensors-wrong-shapes': 'safetensors with wrong shapes',
     'config-json-wrong-type': 'config.json field of the wrong type (`vit_model.patch: "x"`)',
+    'export-stored-norm-unknown': "`vit export` of a run whose config.json's stored recipe says `data.norm: weird`",
+    'export-stored-std-zero': "`vit export --format hf` of a run whose stored recipe says `data.std: [0, 0, 0]`",
     'config-json-invalid': 'Run directory with a broken config.json',
     'data-mean-wrong-length': '`data.mean` with another length than the input channels',
     'data-std-zero': '`data.std` with a zero',
@@ -176,6 +179,8 @@ INPUTS = {
     'split-class-names-differ': 'Parquet splits naming different classes',
     'image-folder-9-percent-unreadable': 'Image folder with 3 of 32 training images unreadable, a 2-step run',
     'recipe-yaml-hand-edited': "`--resume` of a run whose recipe.yaml was edited by hand (`optim.lr`)",
+    'sweep-lr-same-folder': 'lr sweep over 0.001 and 0.0010000001 (one folder `lr-0.001` for both; `[0.001, '
+                            '0.001]` trained once and "tied with itself")',
     'data-source-home-folder': 'A home folder (no data files, hidden caches) as a plain `data.source` path',
     'inspect-samples-zero': '`vit inspect --samples 0`',
     'fewshot-seeds-too-many': '`vit fewshot --seeds 1001`',
@@ -210,6 +215,8 @@ INPUTS = {
     'predict-class-names-of-another-head': 'A checkpoint whose 5 class names do not fit its 4-output head',
     'eval-out-class-names-100000-characters': '`vit eval --out` with a class name of 100,000 characters (40 s to lay '
                                               'out)',
+    'export-results-top1-not-an-accuracy': '`vit export` of a run whose results.json says `top1: 5` (the model card '
+                                           'would publish 500%)',
     'export-out-under-a-file': '`vit export --out` under a regular file',
     'export-out-too-long': '`vit export --out` with a 300-character name',
     'export-out-is-a-file': '`vit export --out` that is a file',

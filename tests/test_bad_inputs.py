@@ -313,6 +313,17 @@ def _config_with(c: Ctx, **model) -> Path:
     return run
 
 
+def _recipe_data(c: Ctx, **data) -> Path:
+    """A copy of the finished run whose config.json's stored recipe has `data` written into its data section."""
+    import json
+
+    run = Path(shutil.copytree(c.run, c.tmp / "r"))
+    config = json.loads((run / "config.json").read_text())
+    config["vit_recipe"]["data"].update(data)
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
 def _integer_weights(c: Ctx) -> Path:
     """The finished run's weights as int8, as a quantised checkpoint would hold them."""
     state = torch.load(c.ckpt(), weights_only=True)["model"]
@@ -613,6 +624,9 @@ CASES = [
                                        "--out", _planted_link(c, "metrics.jsonl")],
      "{tmp}/r/metrics.jsonl: refused: it is a symbolic link, not a regular file; a run directory holds only the "
      "regular files the run wrote"),
+    ("export-run-config-json-planted-link", lambda c: ["export", _planted_link(c, "config.json"), "--out", c.out],
+     "{tmp}/r/config.json: refused: it is a symbolic link, not a regular file; a run directory holds only the "
+     "regular files the run wrote"),
     pytest.param("device-cuda-without-gpu", lambda c: _pretrain(c, c.recipe(), "train.device=cuda"),
                  "train.device: cuda was asked for, but torch sees no CUDA GPU on this machine (<*>); use "
                  "train.device: auto or cpu",
@@ -708,6 +722,11 @@ CASES = [
      "(1, 5, 48) vs (1, 17, 32)"),
     ("config-json-wrong-type", lambda c: ["eval", "--from", _config_with(c, patch="x")],
      "{tmp}/r/config.json: vit_model.patch: expected a positive whole number, got 'x'"),
+    ("export-stored-norm-unknown", lambda c: ["export", _recipe_data(c, norm="weird"), "--out", c.out],
+     "{tmp}/r/model.safetensors: data.norm: 'weird' is not valid; choose one of 'paper', 'imagenet'"),
+    ("export-stored-std-zero", lambda c: ["export", _recipe_data(c, std=[0, 0, 0]), "--format", "hf", "--out", c.out],
+     "{tmp}/r/model.safetensors: data.std: [0.0, 0.0, 0.0]: valid: positive finite numbers (a zero std divides by "
+     "zero)"),
     ("config-json-invalid", lambda c: (shutil.copytree(c.run, c.tmp / "r"), (c.tmp / "r/config.json").write_text("{"),
                                        ["eval", "--from", c.tmp / "r"])[2],
      "{tmp}/r/config.json: not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 "
@@ -991,6 +1010,9 @@ SILENT_CASES = [
      "RECIPE given, never that file, so the edit would be ignored; to resume with it: mv {tmp}/r/recipe.yaml "
      "edited.yaml && vit pretrain edited.yaml --resume --out {tmp}/r (a resume may change the run's length, e.g. "
      "train.steps), or undo the edit"),
+    ("sweep-lr-same-folder", lambda c: ["recipe", "check", c.recipe(optim={"lr": [0.001, 0.0010000001, 0.01]})],
+     "{tmp}/r.yaml: optim.lr: 0.001 and 0.0010000001 would share the sweep's folder lr-0.001; give each learning "
+     "rate once, differing in its first 6 digits"),
     ("data-source-home-folder", lambda c: _pretrain(c, c.recipe(data={"source": str(_home(c))})),
      "data.source '{tmp}/home': no parquet, arrow or tar files in this folder; give a folder of parquet/arrow files "
      "(the hub's layout) or of WebDataset .tar shards, a save_to_disk directory, or imagefolder:PATH for a folder of "

@@ -136,6 +136,13 @@ def with_metrics(c: Ctx, data: bytes | None = None, size: int | None = None) -> 
     return run
 
 
+def results_with(c: Ctx, text: str) -> Path:
+    """A copy of the finished run whose results.json is `text`."""
+    run = Path(shutil.copytree(c.run, c.tmp / "r"))
+    (run / "results.json").write_text(text)
+    return run
+
+
 def parquet_with(c: Ctx, bad: bytes) -> Path:
     """A 32-image parquet data set whose image 9 is `bad`."""
     from test_bad_inputs import _images, _parquet
@@ -294,6 +301,11 @@ def metrics_rewritten(c: Ctx, result) -> None:
     assert lines and all(json.loads(line)["step"] <= 3 for line in lines), lines[-3:]
 
 
+def card_without_results(c: Ctx, result) -> None:
+    card = (c.tmp / "exp" / "README.md").read_text()
+    assert "accuracy" in card and "value: 5" not in card and "| top1 |" not in card, card
+
+
 def names_dropped(c: Ctx, result) -> None:
     data = json.loads(result.stdout)
     assert data["label_names"] is None and data["predictions"][0]["top"][0]["label"] in ("0", "1", "2", "3"), data
@@ -402,6 +414,10 @@ CASES = [
         c, ["x" * 100_000, "y" * 50_000, "z", "w"]), "--ignore-labels", "--out", c.tmp / "figs"],
          "class names of 100,000 characters are drawn cut to 48 (the JSON keeps them whole)", 0,
          png_written("confusion_matrix.png")),
+    Case("export-results-top1-not-an-accuracy", lambda c: ["export", results_with(c, '{"steps": 2, "top1": 5}'),
+                                                           "--out", c.tmp / "exp"],
+         "warning: {tmp}/r/results.json: top1 5 is not an accuracy in [0, 1] (damaged or hand-edited); the model card "
+         "reports no results", 0, card_without_results),
     # 7. vit export is atomic
     Case("export-out-under-a-file", lambda c: ((c.tmp / "notes.txt").write_text("x"),
                                               ["export", c.run, "--out", c.tmp / "notes.txt" / "exp"])[1],
