@@ -118,7 +118,8 @@ def test_auto_decodes_on_the_device_only_on_cuda():
 
 
 def test_images_nvjpeg_would_not_decode_as_the_cpu_come_decoded_by_the_worker():
-    """A PNG and a grey-model JPEG are not planned: the worker sends their pixels."""
+    """A PNG, a CMYK and a grey JPEG are not planned (nvJPEG's conversions are not libjpeg's): the worker
+    sends their pixels; a colour JPEG is."""
     pil = train_pil_transform(DataCfg(), (24, 24))
     reader = draft.train_reader(pil, to_rgb, decode_stored)
     png = _encoded(_photo(60, 40), "PNG")
@@ -127,6 +128,8 @@ def test_images_nvjpeg_would_not_decode_as_the_cpu_come_decoded_by_the_worker():
     Image.fromarray(_photo(60, 40)).convert("CMYK").save(out, "JPEG")
     cmyk = reader.plan({"bytes": out.getvalue(), "path": None})
     assert not isinstance(cmyk, Plan) and np.asarray(cmyk).shape == (3, 24, 24)
+    assert not isinstance(reader.plan(_encoded(_photo(60, 40)[..., 0])), Plan)
+    assert isinstance(reader.plan(_encoded(_photo(60, 40))), Plan)
 
 
 def test_a_stream_decodes_on_the_device_as_in_the_workers(tmp_path):
@@ -147,3 +150,25 @@ def test_a_stream_decodes_on_the_device_as_in_the_workers(tmp_path):
     assert len(cpu) == len(gpu) == 4
     for (a, la), (b, lb) in zip(cpu, gpu):
         assert torch.equal(la, lb) and (a - b).abs().mean() < 4 * 2 / 255
+
+
+def test_a_jpeg_the_device_decoder_refuses_is_decoded_on_the_cpu(monkeypatch):
+    """nvJPEG lacks some of libjpeg's modes: an image it refuses is decoded by libjpeg-turbo and moved to
+    the device, not counted as bad; only what the CPU cannot decode either is bad."""
+    import torchvision.io
+
+    from vitcli.data import readers
+
+    monkeypatch.setattr(readers, "CACHE_BYTES", 0)
+    split = _jpegs(8, bad=frozenset({5}))
+    cfg = DataCfg(workers=0, decode="gpu", max_bad_fraction=0.2)
+    expected = list(eval_loader(split, cfg, (32, 32), 4, device="cpu"))
+
+    def refuses(*args, **kwargs):
+        raise RuntimeError("nvjpegDecode: unsupported")
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", refuses)
+    loader = eval_loader(split, cfg, (32, 32), 4, device="cpu")
+    got = list(loader)
+    assert loader.bad == 1 and [len(labels) for _, labels in got] == [4, 3]
+    assert all(torch.equal(a, b) and torch.equal(la, lb) for (a, la), (b, lb) in zip(expected, got))

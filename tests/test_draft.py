@@ -102,7 +102,7 @@ def _boxes(path, seeds, size=(256, 192), out=16):
     width, height = size
     ramp_x = np.tile(np.linspace(0, 255, width), (height, 1)).round().astype(np.uint8)
     ramp_y = np.tile(np.linspace(0, 255, height)[:, None], (1, width)).round().astype(np.uint8)
-    xs, ys = _encoded(ramp_x), _encoded(ramp_y)
+    xs, ys = (_encoded(np.repeat(ramp[..., None], 3, -1)) for ramp in (ramp_x, ramp_y))  # colour JPEGs
     result = []
     for seed in seeds:
         gx, gy = _run(path, xs, seed)[..., 0].astype(float), _run(path, ys, seed)[..., 0].astype(float)

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from vitcli.data.geometry import resized_centre_crop, resized_crop
-from vitcli.errors import first_line
+from vitcli.data.images import DECODE_ERRORS, jpeg_pixels
+from vitcli.data.images import reason as image_reason
 
 # What a batched decode may raise for a corrupt image among good ones: the batch is then decoded one
 # image at a time, so that only the bad one is skipped and counted.
@@ -75,8 +76,10 @@ class Planned:
 
 
 def _decode_all(datas: list[bytes], device: torch.device) -> tuple[list[torch.Tensor | None], str | None]:
-    """Every JPEG decoded to uint8 RGB [3, H, W] on `device` in one batched call; one by one (None for each
-    that fails, with the first failure's reason) when the batch holds a bad one."""
+    """Every JPEG decoded to uint8 RGB [3, H, W] on `device` in one batched call. When the batch call fails,
+    one by one; a JPEG the device's decoder refuses (nvJPEG lacks some of libjpeg's modes) is decoded by
+    libjpeg-turbo here and moved over, and only one the CPU cannot decode either is None (bad, with the
+    first such reason): the CPU path is the judge of what is undecodable, on either path."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     if not datas:
@@ -86,19 +89,20 @@ def _decode_all(datas: list[bytes], device: torch.device) -> tuple[list[torch.Te
         # torchvision 0.29 deprecates its image codecs for TorchCodec's, warning on every call; they still
         # run, and TorchCodec is not a dependency of vit (a later torchvision may drop them: see README)
         warnings.simplefilter("ignore", DeprecationWarning)
-        return _decode_each(tensors, device, decode_jpeg, ImageReadMode.RGB)
-
-
-def _decode_each(tensors, device, decode_jpeg, mode):
-    try:
-        return list(decode_jpeg(tensors, mode=mode, device=device)), None
-    except _DECODE_ERRORS:
-        pass
-    images, reason = [], None
-    for tensor in tensors:
         try:
-            images.append(decode_jpeg(tensor, mode=mode, device=device))
-        except _DECODE_ERRORS as e:
-            images.append(None)
-            reason = reason or f"{type(e).__name__}: {first_line(e)[:200]}"
+            return list(decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)), None
+        except _DECODE_ERRORS:
+            pass
+        images, reason = [], None
+        for data, tensor in zip(datas, tensors):
+            try:
+                images.append(decode_jpeg(tensor, mode=ImageReadMode.RGB, device=device))
+                continue
+            except _DECODE_ERRORS:
+                pass
+            try:
+                images.append(torch.from_numpy(jpeg_pixels(data)).permute(2, 0, 1).to(device))
+            except DECODE_ERRORS as e:
+                images.append(None)
+                reason = reason or image_reason(e)
     return images, reason

@@ -47,6 +47,12 @@ class Opened:
         """A JPEG libjpeg-turbo turns into RGB itself (YCbCr or grey; CMYK goes through PIL)."""
         return self.image.format == "JPEG" and self.image.mode in ("RGB", "L")
 
+    @property
+    def colour_jpeg(self) -> bool:
+        """A YCbCr JPEG: what the device decodes (grey and CMYK ones are decoded by the worker, as nvJPEG's
+        conversions of those are not libjpeg's)."""
+        return self.image.format == "JPEG" and self.image.mode == "RGB"
+
 
 def open_lazily(value) -> Opened | None:
     """A `datasets.Image(decode=False)` value (bytes, or a local path) opened, checked by the one decoder's
@@ -133,7 +139,7 @@ class DraftTrain:
         """A `Plan` (the JPEG's bytes, crop box, flip) for decoding on the device; pixels as `__call__` gives
         them for anything nvJPEG does not decode as the CPU would (not a plain JPEG, EXIF-turned, grey)."""
         opened = open_lazily(value)
-        if opened is None or not _upright(opened) or not opened.plain_jpeg or self.channels is not to_rgb:
+        if opened is None or not _upright(opened) or not opened.colour_jpeg or self.channels is not to_rgb:
             return self(value)
         return Plan(opened.data, self._box(opened), _flips(self.flips))
 
@@ -168,7 +174,7 @@ class DraftEval:
         """A `Plan` (the JPEG's bytes, its resized size) for the device; pixels where the CPU must decode."""
         opened = open_lazily(value)
         resized = None if opened is None or not _upright(opened) else self._resized(opened)
-        if resized is None or not opened.plain_jpeg or self.channels is not to_rgb:
+        if resized is None or not opened.colour_jpeg or self.channels is not to_rgb:
             return self(value)
         return Plan(opened.data, resized, False)
 
