@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from vitcli.errors import CheckpointError, RecipeError
-from vitcli.recipe.config import DataCfg
+from vitcli.recipe.config import DataCfg, ModelCfg, RecipeCfg
 from vitcli.files import atomic_write, check_regular, new_dir, read_bytes, write_json
 from vitcli.models import describe
 from vitcli.models.positions import not_in_timm, not_in_transformers
@@ -52,7 +52,7 @@ def _model(source: Pretrained, weights: str) -> tuple[torch.nn.Module, dict, dic
     if desc is None:
         raise CheckpointError(f"{source.path}: the checkpoint does not say which model it is; export a vit run "
                               "or a checkpoint in a format that describes itself")
-    model, done = restore(source, model_cfg(desc), weights=weights)
+    model, done = restore(source, _checked(model_cfg(desc), source), weights=weights)
     if (done.num_classes, model.representation_size or None) != (desc["num_classes"],
                                                                  desc.get("representation_size") or None):
         raise CheckpointError(f"{source.path}: the weights do not fit the model the checkpoint describes (a head "
@@ -89,6 +89,18 @@ def export(source: Pretrained, fmt: str, out: Path, *, weights: str = "ema") -> 
 def _listed(dropped) -> str:
     """What a writer did not carry: one sentence, or several joined (writers return either)."""
     return dropped if isinstance(dropped, str) else "; ".join(dropped)
+
+
+def _checked(cfg: ModelCfg, source: Pretrained) -> ModelCfg:
+    """The model a checkpoint describes, through the recipe layer's range checks before it is built: a
+    described res of 168508 (a damaged config.json) is one line, not a 227 GB allocation."""
+    from vitcli.recipe import ranges
+
+    try:
+        ranges.check(RecipeCfg(model=cfg), str(source.path))
+    except RecipeError as exc:
+        raise CheckpointError(str(exc)) from None
+    return cfg
 
 
 _EXPORTED_DATA = ("norm", "mean", "std", "eval_crop")  # what an export writes of the run's data section

@@ -271,6 +271,8 @@ def _model_desc(data: dict, key: str, path: Path) -> dict | None:
     if res is not None and not (len(sides) in (1, 2) and all(type(v) is int and v > 0 for v in sides)):
         raise CheckpointError(f"{path}: {key}.res: expected a resolution (a positive whole number or [height, "
                               f"width]), got {res!r}"[:300])
+    if res is not None:  # one form past the reader: [height, width]
+        desc = {**desc, "res": [sides[0], sides[-1]]}
     return desc
 
 
