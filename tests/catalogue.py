@@ -124,6 +124,8 @@ INPUTS = {
     'config-json-wrong-type': 'config.json field of the wrong type (`vit_model.patch: "x"`)',
     'export-stored-norm-unknown': "`vit export` of a run whose config.json's stored recipe says `data.norm: weird`",
     'export-stored-std-zero': "`vit export --format hf` of a run whose stored recipe says `data.std: [0, 0, 0]`",
+    'export-described-res-huge': "`vit export` of a run whose config.json says `vit_model.res: 168508` (a 227 GB "
+                                 "model was built)",
     'config-json-invalid': 'Run directory with a broken config.json',
     'data-mean-wrong-length': '`data.mean` with another length than the input channels',
     'data-std-zero': '`data.std` with a zero',

@@ -727,6 +727,9 @@ CASES = [
     ("export-stored-std-zero", lambda c: ["export", _recipe_data(c, std=[0, 0, 0]), "--format", "hf", "--out", c.out],
      "{tmp}/r/model.safetensors: data.std: [0.0, 0.0, 0.0]: valid: positive finite numbers (a zero std divides by "
      "zero)"),
+    ("export-described-res-huge", lambda c: ["export", _config_with(c, res=168508), "--out", c.out],
+     "{tmp}/r/model.safetensors: model.res: 168508x168508 is larger than 16384 pixels a side: one such image is 341 "
+     "GB as float32 and its activations cannot fit in memory"),
     ("config-json-invalid", lambda c: (shutil.copytree(c.run, c.tmp / "r"), (c.tmp / "r/config.json").write_text("{"),
                                        ["eval", "--from", c.tmp / "r"])[2],
      "{tmp}/r/config.json: not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 "

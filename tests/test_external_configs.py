@@ -195,3 +195,26 @@ def test_every_drawn_config_loads_or_is_refused_in_one_line(folders, tmp_path, d
     folder = _rewrite(folders[kind], tmp_path / "m", dict(changes), name)
     with torch.no_grad():
         load_or_one_line(folder)
+
+
+_VIT_RECIPE_FIELDS = ["vit_recipe.data.norm", "vit_recipe.data.mean", "vit_recipe.data.std", "vit_recipe.data.eval_crop",
+                      "vit_recipe.data", "vit_recipe.model", "vit_recipe.model.res", "vit_recipe.model.heads",
+                      "label_names", "vit_model.heads", "vit_model.res", "vit_model.num_classes"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(changes=st.lists(st.tuples(st.sampled_from(_VIT_RECIPE_FIELDS), _values), min_size=1, max_size=3))
+def test_every_drawn_vit_config_exports_or_is_refused_in_one_line(folders, tmp_path, changes):
+    """`vit export` reads what a vit config.json stores (the run's recipe, its model) beyond what eval reads:
+    the preprocessing it writes into the exported config. Either it exports or it is one VitError line."""
+    from vitcli.weights.convert import export
+
+    folder = _rewrite(folders["vit"], tmp_path / "m", dict(changes))
+    out = tmp_path / "exp"
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        with torch.no_grad():
+            export(reader.read(folder), "timm", out, weights="raw")
+    except VitError as exc:
+        assert "\n" not in str(exc) and str(exc).strip(), repr(str(exc))
