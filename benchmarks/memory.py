@@ -6,7 +6,9 @@
 
 Each model is trained for a few real engine steps in its own process, so peaks never mix; the peak
 is read after the steps, so it includes the interpreter, torch and the model build (reported too, as
-`baseline_mb`: the resident set just before the first step).
+`baseline_mb`: the resident set just before the first step). `step_s` is the median wall time of a timed
+step, `cpu_s` the median CPU seconds the process spent in one (all threads): on a machine shared with other
+jobs the wall time follows their load, the CPU time much less.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 from pathlib import Path
 
 CHILD = """
-import json, statistics, sys
+import json, statistics, sys, time
 from pathlib import Path
 from vitcli import recipe
 from vitcli.engine.runtime.process import Runtime
@@ -37,10 +39,17 @@ rt = Runtime.create("cpu", precision, 0)
 step = TrainStep(cfg, cfg.data.num_classes, rt, Reporter(enabled=False))
 data = b.synthetic_batch(cfg, rt.device)
 baseline = rss()
+cpu, run = [], step.run
+def counted(*args):  # CPU seconds of this process (all its threads) per step: what other jobs' load leaves alone
+    begin = time.process_time()
+    out = run(*args)
+    cpu.append(time.process_time() - begin)
+    return out
+step.run = counted
 times = b.time_steps(step, data, steps, warmup=1)
 print(json.dumps({"model": name, "res": res, "batch": batch, "precision": precision, "grad_checkpointing": ckpt,
                   "peak_rss_mb": round(b.peak_memory_mb(rt.device)), "baseline_mb": round(baseline),
-                  "step_s": round(statistics.median(times), 2)}))
+                  "step_s": round(statistics.median(times), 2), "cpu_s": round(statistics.median(cpu[1:]), 2)}))
 """
 
 
