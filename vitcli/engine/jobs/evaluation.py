@@ -46,7 +46,7 @@ def evaluate(cfg: RecipeCfg, source: reader.Pretrained, *, ignore_labels: bool =
                    "images": int(metrics["images"]), "img_s": metrics["img_s"], "per_class_top1": evaluator.per_class,
                    "per_class_precision": evaluator.per_class_precision,
                    "confusion_matrix": _confusion(evaluator, source, out, fmt, dpi, tracked)}
-        if tracked and results["confusion_matrix"]:  # the run's trackers get the figure too
+        if tracked and rt.is_main and results["confusion_matrix"]:  # the run's trackers get the figure too
             figure = {"confusion_matrix": results["confusion_matrix"][fmt]}
             results["trackers"] = tracked.send("eval", figure, log.warn)
         if out is not None:  # the numbers behind the figure, beside it

@@ -59,7 +59,7 @@ def inspect(cfg: RecipeCfg, source: reader.Pretrained, out: Path, *, run_dir: Pa
             inspect_report.attention_figures(model, geom, data or shown, shown or data, names, out, report)
             if run_dir is not None:
                 inspect_report.curves_figure(run_dir, out, report)
-        if tracked:
+        if tracked and rt.is_main:  # under torchrun, one process logs
             report["trackers"] = tracked.send("inspect", report["figures"], log.warn)
         report["json"] = str(inspect_report.write(report, out))
         for key, reason in report["skipped"].items():
