@@ -63,6 +63,18 @@ class ModelSetup:
         return get_optimizer_state_dict(self.model, optimizer, options=self._FULL)
 
     def load_optimizer(self, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        """Restore `optimizer_state`'s output; state for parameters this optimiser does not hold is refused
+        (ValueError) before loading: torch takes it, and fails only at the next checkpoint, mid-run."""
+        groups = state.get("param_groups") or ()
+        if len(groups) != len(optimizer.param_groups):
+            raise ValueError(f"{len(groups)} parameter groups in the optimiser state, {len(optimizer.param_groups)} "
+                             "in this run's optimiser")
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        mine = {names.get(id(p)) for group in optimizer.param_groups for p in group["params"]}
+        given = {p for group in groups for p in group.get("params", ())}
+        stray = sorted(map(str, (set(state.get("state") or {}) | given) - mine))
+        if stray:
+            raise ValueError(f"optimiser state for parameters this run does not train ({', '.join(stray[:3])})")
         set_optimizer_state_dict(self.model, optimizer, state, options=self._LOAD)
 
     def ema_state_dict(self) -> dict[str, torch.Tensor] | None:
@@ -71,7 +83,11 @@ class ModelSetup:
         return {k: v.detach().cpu().clone() for k, v in self.ema.module.state_dict().items()}
 
     def load_raw(self, state: dict, ema_state: dict | None) -> None:
-        """Restore weights saved by `raw_state_dict` (resume)."""
+        """Restore weights saved by `raw_state_dict` (resume); every weight must be there (torch would keep
+        a missing one as initialised, without a word): ValueError."""
+        missing = sorted(set(self.model.state_dict()) - set(state))
+        if missing:
+            raise ValueError(f"missing weights {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
         set_model_state_dict(self.model, state, options=self._LOAD)
         if self.ema is not None and ema_state is not None:
             self.ema.module.load_state_dict(ema_state)
