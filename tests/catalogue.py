@@ -171,6 +171,10 @@ INPUTS = {
     'resume-finished-checkpoints-emptied': '`--resume` of a finished run whose checkpoint files were deleted',
     'resume-finished-older-checkpoint': '`--resume` of a finished run whose last checkpoint was deleted',
     'resume-finished-checkpoints-unreadable': '`--resume` of a finished run whose checkpoints are all unreadable',
+    'resume-checkpoint-weight-missing': '`--resume` from a checkpoint missing a weight (`norm.weight`; torch kept '
+                                        'the fresh one)',
+    'resume-checkpoint-optimizer-state-stray': '`--resume` from a checkpoint whose optimiser state names no parameter '
+                                               'of the model (failed at the next checkpoint, mid-run)',
     'resume-finished-model-only': '`--resume` of a run with model.safetensors but no results.json or checkpoints',
     'predict-empty-input': '`vit predict` with an empty INPUT (`""`, which would mean the current folder)',
     'predict-blank-input-among-files': '`vit predict` with a blank INPUT beside an image',

@@ -849,6 +849,16 @@ def _damaged_results(c: Ctx) -> Path:
     return run
 
 
+def _checkpoint_with(c: Ctx, change: Callable[[dict], object]) -> Path:
+    """A copy of the finished run cut back to its step-2 checkpoint (not finished), that checkpoint changed."""
+    run = _run_copy(c, drop=("model.safetensors", "results.json"))
+    path = run / "checkpoints" / "step-00000002.pt"
+    state = torch.load(path, weights_only=True)
+    change(state)
+    torch.save(state, path)
+    return run
+
+
 def _hand_edited(c: Ctx) -> Path:
     run = _run_copy(c)
     text = (run / "recipe.yaml").read_text()
@@ -972,6 +982,15 @@ FINISHED_RUN_CASES = [
                                 "step 2 it finished at")),
     ("resume-finished-checkpoints-unreadable", lambda c: ["pretrain", "--resume", "--out", _run_copy(c, junk=True)],
      "{tmp}/r/checkpoints/step-00000002.pt: corrupt or truncated checkpoint (<*>)"),
+    ("resume-checkpoint-weight-missing", lambda c: ["pretrain", "--resume", "--set", "train.steps=3", "--out",
+                                                    _checkpoint_with(c, lambda s: s["model"].pop("norm.weight"))],
+     "--resume: {tmp}/r/checkpoints/step-00000002.pt does not fit this run's model or optimiser (missing weights "
+     "norm.weight); resume with the recipe it was trained with"),
+    ("resume-checkpoint-optimizer-state-stray", lambda c: ["pretrain", "--resume", "--set", "train.steps=3", "--out",
+                                                           _checkpoint_with(c, lambda s: s["optimizer"].update(
+                                                               state={0: {"exp_avg": torch.zeros(3)}}))],
+     "--resume: {tmp}/r/checkpoints/step-00000002.pt does not fit this run's model or optimiser (optimiser state "
+     "for parameters this run does not train (0)); resume with the recipe it was trained with"),
     ("resume-finished-model-only", lambda c: ["pretrain", "--resume", "--out", _run_copy(
         c, drop=("checkpoints", "results.json"))],
      "--resume: {tmp}/r holds a finished run (model.safetensors) and no checkpoint is left in {tmp}/r/checkpoints to "
