@@ -44,8 +44,11 @@ class PeerWatch:
     def __init__(self, rank: int):
         self.rank = rank
         self.store = _default_store()
+        self._stop = threading.Event()
+        self._thread = None
         if self.store is not None:
-            threading.Thread(target=self._watch, name="vit-peer-watch", daemon=True).start()
+            self._thread = threading.Thread(target=self._watch, name="vit-peer-watch", daemon=True)
+            self._thread.start()
 
     def publish(self, exc: BaseException) -> None:
         """Tell the other ranks this one failed (the first failure published is the one they report)."""
@@ -59,10 +62,16 @@ class PeerWatch:
             pass
 
     def _watch(self) -> None:
-        event = threading.Event()
-        while not event.wait(POLL_S):
+        while not self._stop.wait(POLL_S):
             if self.leave_if_peer_failed() is None:
                 return  # the store's host left: the group is ending anyway
+
+    def stop(self) -> None:
+        """End the watch before the process group goes: a thread left inside a store call while the process
+        exits aborts it ("terminate called without an active exception", exit -6)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2 * POLL_S + 5)
 
     def leave_if_peer_failed(self) -> bool | None:
         """End this process, as the rank that published a failure did, if another one did; False when

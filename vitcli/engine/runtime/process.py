@@ -110,7 +110,9 @@ class Runtime:
             self.peers.publish(exc)
 
     def close(self) -> None:
-        """Leave the process group (torchrun expects a clean destroy)."""
+        """Stop watching the peers, then leave the process group (torchrun expects a clean destroy)."""
+        if self.peers is not None:
+            self.peers.stop()
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
 
