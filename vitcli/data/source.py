@@ -95,7 +95,7 @@ def load_split(
     image = _pick_column(features, image_column, IMAGE_COLUMNS, datasets.Image, "image", where)
     if not labels:
         ds = _as_image_column(ds, image, features[image], where)
-        return Split(dataset=_unlabelled(ds, streaming), image_column=image, label_column=UNLABELLED,
+        return Split(dataset=_unlabelled(ds, image, streaming), image_column=image, label_column=UNLABELLED,
                      num_classes=1, class_names=None, num_examples=None if streaming else len(ds),
                      source=source, split=split, note=note)
     label = _pick_column(features, label_column, LABEL_COLUMNS, datasets.ClassLabel, "label", where)
@@ -277,10 +277,15 @@ def _digits() -> datasets.DatasetDict:
     return datasets.DatasetDict(parts)
 
 
-def _unlabelled(ds, streaming: bool):
+def _unlabelled(ds, image: str, streaming: bool):
     """`ds` with its label column replaced by a constant one, so loaders need no special case."""
     if streaming:
-        return ds.map(lambda _: {UNLABELLED: 0})
+        # A stream's map hands each example over decoded: the images are left as bytes first (the loader's
+        # bounded decoder reads them, not datasets'), and the features are kept (a map that drops them
+        # leaves the loader's cast_column a TypeError).
+        ds = ds.cast_column(image, datasets.Image(decode=False))
+        features = datasets.Features({**ds.features, UNLABELLED: datasets.Value("int64")})
+        return ds.map(lambda _: {UNLABELLED: 0}, features=features)
     import numpy as np
 
     return ds.add_column(UNLABELLED, np.zeros(len(ds), dtype=np.int64))
