@@ -207,6 +207,9 @@ INPUTS = {
     'predict-exif-orientation-junk': 'EXIF orientation 13/2, or text',
     'train-image-strip': 'Training data holding a 1 x 30,000,000 PNG',
     'train-image-bomb': 'Training data holding a decompression bomb',
+    'stream-unlabelled-image-bomb': 'Streamed unlabelled data (masked-patch pretraining) holding a decompression '
+                                    'bomb (datasets decoded it, unbounded, before vit\'s decoder; any unlabelled '
+                                    'stream was a TypeError)',
     'stdout-closed-pipe': '`vit models | head -c 1` (stdout closed early)',
     'stdout-closed-pipe-json': '`vit recipe show demo | head -c 1`',
     'stdout-full': '`vit models > /dev/full`',

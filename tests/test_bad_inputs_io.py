@@ -152,6 +152,21 @@ def parquet_with(c: Ctx, bad: bytes) -> Path:
     return _parquet(c.tmp / "d", {"img": images, "label": [i % 4 for i in range(32)]})
 
 
+def stream_unlabelled(c: Ctx, bad: bytes) -> list:
+    """Masked-patch pretraining on a streamed, unlabelled parquet data set whose image 3 is `bad`."""
+    from conftest import tiny_recipe
+    import yaml
+    from test_bad_inputs import _images, _parquet
+
+    images = _images(32)
+    images[3] = {"bytes": bad, "path": None}
+    source = _parquet(c.tmp / "d", {"img": images})
+    recipe = tiny_recipe(source, data={"streaming": True, "eval_split": None},
+                         train={"objective": "masked_patch", "steps": 2})
+    (c.tmp / "r.yaml").write_text(yaml.safe_dump(recipe))
+    return ["pretrain", c.tmp / "r.yaml", "--out", c.out]
+
+
 def plant_event_links(c: Ctx, victim: Path) -> None:
     """As soon as the run opens its TensorBoard log, plant links under every name SummaryWriter would
     have used in the next seconds (time, host, pid and counter are all predictable) to `victim`."""
@@ -371,6 +386,10 @@ CASES = [
          "data.source '{tmp}/d' split 'train': 1 of 32 images seen could not be decoded, more than "
          "max_bad_fraction=0.001 allows; e.g. example 9: refused before decoding: Image size (400000000 pixels) "
          f"exceeds limit of 178956970 pixels, could be decompression bomb DOS attack; {LIMITS}"),
+    Case("stream-unlabelled-image-bomb", lambda c: stream_unlabelled(c, png(20000, 20000)),
+         "warning: data.source '{tmp}/d' split 'train': skipping undecodable image, example <*>: refused before "
+         f"decoding: Image size (400000000 pixels) exceeds limit of 178956970 pixels, could be decompression bomb DOS "
+         f"attack; {LIMITS}", 0),
     # 5. output that cannot be written
     Case("stdout-closed-pipe", lambda c: Shell(f"{' '.join(VIT)} models | head -c 1 >/dev/null"),
          "", 0, quiet),
