@@ -89,3 +89,10 @@ def metric(key: str, value) -> str:
 def name_of(key: str) -> str:
     """The last part of a metric key: 'ema_fewshot/digits/5shot' -> '5shot'."""
     return key.rsplit("/", 1)[-1]
+
+
+def printable(text: object, *, lines: bool = False) -> str:
+    """User text (a file, class or run name) safe to show on a terminal: control characters, ESC first (it
+    starts the escape sequences that clear a screen or retitle a window), written as Python escapes
+    (\\x1b, \\n), so the text stays on its line and cannot drive the terminal; `lines` keeps line breaks."""
+    return "".join(ch if ch.isprintable() or (lines and ch == "\n") else repr(ch)[1:-1] for ch in str(text))

@@ -80,5 +80,8 @@ def main() -> None:
 
 
 def _lower_level(record: logging.LogRecord) -> bool:
+    from vitcli.formats import printable
+
     record.levelname_lower = record.levelname.lower()
+    record.msg, record.args = printable(record.getMessage()), ()  # one line, whatever a name held
     return True

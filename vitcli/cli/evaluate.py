@@ -15,6 +15,7 @@ from vitcli.cli.options import (DataOpt, DpiOpt, EvalRecipeArg, FigureFormat, Fi
 from vitcli.cli.output import (best_weights, ema_note, emit, err_console, handle_errors, is_main_process, note,
                                reporter)
 from vitcli.errors import RecipeError, VitError
+from vitcli.formats import printable
 from vitcli.recipe import assembly, ranges
 
 
@@ -132,7 +133,7 @@ def predict_cmd(inputs: Annotated[list[str], typer.Argument(
     ema_note(weights, results)
     emit(results, as_json, tables.predict_table)
     for bad in results["unreadable"]:
-        err_console.print(Text.assemble(("unreadable:", "bold red"), f" {bad['path']}: {bad['error']}"))
+        err_console.print(Text.assemble(("unreadable:", "bold red"), " " + printable(f"{bad['path']}: {bad['error']}")))
     if results["unreadable"]:
         raise typer.Exit(1)
 

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vitcli import formats
+from vitcli.formats import printable
 from vitcli.cli.options import LogFormat, LogFormatOpt, QuietOpt
 from vitcli.errors import VitError
 
@@ -80,7 +81,7 @@ def note(message: str | Text) -> None:
     if _Mode.fmt == "json":
         print(json.dumps({"level": "info", "message": str(message)}), file=sys.stderr, flush=True)
     else:
-        err_console.print(message if isinstance(message, Text) else Text(message))
+        err_console.print(message if isinstance(message, Text) else Text(printable(message, lines=True)))
 
 
 def reporter(as_json: bool = False):
@@ -144,12 +145,13 @@ def print_error(message: str) -> None:
     """The one `error:` line on stderr that every bad input gets (a JSON line with --log-format json)."""
     # The message is data, not markup: "[train]" in a split name must print as written. A value quoted
     # in it may hold a newline or a control character: escaped, the error stays one line.
-    _error(one_line(message))
+    _error(printable(message))
 
 
-def one_line(message: str) -> str:
-    """The message with line breaks and other control characters escaped (\\n, \\x1b ...)."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+def plain(text: object) -> str:
+    """User text for a Rich table or line: control characters escaped (formats.printable), and markup too
+    ("[train]" in a split name prints as written)."""
+    return escape(printable(text))
 
 
 def is_main_process() -> bool:
@@ -182,7 +184,7 @@ def metric_table(results: dict, title: str) -> Table:
     for key, value in results.items():
         if isinstance(value, dict) or (isinstance(value, list) and key != "res") or key in _RUN_RECORD:
             continue
-        table.add_row(escape(key), escape(formats.metric(key, value)))
+        table.add_row(plain(key), plain(formats.metric(key, value)))
     return table
 
 

@@ -5,11 +5,11 @@ Numbers read the same in every table (`vitcli.formats`): accuracies as percentag
 
 from __future__ import annotations
 
-from rich.markup import escape
 from rich.table import Table
 
 from vitcli.recipe import schema
 from vitcli.errors import RecipeError, VitError
+from vitcli.cli.output import plain
 from vitcli.formats import percent, plural
 from vitcli.models.variants import count_params, grid, macs, seq_len, zoo
 
@@ -54,11 +54,11 @@ _PER_CLASS_SHOWN = 20  # rows of per-class accuracy in the table; --json has the
 def recipe_table(rows: list[dict], folder: str) -> Table:
     """The shipped recipes: the name every command accepts, and what each is for."""
     table = Table(title="shipped recipes (give the name, or the file, to any command)", header_style="bold",
-                  caption=escape(f"files: {folder}/NAME.yaml"))
+                  caption=plain(f"files: {folder}/NAME.yaml"))
     table.add_column("name", no_wrap=True)
     table.add_column("what")
     for row in rows:
-        table.add_row(escape(row["name"]), escape(row["about"]))
+        table.add_row(plain(row["name"]), plain(row["about"]))
     return table
 
 
@@ -69,7 +69,7 @@ def _res(res: list[int]) -> str:
 def eval_table(results: dict) -> Table:
     """`vit eval` results: the summary, then per-class top-1 and precision (the weakest classes first when
     many), then where the confusion-matrix PNG went."""
-    table = Table(title=escape(f"eval of {results['checkpoint']} ({results['weights']} weights)"),
+    table = Table(title=plain(f"eval of {results['checkpoint']} ({results['weights']} weights)"),
                   header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -80,7 +80,7 @@ def eval_table(results: dict) -> Table:
             ("labels", results["labels"]), ("images", f"{results['images']:,}"), ("top-1", _pct(results["top1"])), ("top-5", _pct(results["top5"])),
             ("loss", f"{results['loss']:.4f}"), ("images/s", f"{results['img_s']:.1f}")]
     for name, value in rows:
-        table.add_row(name, escape(str(value)))  # paths and splits hold [brackets]
+        table.add_row(name, plain(str(value)))  # paths and splits hold [brackets]
     per_class = results["per_class_top1"]
     shown = per_class.items()
     if len(per_class) > _PER_CLASS_SHOWN:
@@ -88,16 +88,16 @@ def eval_table(results: dict) -> Table:
         table.caption = f"the {_PER_CLASS_SHOWN} weakest of {len(per_class)} classes; --json lists all"
     table.add_section()
     for name, acc in shown:
-        table.add_row(escape(f"top-1 {name}"), _pct(acc))
+        table.add_row(plain(f"top-1 {name}"), _pct(acc))
     precision = results.get("per_class_precision", {})
     table.add_section()
     for name, _ in shown:  # the same classes (0 for one never predicted)
-        table.add_row(escape(f"precision {name}"), _pct(precision.get(name, 0.0)))
+        table.add_row(plain(f"precision {name}"), _pct(precision.get(name, 0.0)))
     matrix = results.get("confusion_matrix") or {}
     drawn = next((matrix[fmt] for fmt in ("png", "pdf", "svg") if fmt in matrix), None)
     if drawn:
         table.add_section()
-        table.add_row("confusion matrix", escape(drawn))
+        table.add_row("confusion matrix", plain(drawn))
     _tracker_rows(table, results)
     return table
 
@@ -105,7 +105,7 @@ def eval_table(results: dict) -> Table:
 def _tracker_rows(table: Table, results: dict) -> None:
     """Where the figures were logged besides --out: the run's trackers (run.report_to)."""
     for name, where in (results.get("trackers") or {}).items():
-        table.add_row(f"logged to {name}", escape(where))
+        table.add_row(f"logged to {name}", plain(where))
 
 
 def fewshot_table(results: dict) -> Table:
@@ -113,7 +113,7 @@ def fewshot_table(results: dict) -> Table:
     several_l2 = len(results["l2_reg"]) > 1
     title = (f"few-shot linear evaluation of {results['checkpoint']} ({results['weights']} weights, "
              f"{results['features']} features, {plural(results['seeds'], 'seed')}, {_res(results['res'])} px)")
-    table = Table(title=escape(title), header_style="bold")
+    table = Table(title=plain(title), header_style="bold")
     for col in ("data set", "shots", "l2", "top-1 mean", "std", "per seed"):
         table.add_column(col, justify="left" if col == "data set" else "right")
     for name, per_shot in results["results"].items():
@@ -121,7 +121,7 @@ def fewshot_table(results: dict) -> Table:
             if several_l2 and "_l2=" not in key:
                 continue  # the bare "{k}shot" entry repeats the first l2 value's row
             seeds = " ".join(f"{100 * acc:.1f}" for acc in value["seeds"])
-            table.add_row(escape(name), key.partition("shot")[0], f"{value['l2']:g}", _pct(value["mean"]),
+            table.add_row(plain(name), key.partition("shot")[0], f"{value['l2']:g}", _pct(value["mean"]),
                           f"{100 * value['std']:.2f}", seeds)
     return table
 
@@ -131,7 +131,7 @@ def predict_table(results: dict) -> Table:
     paths = [row["path"] for row in results["predictions"]]
     base = _common_folder(paths)
     under = f" under {base}" if base else ""
-    table = Table(title=escape(f"predictions of {results['checkpoint']} ({results['images']:,} image{'' if results['images'] == 1 else 's'}{under})"),
+    table = Table(title=plain(f"predictions of {results['checkpoint']} ({results['images']:,} image{'' if results['images'] == 1 else 's'}{under})"),
                   header_style="bold")
     for col in ("image", "top-1", "prob", f"next {results['top_k'] - 1}" if results["top_k"] > 1 else None):
         if col is not None:
@@ -139,9 +139,9 @@ def predict_table(results: dict) -> Table:
     for row in results["predictions"]:
         first, *rest = row["top"]
         shown = row["path"][len(base):].lstrip("/") if base else row["path"]
-        cells = [escape(shown), escape(first["label"]), f"{first['prob']:.3f}"]
+        cells = [plain(shown), plain(first["label"]), f"{first['prob']:.3f}"]
         if results["top_k"] > 1:
-            cells.append(escape(", ".join(f"{t['label']} {t['prob']:.3f}" for t in rest)))
+            cells.append(plain(", ".join(f"{t['label']} {t['prob']:.3f}" for t in rest)))
         table.add_row(*cells)
     if results["unreadable"]:
         table.caption = f"{len(results['unreadable'])} unreadable (listed below)"
@@ -206,10 +206,10 @@ def inspect_summary(report: dict) -> dict:
 
 def inspect_table(summary: dict) -> Table:
     """What `vit inspect` wrote, and the numbers that answer the paper's questions at a glance."""
-    table = Table(title=escape(f"inspection of {summary['checkpoint']}"), header_style="bold")
+    table = Table(title=plain(f"inspection of {summary['checkpoint']}"), header_style="bold")
     table.add_column("item")
     table.add_column("value")
-    table.add_row("model", escape(f"{summary['model']} at {_res(summary['res'])} px, "
+    table.add_row("model", plain(f"{summary['model']} at {_res(summary['res'])} px, "
                                   f"{summary['grid'][0]}x{summary['grid'][1]} patches"
                                   + (" (ResNet feature-map cells)" if summary["hybrid"] else "")))
     if "posemb_similarity" in summary:
@@ -223,10 +223,10 @@ def inspect_table(summary: dict) -> Table:
                                             f"(uniform attention: {d['uniform_pixels']:.1f})")
     table.add_section()
     for name, path in summary["figures"].items():
-        table.add_row(name, escape(path))
-    table.add_row("numbers", escape(summary["json"]))
+        table.add_row(name, plain(path))
+    table.add_row("numbers", plain(summary["json"]))
     for name, reason in summary["skipped"].items():
-        table.add_row(f"skipped {name}", escape(reason))
+        table.add_row(f"skipped {name}", plain(reason))
     _tracker_rows(table, summary)
     return table
 

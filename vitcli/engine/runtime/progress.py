@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
 from rich.text import Text
 
-from vitcli.formats import duration
+from vitcli.formats import duration, printable
 
 PLAIN_INTERVAL = 5.0  # seconds between lines without a terminal
 _FIRST_LINE_AFTER = 1.0  # without a terminal, a task done within a second prints only its last line
@@ -186,15 +186,15 @@ class Reporter:
             return
         width = max(map(len, facts), default=0)
         lines = [title, *(f"  {name.replace('_', ' '):<{width}}  {value}" for name, value in facts.items())]
-        self.console.print("\n".join(lines), markup=False, soft_wrap=True)
+        self.console.print(printable("\n".join(lines), lines=True), markup=False, soft_wrap=True)
 
     def _say(self, level: str, message: str, fields: dict) -> None:
         if self.fmt == "json":
             self._json({"level": level, "message": message, **fields})
         elif level == "warning":
-            self.console.print(f"warning: {message}", style="yellow", markup=False, soft_wrap=True)
+            self.console.print(f"warning: {printable(message)}", style="yellow", markup=False, soft_wrap=True)
         else:
-            self.console.print(message, markup=False, soft_wrap=True)
+            self.console.print(printable(message, lines=True), markup=False, soft_wrap=True)
 
     def _json(self, record: dict) -> None:
         record = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **record}
