@@ -218,6 +218,8 @@ INPUTS = {
     'stderr-full': '`vit recipe check demo 2> /dev/full`',
     'names-non-utf8-locale': 'File names that are not UTF-8, printed under `LC_ALL=C PYTHONUTF8=0`',
     'tensorboard-disk-full': 'Disk full while writing the TensorBoard event file',
+    'predict-file-name-terminal-escapes': 'A file name holding terminal escape sequences (clear the screen, retitle '
+                                          'the window) printed by `vit predict`',
     'eval-out-mathtext-class-names': '`vit eval --out` with class names `$\\undefinedcommand$`, `$x^2$`, `a$b`',
     'inspect-mathtext-names': '`vit inspect` of a run named `$\\bad$`, class `$\\sqrt{$`, image `$\\frac$.png`',
     'eval-out-dpi-beyond-figure-limit': '`vit eval --out --dpi 1200` (a 7200 x 7200 confusion matrix)',

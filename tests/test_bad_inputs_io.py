@@ -326,6 +326,10 @@ def names_dropped(c: Ctx, result) -> None:
     assert data["label_names"] is None and data["predictions"][0]["top"][0]["label"] in ("0", "1", "2", "3"), data
 
 
+def no_terminal_codes(c: Ctx, result) -> None:
+    assert "\x1b" not in result.output and "\x07" not in result.output, repr(result.output)
+
+
 def quiet(c: Ctx, result) -> None:
     assert result.stderr == "", result.stderr
 
@@ -410,6 +414,10 @@ CASES = [
          "file names the locale cannot encode are printed with backslash escapes", 0, escaped_names),
     Case("tensorboard-disk-full", lambda c: (event_files_on_full_disk(c), pretrain(c))[1],
          "disk full while writing {tmp}/new; nothing was replaced, earlier files are intact"),
+    Case("predict-file-name-terminal-escapes", lambda c: ["predict", "--from", c.run, image(
+        c, "a\x1b[2Jb\x1b]0;pwn\x07.png", b"junk")],
+         f"unreadable: {{tmp}}/a\\x1b[2Jb\\x1b]0;pwn\\x07.png: not an image in a format vit reads ({FORMATS})", 1,
+         no_terminal_codes),
     # 6. user text drawn as plain text, never as mathematics
     Case("eval-out-mathtext-class-names", lambda c: ["eval", "--from", renamed_classes(
         c, ["$\\undefinedcommand$", "$x^2$", "a$b", "grey"]), "--ignore-labels", "--out", c.tmp / "figs"],
