@@ -15,11 +15,18 @@ each path's median over the rounds and their ratio to before. `after_cpu_norm` a
 back on the CPU, which is where it stays for a CPU-only run (in the main process instead of a worker).
 Each path is timed in thread CPU seconds (`time.thread_time`), images/s per core: on a shared machine the
 wall clock counts the other jobs' time slices too.
+
+`breakdown` times the after path's pieces where it calls them, in the same rounds (one more run of it with
+each piece wrapped in a thread-time timer): the header parse, the libjpeg-turbo decode, the uint8 resample
+(with the crop's copy), the batch stack, and the rest (crop and flip draws, Python glue, the timers' own
+cost). `ceiling_x` is before's time over decode + resample alone: the most any path that decodes the whole
+JPEG with libjpeg-turbo and resamples with torch's kernel could reach, with nothing else left to cost.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import statistics
@@ -32,6 +39,7 @@ from PIL import Image, ImageDraw
 from vitcli.data import draft
 from vitcli.data.images import to_rgb
 from vitcli.data.images import decode_stored
+from vitcli.data import readers
 from vitcli.data.device_decode import Planned
 from vitcli.data.readers import Decoder
 from vitcli.data.transforms import eval_pil_transform, norm_stats, normalise, train_pil_transform
@@ -79,6 +87,45 @@ def img_s(decoder: Decoder, values: list, seed: int, normalised: bool) -> float:
     return len(values) / (time.thread_time() - start)
 
 
+# (module, name it is called by, piece): what `breakdown` times inside the after path
+PIECES = ((draft, "open_lazily", "header"), (draft, "jpeg_pixels", "decode"), (draft, "resized_crop", "resample"),
+          (draft, "resized_centre_crop", "resample"), (readers, "to_pixels", "stack"))
+
+
+@contextlib.contextmanager
+def timed_pieces(seconds: dict[str, float]):
+    """While inside, each of PIECES adds the thread CPU seconds of its calls to `seconds[piece]`."""
+    saved = [getattr(module, name) for module, name, _ in PIECES]
+
+    def timer(fn, piece):
+        def timed(*args, **kwargs):
+            start = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                seconds[piece] = seconds.get(piece, 0.0) + time.thread_time() - start
+        return timed
+
+    for (module, name, piece), fn in zip(PIECES, saved):
+        setattr(module, name, timer(fn, piece))
+    try:
+        yield
+    finally:
+        for (module, name, _), fn in zip(PIECES, saved):
+            setattr(module, name, fn)
+
+
+def breakdown(decoder: Decoder, values: list, seed: int) -> dict[str, float]:
+    """ms per image of each piece of one run of `decoder`, and of the rest ('total' is the whole run)."""
+    seconds: dict[str, float] = {}
+    with timed_pieces(seconds):
+        start = time.thread_time()
+        decoder(values, [0] * len(values), range(len(values)), seed)
+        total = time.thread_time() - start
+    seconds["rest"], seconds["total"] = total - sum(seconds.values()), total
+    return {piece: 1e3 * s / len(values) for piece, s in seconds.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
@@ -94,13 +141,20 @@ def main() -> None:
             paths = {"before": (slow, True), "after": (fast, False), "after_cpu_norm": (fast, True),
                      "gpu_worker": (plan, False)}
             rates: dict[str, list[float]] = {name: [] for name in paths}
+            pieces: list[dict[str, float]] = []
             for r in range(args.rounds):
                 for name, (decoder, normalised) in paths.items():
                     rates[name].append(img_s(decoder, values, r, normalised))
+                pieces.append(breakdown(fast, values, r))
             median = {name: statistics.median(v) for name, v in rates.items()}
             row = {"jpeg": f"{width}x{height}", "case": case, "min_area": cfg.min_area}
             row.update({f"{name}_img_s": round(v) for name, v in median.items()})
             row.update({f"{name}_x": round(v / median["before"], 2) for name, v in median.items() if name != "before"})
+            names = ("header", "decode", "resample", "stack", "rest", "total")
+            ms = {piece: statistics.median(p.get(piece, 0.0) for p in pieces) for piece in names}
+            row["before_ms"] = round(1e3 / median["before"], 3)
+            row["after_breakdown_ms"] = {piece: round(v, 3) for piece, v in ms.items()}
+            row["ceiling_x"] = round(1e3 / median["before"] / (ms["decode"] + ms["resample"]), 2)
             print(json.dumps(row), flush=True)
 
 

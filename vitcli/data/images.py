@@ -99,7 +99,7 @@ def jpeg_pixels(data: bytes, scale: int = 1) -> np.ndarray:
     1/`scale` (1, 2, 4 or 8) of each side.
 
     The same library and settings as PIL's decoder (and `Image.draft`'s scales), so the same pixels, bit for
-    bit (tests/test_draft.py), in about two thirds of the time: simplejpeg writes straight into a numpy array,
+    bit (tests/test_draft.py), in less time (benchmarks/README.md): simplejpeg writes straight into an array,
     where PIL unpacks every row into its own 4-byte layout and `np.asarray` copies it out again.
     """
     import simplejpeg  # imported where used: only the per-image JPEG path needs it
