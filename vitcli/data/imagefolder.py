@@ -102,6 +102,10 @@ class _Walk:
             raise DataError(f"data.source {self.source!r}: cannot list {str(path)!r} ({e.strerror})") from None
         dirs, images = [], []
         for entry in (e for e in found if not e.name.startswith(".")):
+            if not _utf8(entry.path):  # a name in another encoding: the data set stores paths as UTF-8 text
+                raise DataError(f"data.source {self.source!r}: {entry.path!r} has a name that is not UTF-8 text "
+                                f"({os.fsencode(entry.name)!r}); rename it in UTF-8 (class names and image paths "
+                                "are stored as text)")
             if entry.is_dir():
                 if depth + 1 > MAX_DEPTH:
                     raise DataError(f"data.source {self.source!r}: {entry.path!r} is a folder {depth + 1} levels "
@@ -142,6 +146,15 @@ class _Walk:
     def unused(self, image: Path, where: str) -> DataError:
         return DataError(f"data.source {self.source!r}: image {str(image)!r} lies {where} and would not be used; "
                          f"{_LAYOUT}: move it into a class folder or remove it")
+
+
+def _utf8(text: str) -> bool:
+    """Whether a name read from disk is text: bytes that are not UTF-8 come back as surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def interleaved(group: Group, classes: list[str]) -> list[tuple[str, str | None]]:

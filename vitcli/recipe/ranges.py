@@ -207,9 +207,11 @@ def _check_mpp(cfg: RecipeCfg, bad: Bad) -> None:
 
 def _check_names(cfg: RecipeCfg, bad: Bad) -> None:
     name = cfg.run.name
-    if name is not None and (not name.strip() or "/" in name or name in (".", "..") or len(name.encode()) > 128):
-        raise bad("run.name", f"{name[:60]!r} is not a usable name; valid: up to 128 bytes without '/', e.g. "
-                  "'cifar10-b16' (run.out chooses the folder)")
+    raw = os.fsencode(name or "")  # a name from argv may hold bytes the locale could not decode (surrogates)
+    if name is not None and (not name.strip() or "/" in name or name in (".", "..") or len(raw) > 128
+                             or name != raw.decode("utf-8", "replace")):
+        raise bad("run.name", f"{name[:60]!r} is not a usable name; valid: up to 128 bytes of UTF-8 text without '/', "
+                  "e.g. 'cifar10-b16' (run.out chooses the folder)")
     paths = {"run.out": cfg.run.out, "data.source": cfg.data.source, "train.init_from": cfg.train.init_from,
              **{f"fewshot.datasets[{i}].source": d.source for i, d in enumerate(cfg.fewshot.datasets)}}
     for path, value in paths.items():
