@@ -74,6 +74,8 @@ INPUTS = {
     'image-null': 'Null image in a parquet data set',
     'label-huge': 'One label of 2e9 (would build a 2e9-class head)',
     'imagefolder-whole-tree': '`imagefolder:` pointed at a whole tree (a home directory): refused before any scan',
+    'imagefolder-name-not-utf8': '`imagefolder:` with a class folder named in Latin-1 (`r\\xe9d`; pyarrow raised '
+                                 'UnicodeEncodeError)',
     'imagefolder-split-and-class-folders': '`imagefolder:` with class folders beside split folders',
     'imagefolder-unused-image': '`imagefolder:` with an image beside its class folders (it would be used by no class)',
     'images-corrupt-small-set': 'One corrupt image in a data set of 32 (`max_bad_fraction` on small sets)',
@@ -217,6 +219,8 @@ INPUTS = {
     'stdout-closed-at-start': '`vit models >&-` (started with stdout closed)',
     'stderr-full': '`vit recipe check demo 2> /dev/full`',
     'names-non-utf8-locale': 'File names that are not UTF-8, printed under `LC_ALL=C PYTHONUTF8=0`',
+    'run-name-bytes-of-another-locale': '`--set run.name=café` typed in UTF-8 under `LC_ALL=C PYTHONUTF8=0` (was a '
+                                        'UnicodeEncodeError)',
     'tensorboard-disk-full': 'Disk full while writing the TensorBoard event file',
     'predict-file-name-terminal-escapes': 'A file name holding terminal escape sequences (clear the screen, retitle '
                                           'the window) printed by `vit predict`',

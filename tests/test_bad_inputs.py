@@ -462,7 +462,7 @@ CASES = [
      "{tmp}/r.yaml: train.freeze: range 'blocks.0-100000000000' is not within 0-1 (the model has 2 blocks)"),
     ("run-name-too-long", lambda c: ["recipe", "check", c.recipe(run={"name": "n" * 300})],
      "{tmp}/r.yaml: run.name: 'nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn' is not a usable name; "
-     "valid: up to 128 bytes without '/', e.g. 'cifar10-b16' (run.out chooses the folder)"),
+     "valid: up to 128 bytes of UTF-8 text without '/', e.g. 'cifar10-b16' (run.out chooses the folder)"),
     ("out-path-too-long", lambda c: ["pretrain", c.recipe(), "--out", c.tmp / ("o" * 300)],
      "--out <*>...: too long (<*> bytes; at most 255 a name, 4095 in all); give a "
      "shorter path"),
@@ -559,6 +559,10 @@ CASES = [
      "data.source 'imagefolder:{tmp}/f': image '{tmp}/f/n01440764_val_1.JPEG' lies beside class folders, in no class "
      "and would not be used; an image folder is PATH/<class>/<image> or PATH/<split>/<class>/<image> (split folders: "
      "train, val, test): move it into a class folder or remove it"),
+    ("imagefolder-name-not-utf8", lambda c: _pretrain(c, c.recipe(data={"source": _folder(c, ("green", os.fsdecode(
+        b"r\xe9d")))})),
+     "data.source 'imagefolder:{tmp}/f': '{tmp}/f/r\\udce9d' has a name that is not UTF-8 text (b'r\\xe9d'); rename it "
+     "in UTF-8 (class names and image paths are stored as text)"),
     ("imagefolder-split-and-class-folders", lambda c: _pretrain(c, c.recipe(data={"source": _mixed_folder(c)})),
      "data.source 'imagefolder:{tmp}/f': '{tmp}/f' holds split folders (train) beside other folders (green), whose "
      "images would belong to no split; an image folder is PATH/<class>/<image> or PATH/<split>/<class>/<image> "

@@ -412,6 +412,10 @@ CASES = [
         "--top-k 1",
         {"LC_ALL": "C", "PYTHONUTF8": "0", "COLUMNS": "400"}),
          "file names the locale cannot encode are printed with backslash escapes", 0, escaped_names),
+    Case("run-name-bytes-of-another-locale", lambda c: Shell(f"{' '.join(VIT)} recipe show demo --set run.name=café",
+                                                             {"LC_ALL": "C", "PYTHONUTF8": "0"}),
+         "--set run.name=caf\\udcc3\\udca9: run.name: 'caf\\udcc3\\udca9' is not a usable name; valid: up to 128 "
+         "bytes of UTF-8 text without '/', e.g. 'cifar10-b16' (run.out chooses the folder)"),
     Case("tensorboard-disk-full", lambda c: (event_files_on_full_disk(c), pretrain(c))[1],
          "disk full while writing {tmp}/new; nothing was replaced, earlier files are intact"),
     Case("predict-file-name-terminal-escapes", lambda c: ["predict", "--from", c.run, image(
