@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from vitcli.files import atomic_write
+from vitcli.formats import printable
 
 DPI = 100
 FORMATS = ("png", "pdf", "svg")
@@ -89,10 +90,12 @@ def _dpi(fig: Figure, path: Path) -> float:
 
 
 def _short(text: str) -> str:
-    """User text as drawn: each line cut to MAX_LABEL characters (a class name of 100,000 characters took
-    40 s to lay out and left no room for the axes; the JSON and tables keep it whole)."""
+    """User text as drawn: control characters and undecodable bytes escaped (`formats.printable`: a file
+    name in Latin-1 holds surrogates, which matplotlib's font layer refuses with a TypeError), each line cut
+    to MAX_LABEL characters (a class name of 100,000 characters took 40 s to lay out and left no room for
+    the axes; the JSON and tables keep it whole)."""
     return "\n".join(line if len(line) <= MAX_LABEL else line[:MAX_LABEL - 1] + "\u2026"
-                     for line in str(text).split("\n"))
+                     for line in printable(text, lines=True).split("\n"))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
