@@ -232,6 +232,8 @@ INPUTS = {
                                               'out)',
     'export-results-top1-not-an-accuracy': '`vit export` of a run whose results.json says `top1: 5` (the model card '
                                            'would publish 500%)',
+    'inspect-image-named-in-latin-1': '`vit inspect --images` of an image named in Latin-1 (matplotlib raised '
+                                      'TypeError on its title)',
     'export-out-under-a-file': '`vit export --out` under a regular file',
     'export-out-too-long': '`vit export --out` with a 300-character name',
     'export-out-is-a-file': '`vit export --out` that is a file',

@@ -449,6 +449,10 @@ CASES = [
                                                            "--out", c.tmp / "exp"],
          "warning: {tmp}/r/results.json: top1 5 is not an accuracy in [0, 1] (damaged or hand-edited); the model card "
          "reports no results", 0, card_without_results),
+    Case("inspect-image-named-in-latin-1", lambda c: ["inspect", "--from", c.run, "--images", image(
+        c, os.fsdecode(b"caf\xe9.png")), "--out", c.tmp / "figs"],
+         "an image named in Latin-1 (its byte kept by Python as a surrogate) is titled caf\\udce9.png in the figure",
+         0, png_written("attention_maps.png")),
     # 7. vit export is atomic
     Case("export-out-under-a-file", lambda c: ((c.tmp / "notes.txt").write_text("x"),
                                               ["export", c.run, "--out", c.tmp / "notes.txt" / "exp"])[1],
