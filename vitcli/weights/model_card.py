@@ -21,7 +21,8 @@ def write_model_card(out: Path, *, name: str, model: dict | None, recipe: dict |
     text = card_text(name=name, model=model, recipe=recipe, results=results, label_names=label_names,
                      command=command, library=library, note=note)
     path = Path(out) / "README.md"
-    atomic_write(path, lambda f: f.write(text.encode()))
+    # A name in another encoding (an --out folder named in Latin-1) holds surrogates: written escaped.
+    atomic_write(path, lambda f: f.write(text.encode("utf-8", "backslashreplace")))
     return path
 
 

@@ -6,10 +6,13 @@ Every failure is one line naming the file.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
 import struct
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -71,6 +74,16 @@ def check_file(path: Path, *, follow: bool = True):
     return files.open_read(Path(path), follow=follow, error=CheckpointError)
 
 
+@contextlib.contextmanager
+def _by_handle(path: Path) -> Iterator[str]:
+    """The name safetensors opens `path` by: on Linux this process's handle on the file `check_file` opened
+    (/proc/self/fd/N), so the file read is the file checked and a folder named in another encoding opens
+    too (safetensors takes only UTF-8 paths: a run in a Latin-1 folder read as "corrupt"); else the path."""
+    with check_file(path) as handle:
+        proc = f"/proc/self/fd/{handle.fileno()}"
+        yield proc if os.path.exists(proc) else str(path)
+
+
 def _reason(exc: BaseException) -> str:
     # Library messages run on ("... This is an internal miniz error. If you are seeing ..."): keep the
     # first sentence of the first line, which is the part that says what is wrong.
@@ -84,9 +97,9 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    check_file(path).close()
     try:
-        return load_file(str(path))
+        with _by_handle(path) as name:
+            return load_file(name)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({_reason(exc)})") from None
 
@@ -98,7 +111,7 @@ def safetensors_metadata(path: Path) -> dict[str, str]:
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with _by_handle(path) as name, safe_open(name, framework="pt") as handle:
             return dict(handle.metadata() or {})
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({_reason(exc)})") from None
