@@ -234,6 +234,10 @@ INPUTS = {
                                            'would publish 500%)',
     'inspect-image-named-in-latin-1': '`vit inspect --images` of an image named in Latin-1 (matplotlib raised '
                                       'TypeError on its title)',
+    'eval-run-in-a-latin-1-folder': '`vit eval --from` a run whose folder is named in Latin-1 (read as "corrupt '
+                                    'or truncated")',
+    'export-out-named-in-latin-1': '`vit export --out` a folder named in Latin-1 (UnicodeEncodeError writing the '
+                                   'model card)',
     'export-out-under-a-file': '`vit export --out` under a regular file',
     'export-out-too-long': '`vit export --out` with a 300-character name',
     'export-out-is-a-file': '`vit export --out` that is a file',

@@ -316,6 +316,17 @@ def metrics_rewritten(c: Ctx, result) -> None:
     assert lines and all(json.loads(line)["step"] <= 3 for line in lines), lines[-3:]
 
 
+def evaluated(c: Ctx, result) -> None:
+    assert json.loads(result.stdout)["top1"] >= 0, result.stdout
+
+
+def card_in(folder: bytes) -> Callable:
+    def check(c: Ctx, result) -> None:
+        out = c.tmp / "exp" / os.fsdecode(folder)
+        assert (out / "model.safetensors").is_file() and "m\\udce9" in (out / "README.md").read_text()
+    return check
+
+
 def card_without_results(c: Ctx, result) -> None:
     card = (c.tmp / "exp" / "README.md").read_text()
     assert "accuracy" in card and "value: 5" not in card and "| top1 |" not in card, card
@@ -453,6 +464,12 @@ CASES = [
         c, os.fsdecode(b"caf\xe9.png")), "--out", c.tmp / "figs"],
          "an image named in Latin-1 (its byte kept by Python as a surrogate) is titled caf\\udce9.png in the figure",
          0, png_written("attention_maps.png")),
+    Case("eval-run-in-a-latin-1-folder", lambda c: ["eval", "--from", shutil.copytree(
+        c.run, c.tmp / os.fsdecode(b"run\xe9")), "--json"],
+         "a run in a folder named in Latin-1 is read (safetensors, which takes UTF-8 paths only, opens the file vit "
+         "checked through this process's handle on it)", 0, evaluated),
+    Case("export-out-named-in-latin-1", lambda c: ["export", c.run, "--out", c.tmp / "exp" / os.fsdecode(b"m\xe9")],
+         "an export into a folder named in Latin-1 (its name, escaped, in the model card)", 0, card_in(b"m\xe9")),
     # 7. vit export is atomic
     Case("export-out-under-a-file", lambda c: ((c.tmp / "notes.txt").write_text("x"),
                                               ["export", c.run, "--out", c.tmp / "notes.txt" / "exp"])[1],
