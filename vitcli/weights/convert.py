@@ -52,6 +52,12 @@ def _model(source: Pretrained, weights: str) -> tuple[torch.nn.Module, dict, dic
     if desc is None:
         raise CheckpointError(f"{source.path}: the checkpoint does not say which model it is; export a vit run "
                               "or a checkpoint in a format that describes itself")
+    # A description may leave a field null for eval, which takes it from the recipe; an export writes the
+    # model as described, so every dimension must be there.
+    missing = [k for k in ("res", "width", "depth", "heads", "mlp_dim", "num_classes") if desc.get(k) is None]
+    if missing:
+        raise CheckpointError(f"{source.path}: the model description (config.json's vit_model) gives no "
+                              f"{', '.join(missing)}; export a vit run whose config.json is complete")
     model, done = restore(source, _checked(model_cfg(desc), source), weights=weights)
     if (done.num_classes, model.representation_size or None) != (desc["num_classes"],
                                                                  desc.get("representation_size") or None):
