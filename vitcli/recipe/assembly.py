@@ -265,12 +265,15 @@ def require_source(cfg: RecipeCfg, origin: str) -> None:
 def source_name(path: Path) -> str:
     """What a run started from `path` is named after: the run directory its weights came from, else the file.
 
-    `--from runs/demo` reads runs/demo/model.safetensors (or checkpoints/step-N.pt): the run is 'demo'.
+    `--from runs/demo` reads runs/demo/model.safetensors (or checkpoints/step-N.pt): the run is 'demo'. Bytes
+    of a folder named in another encoding (surrogates: no run.name may hold them) become '-'.
     """
+    name = path.stem if path.is_file() else path.name
     for folder in (path, *list(path.parents)[:2]):
         if (folder / "recipe.json").is_file():
-            return folder.name
-    return path.stem if path.is_file() else path.name
+            name = folder.name
+            break
+    return re.sub("[\udc80-\udcff]+", "-", name)
 
 
 def from_checkpoint(source, recipe_path: Path | None, options: tuple[str | recipe.Override, ...] | list[str],

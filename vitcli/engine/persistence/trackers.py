@@ -22,13 +22,15 @@ from pathlib import Path
 
 from vitcli import files
 from vitcli.errors import RecipeError
+from vitcli.formats import printable
 
 _EXTRAS = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}  # tracker -> (module, extra)
 STATE_FILE = ".trackers.json"  # the tracker runs this run logs to, so a resumed run continues them
 
 
 def flat(data: dict, prefix: str = "") -> dict[str, object]:
-    """A nested recipe as dotted keys with scalar values (lists as text), as trackers' params want them."""
+    """A nested recipe as dotted keys with scalar values (lists as text), as trackers' params want them. Text
+    is printable (a path named in another encoding holds surrogates, which protobuf refuses mid-run)."""
     out: dict[str, object] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
@@ -37,7 +39,7 @@ def flat(data: dict, prefix: str = "") -> dict[str, object]:
         elif isinstance(value, (list, tuple)):
             out[name] = json.dumps(value)
         else:
-            out[name] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+            out[name] = value if isinstance(value, (int, float, bool)) or value is None else printable(str(value))
     return out
 
 
