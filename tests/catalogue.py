@@ -236,6 +236,8 @@ INPUTS = {
                                       'TypeError on its title)',
     'eval-run-in-a-latin-1-folder': '`vit eval --from` a run whose folder is named in Latin-1 (read as "corrupt '
                                     'or truncated")',
+    'finetune-from-a-latin-1-run': '`vit finetune --from` a run in a Latin-1 folder (run.name refused, then '
+                                   'UnicodeEncodeError in the TensorBoard hyperparameters after step 1)',
     'export-out-named-in-latin-1': '`vit export --out` a folder named in Latin-1 (UnicodeEncodeError writing the '
                                    'model card)',
     'export-out-under-a-file': '`vit export --out` under a regular file',

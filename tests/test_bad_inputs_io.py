@@ -468,6 +468,11 @@ CASES = [
         c.run, c.tmp / os.fsdecode(b"run\xe9")), "--json"],
          "a run in a folder named in Latin-1 is read (safetensors, which takes UTF-8 paths only, opens the file vit "
          "checked through this process's handle on it)", 0, evaluated),
+    Case("finetune-from-a-latin-1-run", lambda c: ["finetune", "--from", shutil.copytree(
+        c.run, c.tmp / os.fsdecode(b"run\xe9")), "--data", c.data, "--steps", "1", "--set", "train.batch_size=16",
+        "--set", "schedule.warmup_steps=0", "--out", c.out],
+         "a fine-tune from a run in a Latin-1 folder: named run--finetune, the path escaped in TensorBoard's "
+         "hyperparameters", 0, lambda c, result: (c.out / "model.safetensors").is_file() or pytest.fail(result.output)),
     Case("export-out-named-in-latin-1", lambda c: ["export", c.run, "--out", c.tmp / "exp" / os.fsdecode(b"m\xe9")],
          "an export into a folder named in Latin-1 (its name, escaped, in the model card)", 0, card_in(b"m\xe9")),
     # 7. vit export is atomic
