@@ -156,6 +156,12 @@ def _check_data(cfg: RecipeCfg, bad: Bad) -> None:
     _interval(bad, {"model.dropout": m.dropout, "model.drop_path": m.drop_path,
                     "model.attn_dropout": m.attn_dropout}, 0, 1, hi_open=True)
     _interval(bad, {"data.min_area": d.min_area, "data.eval_crop": d.eval_crop}, 0, 1, lo_open=True)
+    cover = max(m.res) / d.eval_crop  # evaluation resizes to cover res / eval_crop before the centre crop
+    if cover > MAX_SIDE:
+        raise bad("data.eval_crop", f"{d.eval_crop:g} resizes images to cover {round(cover)} pixels a side before the "
+                  f"centre crop of {m.res[0]}x{m.res[1]}, more than the {MAX_SIDE} a side vit allows (one such image is "
+                  f"{3 * cover * cover * 4 / 1e9:.3g} GB as float32); valid: at least {max(m.res) / MAX_SIDE:.3g} "
+                  "(timm's crop_pct, usually 0.875 to 1)")
     _interval(bad, {"data.max_bad_fraction": d.max_bad_fraction}, 0, 1)
     _interval(bad, {"data.mixup": d.mixup, "data.cutmix": d.cutmix}, 0, 1e3)
     _interval(bad, {"data.workers": d.workers}, 0, 256)
