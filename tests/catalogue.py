@@ -166,6 +166,7 @@ INPUTS = {
     'head-weights-too-large': '`data.num_classes: 1000000` on a width of 8192 (a 33 GB head)',
     'model-weights-too-large': 'A width of 4096 and a depth of 256 (51.6 G parameters)',
     'inspect-res-tables-too-large': '`vit inspect --res 1024` at patch 4 (65536 x 65536 attention and similarity tables)',
+    'eval-crop-too-small': '`--set data.eval_crop=0.0001` (images resized to 160000 px a side: MemoryError)',
     'bench-res-option': '`vit bench --res 8192`',
     'resume-finished-results-json-damaged': '`--resume` of a finished run whose last checkpoint is gone and whose '
                                             'results.json is damaged (`"steps": "2"`)',

@@ -968,6 +968,10 @@ SIZE_CASES = [
      "model.res 1024x1024: vit inspect at 256x256 = 65536 patches needs 241 GB for its patch-by-patch tables "
      "(attention per layer, rollout, position-embedding similarity), more than the 16 GB it allows; valid: at most "
      "16903 patches (a lower --res)"),
+    ("eval-crop-too-small", lambda c: ["eval", "--from", c.run, "--set", "data.eval_crop=0.0001"],
+     "--set data.eval_crop=0.0001: data.eval_crop: 0.0001 resizes images to cover 160000 pixels a side before the "
+     "centre crop of 16x16, more than the 16384 a side vit allows (one such image is 307 GB as float32); valid: at "
+     "least 0.000977 (timm's crop_pct, usually 0.875 to 1)"),
     ("bench-res-option", lambda c: ["bench", "--model", "Ti/4", "--res", "8192", "--steps", "1"],
      "--res 8192: model.res: 8192x8192 at patch 4 is 4194304 patches per image, more than the 65536 vit allows: the "
      "activations cannot fit in memory (the input image alone is 0.805 GB as float32)"),
