@@ -157,7 +157,7 @@ def _check_data(cfg: RecipeCfg, bad: Bad) -> None:
                     "model.attn_dropout": m.attn_dropout}, 0, 1, hi_open=True)
     _interval(bad, {"data.min_area": d.min_area, "data.eval_crop": d.eval_crop}, 0, 1, lo_open=True)
     cover = max(m.res) / d.eval_crop  # evaluation resizes to cover res / eval_crop before the centre crop
-    if cover > MAX_SIDE:
+    if cover > MAX_SIDE >= max(m.res):  # a res too large is model.res's to say (checked with the model)
         raise bad("data.eval_crop", f"{d.eval_crop:g} resizes images to cover {round(cover)} pixels a side before the "
                   f"centre crop of {m.res[0]}x{m.res[1]}, more than the {MAX_SIDE} a side vit allows (one such image is "
                   f"{3 * cover * cover * 4 / 1e9:.3g} GB as float32); valid: at least {max(m.res) / MAX_SIDE:.3g} "
