@@ -1258,8 +1258,10 @@ def test_inspect_never_mixes_two_models_in_one_folder(tmp_path, tiny_data, tiny_
     assert [inspect("--from", p) for p in (*bare, bare[0])] == [Path("inspect/model"), Path("inspect/model-2"),
                                                                Path("inspect/model")]
     # A new inspection removes the figures an earlier one drew that it does not draw itself.
-    stale = c.tmp / "inspect/model/learning_curves.png"
-    stale.write_bytes(b"an earlier model's curves")
+    # in any format an earlier inspection drew it (--format pdf/svg)
+    stale = [c.tmp / f"inspect/model/learning_curves.{fmt}" for fmt in ("png", "pdf", "svg")]
+    for path in stale:
+        path.write_bytes(b"an earlier model's curves")
     assert inspect("--from", bare[1], "--out", c.tmp / "inspect/model") == Path("inspect/model")
-    assert not stale.exists()
+    assert not any(path.exists() for path in stale)
     assert json.loads((c.tmp / "inspect/model/inspection.json").read_text())["checkpoint"] == str(bare[1])

@@ -175,8 +175,8 @@ def curves_figure(run_dir: Path, out: Path, report: dict) -> None:
 
 # Every file an inspection writes; a new one removes the previous one's first, so no figure of another
 # model (or of an earlier run of this one) stays beside the new inspection.json.
-WRITTEN = ("embedding_filters.png", "posemb_similarity.png", "attention_distance.png", "attention_maps.png",
-           "learning_curves.png", "inspection.json")
+FIGURES = ("embedding_filters", "posemb_similarity", "attention_distance", "attention_maps", "learning_curves")
+WRITTEN = (*(f"{name}.{fmt}" for name in FIGURES for fmt in figures.FORMATS), "inspection.json")
 _MAX_TAKEN = 1000  # inspect/<name>-2 ... -1000: past that, --out must say where
 
 
