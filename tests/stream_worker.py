@@ -13,11 +13,32 @@ untouched: all of it is done from outside.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+
+def logging_reads(generate: Callable, log: Path, rows: Callable[[object], int]) -> Callable:
+    """`generate` (a `datasets` builder's `_generate_tables` / `_generate_examples`: self, then the shard
+    paths) wrapped to append to `log` "open NAME" for every shard it is given and "rows N" for every
+    item it yields (`rows(item)` rows); forked DataLoader workers inherit it and write to the same file."""
+
+    signature = inspect.signature(generate)  # datasets calls it by keyword (files=, tar_paths=, ...)
+    shards = list(signature.parameters)[1]  # the one after self
+
+    def counted(*args, **kwargs):
+        with open(log, "a") as out:
+            out.writelines(f"open {Path(f).name}\n" for f in signature.bind(*args, **kwargs).arguments[shards])
+        for key, item in generate(*args, **kwargs):
+            with open(log, "a") as out:
+                out.write(f"rows {rows(item)}\n")
+            yield key, item
+
+    return counted
 
 
 def record(logdir: Path, rank: str) -> None:
@@ -26,16 +47,7 @@ def record(logdir: Path, rank: str) -> None:
     from vitcli.data.loader import ImageLoader
 
     reads, batches = logdir / f"reads-{rank}.txt", logdir / f"batches-{rank}.txt"
-    generate = Parquet._generate_tables
-
-    def counted(self, files, row_groups_list):
-        with open(reads, "a") as out:
-            out.writelines(f"open {Path(f).name}\n" for f in files)
-        for key, table in generate(self, files, row_groups_list):
-            with open(reads, "a") as out:
-                out.write(f"rows {len(table)}\n")
-            yield key, table
-
+    counted = logging_reads(Parquet._generate_tables, reads, len)
     iterate = ImageLoader.__iter__
 
     def recording(self):

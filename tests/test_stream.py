@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import tiny_recipe, write_webdataset
 from PIL import Image
+from stream_worker import logging_reads
 
 from vitcli import recipe
 from vitcli.data.loader import ImageLoader, train_loader
@@ -47,17 +48,7 @@ def count_reads(monkeypatch, log: Path) -> None:
     forked, so they inherit the patch and write to the same file)."""
     from datasets.packaged_modules.parquet.parquet import Parquet
 
-    original = Parquet._generate_tables
-
-    def counted(self, files, row_groups_list):
-        with open(log, "a") as out:
-            out.writelines(f"open {Path(f).name}\n" for f in files)
-        for key, table in original(self, files, row_groups_list):
-            with open(log, "a") as out:
-                out.write(f"rows {len(table)}\n")
-            yield key, table
-
-    monkeypatch.setattr(Parquet, "_generate_tables", counted)
+    monkeypatch.setattr(Parquet, "_generate_tables", logging_reads(Parquet._generate_tables, log, len))
 
 
 def reads(log: Path) -> tuple[list[str], int]:
@@ -109,17 +100,8 @@ def count_tar_reads(monkeypatch, log: Path) -> None:
     """`count_reads` for WebDataset shards: the tars opened and the examples read from them."""
     from datasets.packaged_modules.webdataset.webdataset import WebDataset
 
-    original = WebDataset._generate_examples
-
-    def counted(self, tar_paths, tar_iterators):
-        with open(log, "a") as out:
-            out.writelines(f"open {Path(f).name}\n" for f in tar_paths)
-        for key, example in original(self, tar_paths, tar_iterators):
-            with open(log, "a") as out:
-                out.write("rows 1\n")
-            yield key, example
-
-    monkeypatch.setattr(WebDataset, "_generate_examples", counted)
+    monkeypatch.setattr(WebDataset, "_generate_examples",
+                        logging_reads(WebDataset._generate_examples, log, lambda example: 1))
 
 
 def test_a_webdataset_source_resumes_the_same_way(tmp_path, monkeypatch):
