@@ -28,7 +28,13 @@ LABEL_NAMES = "label_names"  # key of the head's class names in checkpoints, saf
 LATEST = "latest"  # the file in a run's checkpoints/ that names the newest complete checkpoint
 # The layout of a vit training checkpoint (engine/persistence/checkpoints.py writes it); a newer one is refused.
 FORMAT_VERSION = 1
-_STEP_FILE = re.compile(r"step-\d{8,12}\.pt")  # what checkpoints.save names a checkpoint, and nothing else
+_STEP_FILE = re.compile(r"step-(\d{8,12})\.pt")  # what checkpoints.save names a checkpoint, and nothing else
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The step of a checkpoint file named as `checkpoints.save` names them (`step-00001000.pt`), else None."""
+    found = _STEP_FILE.fullmatch(name)
+    return int(found.group(1)) if found else None
 _log = logging.getLogger("vitcli.weights")
 
 
@@ -321,4 +327,4 @@ def latest(run_dir: Path) -> Path | None:
             _log.warning(f"{pointer} does not name a checkpoint file in {folder} ({name[:40]!r}); using the "
                          "highest-numbered step-*.pt instead")
     steps = [p for p in folder.iterdir() if _STEP_FILE.fullmatch(p.name) and not p.is_symlink() and p.is_file()]
-    return max(steps, key=lambda p: int(p.name[5:-3])) if steps else None
+    return max(steps, key=lambda p: checkpoint_step(p.name)) if steps else None

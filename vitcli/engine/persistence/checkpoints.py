@@ -14,7 +14,7 @@ import torch
 from vitcli.errors import CheckpointError, RunError
 from vitcli.files import atomic_write, real_dir
 from vitcli.weights import serialization
-from vitcli.weights.reader import FORMAT_VERSION, LATEST, check_dtypes, check_format, latest
+from vitcli.weights.reader import FORMAT_VERSION, LATEST, check_dtypes, check_format, checkpoint_step, latest
 
 
 def save(run_dir: Path, state: dict, step: int, keep: int) -> Path:
@@ -34,7 +34,8 @@ def save(run_dir: Path, state: dict, step: int, keep: int) -> Path:
     state = {**state, "format_version": FORMAT_VERSION, "step": step}
     atomic_write(path, lambda f: torch.save(state, f))
     atomic_write(folder / LATEST, lambda f: f.write(path.name.encode()))
-    steps = sorted((p for p in folder.glob("step-*.pt") if p.name[5:-3].isdigit()), key=lambda p: int(p.name[5:-3]))
+    steps = sorted((p for p in folder.glob("step-*.pt") if checkpoint_step(p.name) is not None),
+                   key=lambda p: checkpoint_step(p.name))
     for old in steps[: -max(1, keep)]:
         old.unlink(missing_ok=True)
     return path

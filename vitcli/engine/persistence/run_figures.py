@@ -18,7 +18,6 @@ of it recorded, the run being trained by another process) is one warning line, a
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +31,7 @@ from vitcli.errors import VitError, first_line
 from vitcli.formats import plural
 from vitcli.recipe.config import RunCfg
 from vitcli.recipe.schema import from_dict
-
-_STEP_FILE = re.compile(r"step-(\d+)\.pt")  # checkpoints/step-NNNNNNNN.pt
+from vitcli.weights.reader import checkpoint_step
 
 
 @dataclass
@@ -146,9 +144,9 @@ def _recorded_run(run: Path) -> RunCfg | None:
 def _step(run: Path, checkpoint: Path) -> int:
     """The training step of the model in `checkpoint`: its file name's, best/'s recorded step, the step a
     finished run ended at, else the last step the run logged."""
-    found = _STEP_FILE.fullmatch(checkpoint.name)
-    if found and checkpoint.parent.name == "checkpoints":
-        return int(found.group(1))
+    step = checkpoint_step(checkpoint.name)
+    if step is not None and checkpoint.parent.name == "checkpoints":
+        return step
     if checkpoint.parent.name == "best" and checkpoint.parent.parent == run:
         try:
             step = json.loads(files.read_bytes(checkpoint.parent / "results.json", limit=1 << 20)).get("step")
