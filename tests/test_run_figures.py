@@ -136,3 +136,17 @@ def test_a_run_being_trained_is_left_alone(run, tmp_path):
     assert "another vit process is writing this run directory" in result.stderr
     assert "--out" not in result.stderr.split("another vit process")[1]  # not advice about this command's --out
     assert sorted(run.glob("events.out.tfevents.*")) == events
+
+
+def test_figures_are_logged_at_the_step_of_the_model_they_show(tmp_path):
+    from vitcli.engine.persistence.run_figures import _step
+
+    run = tmp_path / "run"
+    (run / "best").mkdir(parents=True)
+    (run / "best" / "results.json").write_text('{"step": 7}')
+    (run / "results.json").write_text('{"steps": 9}')
+    assert _step(run, run / "checkpoints" / "step-00000003.pt") == 3
+    assert _step(run, run / "best" / "model.safetensors") == 7  # best/ records its own step
+    assert _step(run, run / "model.safetensors") == 9  # a finished run's model: the step it ended at
+    (run / "best" / "results.json").write_text('{"step": "7"}')
+    assert _step(run, run / "best" / "model.safetensors") == 9  # best/ that cannot say: the run's last step

@@ -148,12 +148,9 @@ def _step(run: Path, checkpoint: Path) -> int:
     if step is not None and checkpoint.parent.name == "checkpoints":
         return step
     if checkpoint.parent.name == "best" and checkpoint.parent.parent == run:
-        try:
-            step = json.loads(files.read_bytes(checkpoint.parent / "results.json", limit=1 << 20)).get("step")
-            if type(step) is int:
-                return step
-        except (OSError, ValueError, AttributeError, RecursionError, VitError):
-            pass  # best/ without its results: the run's last step
+        step = finished_step(checkpoint.parent / "results.json", "step")
+        if step is not None:  # else best/ without its results: the run's last step
+            return step
     finished = finished_step(run / "results.json")  # a finished run's model.safetensors
     if finished is not None:
         return finished

@@ -283,10 +283,11 @@ def check_restart(out: Path, last: Path | None, done: int, total: int | None = N
                    f"--out, or delete {' and '.join(found)} to train it again")
 
 
-def finished_step(path: Path) -> int | None:
-    """The step a finished run recorded in results.json, or None when it cannot be read."""
+def finished_step(path: Path, key: str = "steps") -> int | None:
+    """The step a results.json recorded under `key` (a finished run's `steps`, best/'s `step`), or None when
+    it cannot be read as a whole number."""
     try:
-        steps = json.loads(files.read_bytes(path, limit=_MAX_RECIPE_BYTES)).get("steps")
+        steps = json.loads(files.read_bytes(path, limit=_MAX_RECIPE_BYTES)).get(key)
     except (OSError, ValueError, AttributeError, RecursionError, VitError):
         return None
     return steps if type(steps) is int else None
