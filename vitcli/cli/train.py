@@ -123,8 +123,7 @@ def _train(cfg, out: Optional[Path], resume: bool, options, sets: list[str], com
     hint = f"{typed} --resume --out {out}"
     # results.json's sessions record each command as typed; the model card's Reproduce shows the run without
     # --resume (what trains it from the start).
-    session = " ".join([typed, *(["--resume"] if resume else []), *([f"--out {shlex.quote(str(given))}"]
-                                                                   if given else [])])
+    session = typed + (" --resume" if resume else "") + (f" --out {shlex.quote(str(given))}" if given else "")
     if resume:
         assembly.check_run_recipe(out, cfg)
     # recipe.yaml is the run's recipe rendered for people: YAML stays in recipe.py, the engine writes it.
